@@ -1,0 +1,33 @@
+"""Domain errors; the API maps them to HTTP responses in one place."""
+
+from __future__ import annotations
+
+
+class JobregError(Exception):
+    """Base of every error jobreg raises on purpose."""
+
+
+class InvalidEvent(JobregError):
+    """A stream entry that breaks the wire format; ``reason`` goes to the dead-letter entry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidQuery(JobregError):
+    """One or more bad query parameters: ``errors`` is a list of (param, message, type)."""
+
+    def __init__(self, errors: list[tuple[str, str, str]]) -> None:
+        super().__init__("; ".join(f"{p}: {m}" for p, m, _ in errors))
+        self.errors = errors
+
+
+class JobNotFound(JobregError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class StoreUnavailable(JobregError):
+    """Redis could not be reached; callers answer 503 and retry later."""

@@ -1,0 +1,121 @@
+"""Decoding and validation of raw stream entries into typed events (the wire format)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from registry.errors import InvalidEvent
+from registry.model import Event, EventType, Origin, parse_timestamp
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_RUNS_RE = re.compile(r"^[0-9]+$")
+MAX_VALUE_BYTES = 65_536
+MAX_RUNS = 2**31 - 1
+MAX_EVENT_ID = 200
+MAX_USER_ID = 128
+
+_variables = msgspec.json.Decoder(dict[str, Any])
+_errors = msgspec.json.Decoder(list[str])
+
+
+def canonical_uuid(value: str, field: str) -> str:
+    if not UUID_RE.match(value):
+        raise InvalidEvent(f"{field} is not a UUID: {value[:60]!r}")
+    return value.lower()
+
+
+def _text(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in fields.items():
+        raw = v if isinstance(v, bytes) else v.encode(errors="surrogatepass")
+        try:
+            key = k.decode() if isinstance(k, bytes) else k
+            val = raw.decode()
+        except UnicodeDecodeError:
+            raise InvalidEvent("entry is not valid UTF-8") from None
+        if len(raw) > MAX_VALUE_BYTES:
+            raise InvalidEvent(f"{key} exceeds {MAX_VALUE_BYTES} bytes")
+        out[key] = val
+    return out
+
+
+def _optional(f: dict[str, str], name: str) -> str | None:
+    value = f.get(name)
+    return value if value else None  # an empty optional field counts as absent
+
+
+def _required(f: dict[str, str], name: str) -> str:
+    value = f.get(name)
+    if not value:
+        raise InvalidEvent(f"missing required field {name}")
+    return value
+
+
+def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
+    """Validate one stream entry; raise InvalidEvent with a human-readable reason."""
+    f = _text(fields)
+    event_id = _required(f, "event_id")
+    if len(event_id) > MAX_EVENT_ID:
+        raise InvalidEvent(f"event_id longer than {MAX_EVENT_ID} characters")
+    raw_type = _required(f, "type")
+    try:
+        etype = EventType(raw_type)
+    except ValueError:
+        raise InvalidEvent(f"unknown type {raw_type[:60]!r}") from None
+    job_id = canonical_uuid(_required(f, "job_id"), "job_id")
+    raw_at = _required(f, "occurred_at")
+    try:
+        occurred_at = parse_timestamp(raw_at)
+    except (ValueError, OverflowError):
+        raise InvalidEvent(f"occurred_at is not an RFC 3339 timestamp: {raw_at[:60]!r}") from None
+    if occurred_at < 0:
+        raise InvalidEvent("occurred_at is before 1970-01-01")
+
+    raw_origin = _optional(f, "origin")
+    try:
+        origin = Origin(raw_origin) if raw_origin else Origin.UNKNOWN
+    except ValueError:
+        raise InvalidEvent(f"origin {raw_origin[:60]!r} is not one of CLIENT, AZURE, OVH, UNKNOWN") from None
+    parent = _optional(f, "parent_id")
+    parent_id = canonical_uuid(parent, "parent_id") if parent else None
+    variables = _decode_json(f, "variables", _variables, "a JSON object")
+    errors = _decode_json(f, "errors", _errors, "a JSON array of strings")
+
+    common: dict[str, Any] = {
+        "event_id": event_id,
+        "type": etype,
+        "job_id": job_id,
+        "occurred_at": occurred_at,
+        "origin": origin,
+        "parent_id": parent_id,
+        "variables": variables,
+        "errors": tuple(errors or ()),
+    }
+    if etype is EventType.CREATED:
+        user_id = _required(f, "user_id")
+        if len(user_id) > MAX_USER_ID:
+            raise InvalidEvent(f"user_id longer than {MAX_USER_ID} characters")
+        raw_runs = _required(f, "runs")
+        if not _RUNS_RE.match(raw_runs) or not 1 <= int(raw_runs) <= MAX_RUNS:
+            raise InvalidEvent(f"runs must be an integer from 1 to {MAX_RUNS}: {raw_runs[:60]!r}")
+        common.update(
+            batch_id=canonical_uuid(_required(f, "batch_id"), "batch_id"),
+            project_id=canonical_uuid(_required(f, "project_id"), "project_id"),
+            user_id=user_id,
+            runs=int(raw_runs),
+        )
+    return Event(**common)
+
+
+def _decode_json(f: dict[str, str], name: str, decoder: msgspec.json.Decoder[Any], what: str) -> Any:
+    raw = _optional(f, name)
+    if raw is None:
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise InvalidEvent(f"{name} is not {what}") from None

@@ -1,0 +1,124 @@
+"""What a job contributes to each index, and the ops that move the indexes from one job state to the next."""
+
+from __future__ import annotations
+
+import uuid as _uuid
+
+import msgspec
+
+from registry.keys import Keys
+from registry.model import JobState, Origin, Status
+
+# Bit-sliced indexes: value -> bitmaps, one per bit, so range filters become a few BITOPs.
+RUNS_BITS = 31
+SECOND_US = 1_000_000
+SECOND_BITS = 34  # seconds since 1970, up to year 2514
+SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs", "id")
+
+
+class Row(msgspec.Struct, frozen=True, kw_only=True):
+    """The indexed view of a listed job (one whose `created` event has been applied)."""
+
+    uuid16: bytes
+    status: Status
+    origin: Origin
+    has_errors: bool
+    project: str
+    batch: str
+    user: str
+    runs: int
+    created_at: int
+    updated_at: int
+    start: int | None
+    end: int | None
+
+
+def row_of(state: JobState) -> Row | None:
+    c = state.created
+    if c is None or state.updated_at is None:
+        return None
+    t = state.terminal
+    return Row(
+        uuid16=_uuid.UUID(state.job_id).bytes,
+        status=state.status,
+        origin=c.origin,
+        has_errors=bool(t and t.errors),
+        project=c.project_id,
+        batch=c.batch_id,
+        user=c.user_id,
+        runs=c.runs,
+        created_at=c.occurred_at,
+        updated_at=state.updated_at,
+        start=state.first_started_at,
+        end=t.occurred_at if t else None,
+    )
+
+
+def sort_score(row: Row, field: str) -> int | None:
+    return {
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "start_timestamp": row.start,
+        "end_timestamp": row.end,
+        "runs": row.runs,
+        "id": 0,  # ordered by member, which starts with the uuid bytes
+    }[field]
+
+
+def _bits(value: int | None, width: int) -> list[int]:
+    if value is None:
+        return [0] * width
+    return [(value >> i) & 1 for i in range(width)]
+
+
+def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
+    """Every bitmap the job's handle is set in (value 1), plus BSI slices with their bit."""
+    if row is None:
+        return {}
+    out = {
+        keys.all: 1,
+        keys.status[row.status]: 1,
+        keys.origin[row.origin]: 1,
+        keys.errors: int(row.has_errors),
+        keys.started: int(row.start is not None),
+        keys.ended: int(row.end is not None),
+    }
+    for field, value, width in (
+        ("runs", row.runs, RUNS_BITS),
+        ("start", None if row.start is None else row.start // SECOND_US, SECOND_BITS),
+        ("end", None if row.end is None else row.end // SECOND_US, SECOND_BITS),
+    ):
+        for i, bit in enumerate(_bits(value, width)):
+            out[keys.slice(field, i)] = bit
+    return out
+
+
+def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[str | bytes | int]:
+    """Flat op list for the apply script: bitmaps, sort sets and member indexes.
+
+    The script substitutes the job's handle, so ops never name it.
+    """
+    ops: list[str | bytes | int] = []
+    before, after = _bitmaps(keys, old), _bitmaps(keys, new)
+    for key in sorted(before.keys() | after.keys()):
+        b, a = before.get(key, 0), after.get(key, 0)
+        if a != b:
+            ops += ["B", key, a]
+    for field in SORT_FIELDS:
+        key = keys.sort(field)
+        b_score = sort_score(old, field) if old else None
+        a_score = sort_score(new, field) if new else None
+        if a_score is not None and (a_score != b_score or old is None):
+            ops += ["Z", key, a_score]
+        elif a_score is None and b_score is not None:
+            ops += ["z", key, 0]
+    for kind in ("project", "batch", "user"):
+        b_val = getattr(old, kind) if old else None
+        a_val = getattr(new, kind) if new else None
+        if b_val == a_val:
+            continue
+        if b_val is not None:
+            ops += ["M", keys.member_set(kind, b_val), keys.member_bitmap(kind, b_val), 0]
+        if a_val is not None:
+            ops += ["M", keys.member_set(kind, a_val), keys.member_bitmap(kind, a_val), 1]
+    return ops

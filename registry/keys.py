@@ -1,0 +1,59 @@
+"""Every Redis key name jobreg uses, built in one place."""
+
+from __future__ import annotations
+
+import uuid as _uuid
+
+from registry.model import MEMBER_KINDS, Origin, Status
+
+
+class Keys:
+    """Key names under one prefix.
+
+    The two streams keep the names the contract fixes (``<prefix>:events``,
+    ``<prefix>:events:dead``). Everything the projection script or a
+    multi-key command touches lives under the hash tag ``{<prefix>}`` so the
+    whole projection maps to one Redis Cluster slot.
+    """
+
+    def __init__(self, prefix: str = "jobreg") -> None:
+        self.prefix = prefix
+        tag = f"{{{prefix}}}"
+        self._t = tag
+        self.events = f"{prefix}:events"
+        self.dead = f"{prefix}:events:dead"
+        self.seq = f"{tag}:seq"
+        # Fixed-width array: bytes [16*h, 16*h+16) hold the uuid of handle h.
+        self.uuids = f"{tag}:uuids"
+        self.all = f"{tag}:bm:all"
+        self.errors = f"{tag}:bm:errors"
+        self.started = f"{tag}:bm:started"
+        self.ended = f"{tag}:bm:ended"
+        self.status = {s: f"{tag}:bm:status:{s.value}" for s in Status}
+        self.origin = {o: f"{tag}:bm:origin:{o.value}" for o in Origin}
+        self.stats = f"{tag}:stats"
+
+    def job(self, job_id: str) -> str:
+        return f"{self._t}:job:{job_id}"
+
+    def sort(self, field: str) -> str:
+        """Sorted set of every listed job by ``field``; members are uuid16 + handle (4 bytes)."""
+        return f"{self._t}:z:{field}"
+
+    def member_set(self, kind: str, value: str) -> str:
+        assert kind in MEMBER_KINDS
+        return f"{self._t}:ms:{kind}:{value}"
+
+    def member_bitmap(self, kind: str, value: str) -> str:
+        assert kind in MEMBER_KINDS
+        return f"{self._t}:mb:{kind}:{value}"
+
+    def slice(self, field: str, bit: int) -> str:
+        """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
+        return f"{self._t}:bsi:{field}:{bit}"
+
+    def temp(self) -> str:
+        return f"{self._t}:tmp:{_uuid.uuid4().hex}"
+
+    def temp_pattern(self) -> str:
+        return f"{self._t}:tmp:*"

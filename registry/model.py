@@ -1,0 +1,147 @@
+"""Domain types: statuses, origins, lifecycle events, the folded job state and the public job."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+class EventType(enum.StrEnum):
+    CREATED = "created"
+    STARTED = "started"
+    CANCELING = "canceling"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class Status(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    CANCELING = "CANCELING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+
+
+class Origin(enum.StrEnum):
+    CLIENT = "CLIENT"
+    AZURE = "AZURE"
+    OVH = "OVH"
+    UNKNOWN = "UNKNOWN"
+
+
+STATUS_OF: dict[EventType, Status] = {
+    EventType.CREATED: Status.PENDING,
+    EventType.STARTED: Status.RUNNING,
+    EventType.CANCELING: Status.CANCELING,
+    EventType.FINISHED: Status.DONE,
+    EventType.FAILED: Status.ERROR,
+    EventType.CANCELED: Status.CANCELED,
+}
+TERMINAL_EVENTS = frozenset({EventType.FINISHED, EventType.FAILED, EventType.CANCELED})
+
+# Filterable fields whose values are open-ended (UUIDs, user names): one index per value.
+MEMBER_KINDS = ("project", "batch", "user")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One valid lifecycle event. Timestamps are integer microseconds since the Unix epoch."""
+
+    event_id: str
+    type: EventType
+    job_id: str
+    occurred_at: int
+    batch_id: str | None = None
+    project_id: str | None = None
+    user_id: str | None = None
+    runs: int | None = None
+    origin: Origin = Origin.UNKNOWN
+    parent_id: str | None = None
+    variables: dict[str, Any] | None = None
+    errors: tuple[str, ...] = ()
+
+
+class Created(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    occurred_at: int
+    batch_id: str
+    project_id: str
+    user_id: str
+    runs: int
+    origin: Origin
+    parent_id: str | None
+    variables: dict[str, Any] | None
+
+
+class Terminal(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    occurred_at: int
+    status: Status
+    errors: tuple[str, ...]
+
+
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the fold keeps about a job: a join-semilattice over its events.
+
+    Each field is a min, max or or of its events, so merging is commutative,
+    associative and idempotent: any order and any duplication give the same state.
+    """
+
+    job_id: str
+    created: Created | None = None
+    first_started_at: int | None = None
+    canceling: bool = False
+    terminal: Terminal | None = None
+    updated_at: int | None = None
+
+    @property
+    def status(self) -> Status:
+        if self.terminal is not None:
+            return self.terminal.status
+        if self.canceling:
+            return Status.CANCELING
+        if self.first_started_at is not None:
+            return Status.RUNNING
+        return Status.PENDING
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """A job as the query API returns it."""
+
+    id: str
+    parent_id: str | None
+    batch_id: str
+    project_id: str
+    user_id: str
+    status: Status
+    runs: int
+    origin: Origin
+    errors: list[str]
+    variables: dict[str, Any] | None
+    creation_order: int
+    created_at: str
+    updated_at: str
+    start_timestamp: str | None
+    end_timestamp: str | None
+
+
+def render_timestamp(us: int | None) -> str | None:
+    """Microseconds since the epoch as RFC 3339 UTC, always with six fractional digits."""
+    if us is None:
+        return None
+    seconds, micros = divmod(us, 1_000_000)
+    dt = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
+    return dt.isoformat(timespec="microseconds")
+
+
+def parse_timestamp(text: str) -> int:
+    """RFC 3339 / ISO 8601 text to microseconds since the epoch; no zone means UTC."""
+    dt = datetime.fromisoformat(text.strip())
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -1,0 +1,189 @@
+"""The pure query planner: a JobQuery becomes a Plan of index predicates, an order and a strategy."""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from typing import Literal
+
+import msgspec
+
+from registry.keys import Keys
+from registry.query import Direction, JobQuery, OrderBy
+
+
+class AnyBit(msgspec.Struct, frozen=True):
+    """The job's handle is set in at least one of these bitmaps (status in ..., origin in ...)."""
+
+    keys: tuple[str, ...]
+
+
+class NoBit(msgspec.Struct, frozen=True):
+    """The job's handle is clear in this bitmap (errors=false)."""
+
+    key: str
+
+
+class Members(msgspec.Struct, frozen=True):
+    """project/batch/user in values: each value indexed by a small set or, once large, a bitmap."""
+
+    kind: str
+    sets: tuple[str, ...]
+    bitmaps: tuple[str, ...]
+
+
+class IdIn(msgspec.Struct, frozen=True):
+    ids: tuple[str, ...]
+
+
+class IdPrefix(msgspec.Struct, frozen=True):
+    """Lexicographic range of the id sort set (members start with the 16 uuid bytes)."""
+
+    text: str
+    lo: bytes
+    hi: bytes
+
+
+class Range(msgspec.Struct, frozen=True):
+    """lo <= value <= hi (inclusive, None = open) on runs, start or end; null values never match."""
+
+    field: Literal["runs", "start", "end"]
+    zset: str
+    lo: int | None
+    hi: int | None
+
+
+Predicate = AnyBit | NoBit | Members | IdIn | IdPrefix | Range
+
+
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """What the executor runs. ``predicates`` are AND-ed; ``empty`` short-circuits to no rows."""
+
+    empty: bool = False
+    predicates: tuple[Predicate, ...] = ()
+    order_zset: str | None  # None: creation_order, which is the handle itself
+    desc: bool
+    nonnull: str | None  # bitmap of jobs whose sort value is not null, when it can be null
+    offset: int
+    limit: int
+
+
+Strategy = Literal["empty", "candidates", "rank", "bitmap-collect", "bitmap-handles", "bitmap-walk"]
+
+# Candidate sources a query can be driven from, when small: the ids listed, a prefix range, small sets.
+DRIVERS = (IdIn, IdPrefix, Members)
+
+
+def prefix_range(text: str) -> tuple[bytes, bytes] | None:
+    """Byte bounds of uuids whose canonical text starts with ``text``; None if no uuid can."""
+    shape = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+    if len(text) > len(shape):
+        return None
+    for ch, slot in zip(text, shape, strict=False):
+        if (slot == "-") != (ch == "-"):
+            return None
+    nibbles = text.replace("-", "")
+    lo = _uuid.UUID(nibbles.ljust(32, "0")).bytes
+    hi = _uuid.UUID(nibbles.ljust(32, "f")).bytes
+    return lo, hi
+
+
+def plan(query: JobQuery, keys: Keys) -> Plan:
+    preds: list[Predicate] = []
+    empty = False
+    if query.ids is not None:
+        preds.append(IdIn(tuple(dict.fromkeys(query.ids))))
+    if query.id_prefix:
+        bounds = prefix_range(query.id_prefix.lower())
+        if bounds is None:
+            empty = True
+        else:
+            preds.append(IdPrefix(query.id_prefix.lower(), *bounds))
+    for kind, values in (
+        ("batch", query.batch_ids),
+        ("project", query.project_ids),
+        ("user", query.user_ids),
+    ):
+        if values is not None:
+            uniq = tuple(dict.fromkeys(values))
+            preds.append(
+                Members(
+                    kind,
+                    tuple(keys.member_set(kind, v) for v in uniq),
+                    tuple(keys.member_bitmap(kind, v) for v in uniq),
+                )
+            )
+    if query.statuses is not None:
+        preds.append(AnyBit(tuple(keys.status[s] for s in dict.fromkeys(query.statuses))))
+    if query.origins is not None:
+        preds.append(AnyBit(tuple(keys.origin[o] for o in dict.fromkeys(query.origins))))
+    if query.errors is True:
+        preds.append(AnyBit((keys.errors,)))
+    elif query.errors is False:
+        preds.append(NoBit(keys.errors))
+    if query.min_runs is not None or query.max_runs is not None:
+        if query.min_runs is not None and query.max_runs is not None and query.min_runs > query.max_runs:
+            empty = True
+        preds.append(Range("runs", keys.sort("runs"), query.min_runs, query.max_runs))
+    if query.start_date is not None:
+        preds.append(Range("start", keys.sort("start_timestamp"), query.start_date, None))
+    if query.end_date is not None:
+        preds.append(Range("end", keys.sort("end_timestamp"), None, query.end_date))
+
+    order = query.order_by
+    nonnull = {OrderBy.START_TIMESTAMP: keys.started, OrderBy.END_TIMESTAMP: keys.ended}.get(order)
+    return Plan(
+        empty=empty,
+        predicates=tuple(preds),
+        order_zset=None if order is OrderBy.CREATION_ORDER else keys.sort(order.value),
+        desc=query.direction is Direction.DESC,
+        nonnull=nonnull,
+        offset=query.offset,
+        limit=query.limit,
+    )
+
+
+def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
+    """Upper bound on how many jobs a predicate admits, from cheap cardinalities; None if unbounded."""
+    if isinstance(pred, IdIn):
+        return len(pred.ids)
+    if isinstance(pred, IdPrefix):
+        return sizes.get(pred.text)
+    if isinstance(pred, Members):
+        total = 0
+        for set_key, bitmap in zip(pred.sets, pred.bitmaps, strict=True):
+            if sizes.get(bitmap):
+                return None  # a value large enough to be a bitmap: not a small driver
+            total += sizes.get(set_key) or 0
+        return total
+    return None
+
+
+def choose(plan: Plan, sizes: dict[str, int | None], collect_threshold: int) -> tuple[Strategy, Predicate | None]:
+    """Pick the execution strategy (and the driving predicate, for ``candidates``).
+
+    - candidates: some predicate admits few jobs; check each against every predicate.
+    - rank: no predicates at all, so the page is a plain rank range of the sort set.
+    - bitmap-*: AND the predicates' bitmaps, count them, then read the page by
+      collecting (few matches), by handle (creation_order) or by walking the sort set.
+    """
+    if plan.empty:
+        return "empty", None
+    best: tuple[int, Predicate] | None = None
+    for pred in plan.predicates:
+        size = driver_size(pred, sizes)
+        if size is not None and (best is None or size < best[0]):
+            best = (size, pred)
+    if best is not None and best[0] <= collect_threshold:
+        return "candidates", best[1]
+    if not plan.predicates:
+        return "rank", None
+    return "bitmap-walk", None  # refined after counting, see refine()
+
+
+def refine(plan: Plan, total: int, collect_threshold: int) -> Strategy:
+    """After the filter bitmap is counted: collect small results, else read by handle or walk."""
+    if total <= collect_threshold:
+        return "bitmap-collect"
+    if plan.order_zset is None:
+        return "bitmap-handles"
+    return "bitmap-walk"

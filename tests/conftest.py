@@ -1,0 +1,108 @@
+"""Shared fixtures: a private redis-server per test session (fakeredis only when none can be started)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from registry.keys import Keys
+from registry.settings import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes] | None
+    workdir: str
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_redis_server(appendonly: bool = False, appendfsync: str = "everysec") -> RedisServer:
+    """Start a private redis-server on a free port; its data dies with it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not on PATH")
+    workdir = tempfile.mkdtemp(prefix="jobreg-redis-")
+    port = free_port()
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        workdir,
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        appendfsync,
+        "--slowlog-log-slower-than",
+        "5000",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    else:
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+    client.close()
+    return RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, workdir)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
+            pytest.fail("redis-server is required (JOBREG_TEST_REQUIRE_REDIS is set)")
+        pytest.skip("redis-server not installed; integration tests need a real server")
+    server = start_redis_server()
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    # A fresh prefix per test: tests never see each other's keys and never flush anything.
+    prefix = f"t{os.urandom(4).hex()}"
+    return load_settings({}, redis_url=redis_server.url, prefix=prefix)
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.prefix)
+
+
+@pytest.fixture
+async def aredis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
