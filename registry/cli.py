@@ -1,0 +1,186 @@
+"""The `jobreg` command line: up, api, worker, publish, dead-letters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+from registry.errors import InvalidEvent
+from registry.keys import Keys
+from registry.settings import Settings, load_settings
+
+log = logging.getLogger("jobreg")
+
+
+def _serve(module: str, func: str, *args: Any) -> None:
+    # The core never imports the web or queue framework; the CLI loads them by name on demand.
+    getattr(importlib.import_module(module), func)(*args)
+
+
+def cmd_api(settings: Settings, ns: argparse.Namespace) -> int:
+    _serve("api.server", "run_api", settings, ns.host or settings.api_host, ns.port or settings.api_port)
+    return 0
+
+
+def cmd_worker(settings: Settings, ns: argparse.Namespace) -> int:
+    _serve("workers.main", "run_worker", settings)
+    return 0
+
+
+def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.embedded import embedded_redis
+
+    host, port = ns.host or settings.api_host, ns.port or settings.api_port
+    if os.environ.get("JOBREG_REDIS_URL"):
+        store = _external(settings.redis_url)
+    else:
+        store = embedded_redis(Path(ns.data_dir))
+    with store as (url, description):
+        print(f"jobreg: store: {description}", flush=True)
+        if "MEMORY ONLY" in description:
+            print("jobreg: WARNING: install redis-server to keep data across restarts", file=sys.stderr, flush=True)
+        env = {**os.environ, "JOBREG_REDIS_URL": url, "JOBREG_PREFIX": settings.prefix}
+        me = [sys.executable, "-m", "registry.cli"]
+        procs = [
+            subprocess.Popen([*me, "worker"], env=env),
+            subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], env=env),
+        ]
+        print(f"jobreg: API on http://{host}:{port}/api/v2/jobs  (OpenAPI: http://{host}:{port}/schema)", flush=True)
+        print("jobreg: auth is off in this embedded mode; press Ctrl-C to stop", flush=True)
+        try:
+            if ns.demo:
+                from registry.demo import run_demo
+                from registry.publisher import Publisher
+
+                print("jobreg: --demo: publishing simulated emulator/QPU traffic", flush=True)
+                run_demo(Publisher(redis.Redis.from_url(url), Keys(settings.prefix)))
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+            print("jobreg: a child process exited; stopping", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+class _external:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> tuple[str, str]:
+        return self.url, f"Redis at {self.url} (JOBREG_REDIS_URL)"
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.publisher import Publisher
+
+    fields: dict[str, Any] = {}
+    for item in ns.field:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"jobreg publish: --field expects NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        fields[name] = value
+    publisher = Publisher(redis.Redis.from_url(settings.redis_url), Keys(settings.prefix))
+    try:
+        entry = publisher.publish(ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=ns.event_id, **fields)
+    except InvalidEvent as exc:
+        print(f"jobreg publish: invalid event: {exc.reason}", file=sys.stderr)
+        return 2
+    print(entry if isinstance(entry, str) else entry.decode())
+    return 0
+
+
+def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry import deadletter
+
+    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.prefix)
+
+    async def go() -> int:
+        try:
+            if ns.action == "replay":
+                n = await deadletter.replay(client, keys, ns.ids or None)
+                print(f"replayed {n} entries")
+                return 0
+            for d in await deadletter.list_dead(client, keys, count=ns.count):
+                if ns.json:
+                    print(msgspec.json.encode(d).decode())
+                else:
+                    print(f"{d.id}  source={d.source_id}  error={d.error}")
+            return 0
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobreg", description="Event-driven job registry (see README.md)")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole registry on an embedded default store")
+    up.add_argument("--demo", action="store_true", help="also publish simulated emulator/QPU traffic")
+    up.add_argument("--host")
+    up.add_argument("--port", type=int)
+    up.add_argument("--data-dir", default=".jobreg", help="where the private redis-server keeps its AOF")
+    up.set_defaults(func=cmd_up)
+    api = sub.add_parser("api", help="serve the HTTP API (reads JOBREG_REDIS_URL)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+    worker = sub.add_parser("worker", help="consume the events stream (reads JOBREG_REDIS_URL)")
+    worker.set_defaults(func=cmd_worker)
+    pub = sub.add_parser("publish", help="publish one lifecycle event")
+    pub.add_argument("type", help="created, started, canceling, finished, failed, canceled")
+    pub.add_argument("job_id")
+    pub.add_argument("--occurred-at", help="RFC 3339 timestamp (default: now)")
+    pub.add_argument("--event-id", help="default: a new UUID")
+    pub.add_argument("--field", "-f", action="append", default=[], metavar="NAME=VALUE",
+                     help="batch_id, project_id, user_id, runs, origin, parent_id, variables, errors")
+    pub.set_defaults(func=cmd_publish)
+    dead = sub.add_parser("dead-letters", help="list (or replay) dead-lettered entries with their reasons")
+    dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dead.add_argument("ids", nargs="*", help="replay only these dead-letter entry ids")
+    dead.add_argument("--count", type=int, default=100)
+    dead.add_argument("--json", action="store_true")
+    dead.set_defaults(func=cmd_dead_letters)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        print(f"jobreg: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    result: int = ns.func(settings, ns)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
