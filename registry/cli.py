@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -43,10 +44,11 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
     from registry.embedded import embedded_redis
 
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
-    if os.environ.get("JOBREG_REDIS_URL"):
-        store = _external(settings.redis_url)
-    else:
-        store = embedded_redis(Path(ns.data_dir))
+    store: contextlib.AbstractContextManager[tuple[str, str]] = (
+        contextlib.nullcontext((settings.redis_url, f"Redis at {settings.redis_url} (JOBREG_REDIS_URL)"))
+        if os.environ.get("JOBREG_REDIS_URL")
+        else embedded_redis(Path(ns.data_dir))
+    )
     with store as (url, description):
         print(f"jobreg: store: {description}", flush=True)
         if "MEMORY ONLY" in description:
@@ -81,17 +83,6 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
-
-
-class _external:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __enter__(self) -> tuple[str, str]:
-        return self.url, f"Redis at {self.url} (JOBREG_REDIS_URL)"
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
@@ -158,8 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("job_id")
     pub.add_argument("--occurred-at", help="RFC 3339 timestamp (default: now)")
     pub.add_argument("--event-id", help="default: a new UUID")
-    pub.add_argument("--field", "-f", action="append", default=[], metavar="NAME=VALUE",
-                     help="batch_id, project_id, user_id, runs, origin, parent_id, variables, errors")
+    pub.add_argument(
+        "--field",
+        "-f",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="batch_id, project_id, user_id, runs, origin, parent_id, variables, errors",
+    )
     pub.set_defaults(func=cmd_publish)
     dead = sub.add_parser("dead-letters", help="list (or replay) dead-lettered entries with their reasons")
     dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")

@@ -180,7 +180,7 @@ def load(conn: psycopg.Connection[Any], plan: Plan, chunk_size: int = 10_000, pr
     t1 = time.perf_counter()
     conn.execute("SET maintenance_work_mem = '512MB'")
     for sql in tqdm(INDEXES.values(), desc="indexes", disable=not progress):
-        conn.execute(sql)  # type: ignore[arg-type]  # built from constants only
+        conn.execute(sql)
     conn.execute("RESET maintenance_work_mem")
     t2 = time.perf_counter()
     conn.execute(f"VACUUM (ANALYZE) {TABLE}")
@@ -305,9 +305,9 @@ def run_timed(conn: psycopg.Connection[Any], params: Params) -> tuple[int, list[
     """Like :func:`run`, plus the page and count query times in milliseconds."""
     query = sql_for(params)
     t0 = time.perf_counter()
-    rows = conn.execute(query.page, query.args).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(query.page, query.args).fetchall()
     t1 = time.perf_counter()
-    count = conn.execute(query.count, query.args).fetchone()  # type: ignore[arg-type]
+    count = conn.execute(query.count, query.args).fetchone()
     t2 = time.perf_counter()
     assert count is not None
     return int(count[0]), [str(row[0]) for row in rows], (t1 - t0) * 1e3, (t2 - t1) * 1e3
@@ -323,5 +323,5 @@ def explain(conn: psycopg.Connection[Any], params: Params, count: bool = False) 
     """``EXPLAIN (ANALYZE, BUFFERS)`` of the page query (or of the count query)."""
     query = sql_for(params)
     sql = f"EXPLAIN (ANALYZE, BUFFERS) {query.count if count else query.page}"
-    rows: Iterable[tuple[Any, ...]] = conn.execute(sql, query.args).fetchall()  # type: ignore[arg-type]
+    rows: Iterable[tuple[Any, ...]] = conn.execute(sql, query.args).fetchall()
     return "\n".join(str(row[0]) for row in rows)
