@@ -22,6 +22,10 @@ class Keys:
         self._t = tag
         self.events = f"{prefix}:events"
         self.dead = f"{prefix}:events:dead"
+        # entry id -> last apply error, so a dead-letter reason survives the worker that saw it.
+        self.failures = f"{prefix}:events:failures"
+        # arq's queue (and, with its ':health-check' suffix, health key) for the worker host.
+        self.arq_queue = f"{prefix}:arq"
         self.seq = f"{tag}:seq"
         # Fixed-width array: bytes [16*h, 16*h+16) hold the uuid of handle h.
         self.uuids = f"{tag}:uuids"
@@ -51,6 +55,10 @@ class Keys:
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
         return f"{self._t}:bsi:{field}:{bit}"
+
+    def arq_job(self, name: str) -> str:
+        """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the prefix."""
+        return f"{self.prefix}:{name}"
 
     def temp(self) -> str:
         return f"{self._t}:tmp:{_uuid.uuid4().hex}"

@@ -1,0 +1,163 @@
+"""Publishing lifecycle events: build wire fields, validate them like a worker would, XADD."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Awaitable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any, Generic, TypeVar, cast
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+from registry.events import decode_event
+from registry.keys import Keys
+
+R = TypeVar("R")
+_json = msgspec.json.Encoder()
+
+RawFields = Mapping[str, str | bytes | int | float] | Mapping[bytes, str | bytes | int | float]
+
+
+def wire_value(value: object) -> str:
+    """One field value as the wire format wants it (all text; complex values as JSON)."""
+    if isinstance(value, enum.Enum):  # before str: StrEnum members are str too
+        value = value.value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    try:
+        return _json.encode(value).decode()
+    except TypeError:
+        raise TypeError(f"cannot publish a {type(value).__name__} as an event field") from None
+
+
+def build_fields(
+    type: str,
+    job_id: str | uuid.UUID,
+    occurred_at: datetime | str | None = None,
+    event_id: str | None = None,
+    **fields: object,
+) -> dict[str, str]:
+    """Wire fields for one event (None values omitted), validated: raises InvalidEvent if a worker would refuse it."""
+    wire = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "type": wire_value(type),
+        "job_id": wire_value(job_id),
+        "occurred_at": wire_value(occurred_at if occurred_at is not None else datetime.now(UTC)),
+    }
+    wire.update({name: wire_value(value) for name, value in fields.items() if value is not None})
+    decode_event(cast(Mapping[bytes | str, bytes | str], wire))
+    return wire
+
+
+def _entry_id(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+class _Lifecycle(Generic[R]):
+    """Convenience methods, one per event type, over ``publish`` (sync or async)."""
+
+    def publish(
+        self,
+        type: str,
+        job_id: str | uuid.UUID,
+        occurred_at: datetime | str | None = None,
+        event_id: str | None = None,
+        **fields: object,
+    ) -> R:
+        raise NotImplementedError
+
+    def created(
+        self,
+        job_id: str | uuid.UUID,
+        *,
+        batch_id: str | uuid.UUID,
+        project_id: str | uuid.UUID,
+        user_id: str,
+        runs: int,
+        origin: str | None = None,
+        parent_id: str | uuid.UUID | None = None,
+        variables: Mapping[str, Any] | None = None,
+        **extra: Any,
+    ) -> R:
+        return self.publish(
+            "created",
+            job_id,
+            batch_id=batch_id,
+            project_id=project_id,
+            user_id=user_id,
+            runs=runs,
+            origin=origin,
+            parent_id=parent_id,
+            variables=variables,
+            **extra,
+        )
+
+    def started(self, job_id: str | uuid.UUID, **extra: Any) -> R:
+        return self.publish("started", job_id, **extra)
+
+    def canceling(self, job_id: str | uuid.UUID, **extra: Any) -> R:
+        return self.publish("canceling", job_id, **extra)
+
+    def finished(self, job_id: str | uuid.UUID, *, errors: list[str] | None = None, **extra: Any) -> R:
+        return self.publish("finished", job_id, errors=errors, **extra)
+
+    def failed(self, job_id: str | uuid.UUID, *, errors: list[str] | None = None, **extra: Any) -> R:
+        return self.publish("failed", job_id, errors=errors, **extra)
+
+    def canceled(self, job_id: str | uuid.UUID, *, errors: list[str] | None = None, **extra: Any) -> R:
+        return self.publish("canceled", job_id, errors=errors, **extra)
+
+
+class Publisher(_Lifecycle[str]):
+    """Blocking publisher for backends and scripts; methods return the stream entry id."""
+
+    def __init__(self, redis: redis.Redis, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+
+    def publish(
+        self,
+        type: str,
+        job_id: str | uuid.UUID,
+        occurred_at: datetime | str | None = None,
+        event_id: str | None = None,
+        **fields: object,
+    ) -> str:
+        """Validate and XADD one event; raises InvalidEvent (publishing nothing) if it breaks the wire format."""
+        return self.publish_raw(build_fields(type, job_id, occurred_at, event_id, **fields))
+
+    def publish_raw(self, fields: RawFields) -> str:
+        """XADD these fields as they are, unvalidated (for other producers' payloads and tests)."""
+        return _entry_id(self.redis.xadd(self.keys.events, dict(fields)))  # type: ignore[arg-type]
+
+
+class AsyncPublisher(_Lifecycle[Awaitable[str]]):
+    """The same publisher on redis.asyncio; methods are awaitable."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+
+    async def publish(
+        self,
+        type: str,
+        job_id: str | uuid.UUID,
+        occurred_at: datetime | str | None = None,
+        event_id: str | None = None,
+        **fields: object,
+    ) -> str:
+        """Validate and XADD one event; raises InvalidEvent (publishing nothing) if it breaks the wire format."""
+        return await self.publish_raw(build_fields(type, job_id, occurred_at, event_id, **fields))
+
+    async def publish_raw(self, fields: RawFields) -> str:
+        """XADD these fields as they are, unvalidated (for other producers' payloads and tests)."""
+        return _entry_id(await self.redis.xadd(self.keys.events, dict(fields)))  # type: ignore[arg-type]

@@ -1,0 +1,200 @@
+"""The events-stream consumer: read as a group member, dead-letter bad entries, apply, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from registry.deadletter import dead_letter
+from registry.errors import InvalidEvent
+from registry.events import decode_event
+from registry.keys import Keys
+from registry.model import Event
+from registry.projection import Projection
+from registry.settings import Settings
+
+log = logging.getLogger("jobreg.consumer")
+
+# One stream entry as redis-py returns it; deleted entries still pending come back with no fields.
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+# Errors that say "Redis is unreachable", not "this entry is bad": back off and retry everything.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+MAX_BACKOFF_S = 5.0
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Consumer:
+    """One member of the workers' consumer group; at-least-once delivery into the idempotent projection."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.name = settings.consumer or default_consumer_name()
+        self.projection = Projection(redis, self.keys, settings.set_to_bitmap_threshold)
+        self.consumed = 0  # entries read from the stream (redeliveries included)
+        self.dead_lettered = 0
+        self.applied_batches = 0
+        self.apply_failures = 0  # entries left pending because applying them failed
+        self.errors = 0  # loop iterations that ended in an error (and a back-off)
+        self._stop = asyncio.Event()
+        self._group_ready = False
+        # Re-read our own pending entries (id 0 onwards) before new ones: after a start or
+        # an error, entries delivered to this name may never have been applied.
+        self._backlog_from: str | None = "0"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the batch in hand (a blocked read returns within block_ms)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; Redis outages and unexpected errors are logged and retried, never raised."""
+        log.info("consumer %s joining group %s on %s", self.name, self.settings.group, self.keys.events)
+        backoff = 0.0
+        while not self._stop.is_set():
+            try:
+                await self.step()
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors += 1
+                self._backlog_from = "0"
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    self._group_ready = False  # stream or group deleted under us: recreate it
+                backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
+                if isinstance(exc, UNREACHABLE):
+                    log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                else:
+                    log.exception("consumer step failed; retrying in %.1fs", backoff)
+                await self._sleep(backoff)
+        log.info(
+            "consumer %s stopped: consumed=%d applied_batches=%d dead_lettered=%d",
+            self.name,
+            self.consumed,
+            self.applied_batches,
+            self.dead_lettered,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) from the first entry, unless it exists."""
+        try:
+            await self.redis.xgroup_create(self.keys.events, self.settings.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    # -- one round ----------------------------------------------------------------------
+
+    async def step(self) -> int:
+        """Read and process one batch (own backlog first); return how many entries were read."""
+        if not self._group_ready:
+            await self.ensure_group()
+        backlog = self._backlog_from
+        reply = await self.redis.xreadgroup(
+            self.settings.group,
+            self.name,
+            {self.keys.events: backlog or ">"},
+            count=self.settings.batch_size,
+            # BLOCK only makes sense for new entries; a backlog read answers at once.
+            block=None if backlog else self.settings.block_ms,
+        )
+        entries: list[Entry] = reply[0][1] if reply else []
+        if backlog is not None:
+            # Page through the backlog by id; an empty page means we are caught up.
+            self._backlog_from = entries[-1][0].decode() if entries else None
+        if entries:
+            await self.process(entries)
+        return len(entries)
+
+    async def process(self, entries: Sequence[Entry]) -> int:
+        """Dead-letter invalid entries, apply the valid ones, acknowledge what is done; return entries acked.
+
+        Shared with housekeeping's reclaim. Raises only when Redis is unreachable, in which case
+        nothing further is acknowledged and the entries stay pending for a later delivery.
+        """
+        self.consumed += len(entries)
+        done: list[bytes] = []
+        valid: list[tuple[bytes, Event]] = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted from the stream while pending: nothing left to apply
+                done.append(entry_id)
+                continue
+            try:
+                valid.append((entry_id, decode_event(cast(Mapping[bytes | str, bytes | str], fields))))
+            except InvalidEvent as exc:
+                await dead_letter(self.redis, self.keys, entry_id, fields, exc.reason)
+                self.dead_lettered += 1
+                done.append(entry_id)
+        if valid:
+            done += await self._apply(valid)
+        await self._ack(done)
+        return len(done)
+
+    async def _apply(self, valid: list[tuple[bytes, Event]]) -> list[bytes]:
+        """Apply the batch; on failure, job by job so one poison job cannot hold back the rest."""
+        try:
+            await self.projection.apply([event for _, event in valid])
+            self.applied_batches += 1
+            return [entry_id for entry_id, _ in valid]
+        except UNREACHABLE:
+            raise
+        except Exception as exc:
+            log.warning("applying a batch of %d failed (%s); isolating job by job", len(valid), exc)
+        by_job: dict[str, list[tuple[bytes, Event]]] = defaultdict(list)
+        for entry_id, event in valid:
+            by_job[event.job_id].append((entry_id, event))
+        applied: list[bytes] = []
+        for job_id, items in by_job.items():
+            ids = [entry_id for entry_id, _ in items]
+            try:
+                await self.projection.apply([event for _, event in items])
+                applied += ids
+            except UNREACHABLE:
+                raise
+            except Exception as exc:
+                # Left pending: reclaim redelivers it and dead-letters it after max_deliveries.
+                self.apply_failures += len(ids)
+                log.error("job %s: applying %d entries failed, left pending: %r", job_id, len(ids), exc)
+                await self._record_failure(ids, exc)
+        return applied
+
+    async def _record_failure(self, ids: list[bytes], exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        with contextlib.suppress(*UNREACHABLE):  # only the dead-letter reason's detail would be lost
+            await self.redis.hset(self.keys.failures, mapping=dict.fromkeys(ids, reason))  # type: ignore[misc]
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(self.keys.events, self.settings.group, *ids)
+        # Forget recorded failures of entries that finally went through (usually a no-op).
+        pipe.hdel(self.keys.failures, *ids)  # type: ignore[arg-type]
+        await pipe.execute()

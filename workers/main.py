@@ -1,0 +1,120 @@
+"""The arq host: the consumer loop runs as a task from on_startup; housekeeping runs as arq cron jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import run_worker as arq_run_worker
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from registry.keys import Keys
+from registry.settings import Settings, load_settings
+from workers.consumer import Consumer
+from workers.housekeeping import reclaim
+
+log = logging.getLogger("jobreg.worker")
+
+RECLAIM_EVERY_S = 10
+# After stop(), the consumer finishes its batch; a blocked read returns within block_ms.
+SHUTDOWN_GRACE_S = 30.0
+
+
+def _arq_redis_settings(settings: Settings) -> RedisSettings:
+    # arq's own polling has no error handling: let its client ride out short Redis outages
+    # (~2 min) instead of killing the worker, while a shutdown during an outage still ends.
+    return dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_url),
+        conn_retries=30,
+        retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=24),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consumer loop ended unexpectedly", exc_info=task.exception())
+
+
+def worker_settings(settings: Settings) -> type:
+    """An arq ``WorkerSettings`` class for these settings."""
+    keys = Keys(settings.prefix)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        client = aioredis.Redis.from_url(
+            settings.redis_url,
+            # Above the blocking read's own timeout, so only a dead connection trips it.
+            socket_timeout=settings.block_ms / 1000 + 10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        consumer = Consumer(client, settings)
+        task = asyncio.create_task(consumer.run(), name="jobreg-consumer")
+        task.add_done_callback(_log_crash)
+        ctx.update(jobreg_redis=client, jobreg_consumer=consumer, jobreg_task=task)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        consumer: Consumer | None = ctx.get("jobreg_consumer")
+        task: asyncio.Task[None] | None = ctx.get("jobreg_task")
+        if consumer is not None and task is not None:
+            consumer.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S + settings.block_ms / 1000)
+            except TimeoutError:
+                # Anything read but unacknowledged stays pending and is re-read on restart.
+                log.warning("consumer did not stop in time; cancelling it")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        client: aioredis.Redis | None = ctx.get("jobreg_redis")
+        if client is not None:
+            await client.aclose()
+
+    async def reclaim_job(ctx: dict[str, Any]) -> int:
+        return await reclaim(ctx["jobreg_redis"], settings, ctx["jobreg_consumer"])
+
+    reclaim_job.__qualname__ = reclaim_job.__name__ = "reclaim"
+    return type(
+        "WorkerSettings",
+        (),
+        {
+            "functions": [],
+            "cron_jobs": [
+                cron(
+                    reclaim_job,
+                    # arq keys job records by name, so the name carries our prefix.
+                    name=keys.arq_job("reclaim"),
+                    second=set(range(0, 60, RECLAIM_EVERY_S)),
+                    run_at_startup=True,
+                    timeout=300,
+                )
+            ],
+            "on_startup": on_startup,
+            "on_shutdown": on_shutdown,
+            "redis_settings": _arq_redis_settings(settings),
+            "queue_name": keys.arq_queue,
+            "handle_signals": True,
+        },
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGTERM/SIGINT (arq handles both: finish, shut down, return)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # arq's Worker takes the current event loop at construction; give it a fresh one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    arq_run_worker(worker_settings(settings))
+
+
+if __name__ == "__main__":
+    run_worker(load_settings())
