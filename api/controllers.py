@@ -1,0 +1,200 @@
+"""HTTP handlers: thin adapters from requests to the planner, executor and stream health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import ResponseHeader, State
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import FromPath, QueryParameter
+from redis.exceptions import ResponseError
+
+from api.errors import JSendError, ValidationBody, invalid_path_param
+from api.params import parse_query
+from registry.errors import JobNotFound
+from registry.events import UUID_RE
+from registry.executor import Executor
+from registry.keys import Keys
+from registry.model import Job, Origin, Status
+from registry.planner import plan
+from registry.query import MAX_LIMIT, MAX_LIST, Direction, OrderBy
+from registry.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the handlers use; built in the app's lifespan and kept on ``app.state.services``."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    keys: Keys
+    executor: Executor
+
+
+class Pagination(msgspec.Struct):
+    total: int
+    start: int
+    end: int
+
+
+class JobsPage(msgspec.Struct, kw_only=True):
+    status: str = "success"
+    message: str = "OK."
+    code: str = "200"
+    data: list[Job]
+    pagination: Pagination
+
+
+class OneJob(msgspec.Struct, kw_only=True):
+    status: str = "success"
+    message: str = "OK."
+    code: str = "200"
+    data: Job
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str = "ok"
+    redis: bool = True
+    consumer_lag: int | None
+    pending: int
+    dead_letters: int
+
+
+# -- OpenAPI documentation of the query parameters -----------------------------------
+# Declared as optional strings so the framework never rejects them: parse_query is the one
+# validator (it names every bad parameter in a single 422). ``schema_extra`` documents the
+# real types.
+
+
+def _enum(values: Any, default: str | None = None) -> Schema:
+    return Schema(type=OpenAPIType.STRING, enum=[v.value for v in values], default=default)
+
+
+def _doc(description: str, schema: Schema, *, many: bool = False, query: str | None = None) -> Any:
+    if many:
+        schema = Schema(type=OpenAPIType.ARRAY, items=schema, max_items=MAX_LIST)
+    return QueryParameter(
+        annotation=list[str] | None if many else str | None,
+        name=query,
+        default=None,
+        required=False,
+        description=description,
+        schema_extra={"oneOf": [schema]},
+    )
+
+
+_UUID = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID)
+_INT = Schema(type=OpenAPIType.INTEGER)
+_DATE = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)
+_PREFIX = Schema(type=OpenAPIType.STRING, pattern="^[0-9a-fA-F-]{1,36}$")
+_LIMIT = Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_LIMIT, default=MAX_LIMIT)
+_OFFSET = Schema(type=OpenAPIType.INTEGER, minimum=0, default=0)
+
+_INVALID = ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named")
+_UNAVAILABLE = ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds")
+_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job")
+
+JOB_QUERY_PARAMETERS: dict[str, Any] = {
+    "order_by": _doc("Sort key; ties are broken by id; nulls come last.", _enum(OrderBy, OrderBy.CREATED_AT.value)),
+    "order_by_direction": _doc("Sort direction.", _enum(Direction, Direction.DESC.value)),
+    "limit": _doc(f"Page size (1..{MAX_LIMIT}).", _LIMIT),
+    "offset": _doc("Items skipped; past the end gives an empty page.", _OFFSET),
+    "job_ids": _doc("Job ids.", _UUID, many=True, query="id"),
+    "id__starts_with": _doc("Prefix of the canonical lowercase id.", _PREFIX),
+    "batch_id": _doc("Batch ids.", _UUID, many=True),
+    "project_id": _doc("Project ids.", _UUID, many=True),
+    "user_id": _doc("User ids.", Schema(type=OpenAPIType.STRING, min_length=1, max_length=128), many=True),
+    "status": _doc("Job statuses.", _enum(Status), many=True),
+    "origin": _doc("Job origins.", _enum(Origin), many=True),
+    "min_runs": _doc("Inclusive lower bound on runs.", _INT),
+    "max_runs": _doc("Inclusive upper bound on runs.", _INT),
+    "errors": _doc("true: jobs with at least one error; false: jobs with none.", Schema(type=OpenAPIType.BOOLEAN)),
+    "start_date": _doc("start_timestamp >= start_date (no zone = UTC).", _DATE),
+    "end_date": _doc("end_timestamp <= end_date (no zone = UTC).", _DATE),
+}
+
+
+class JobListController(Controller):
+    path = "/api/v2/jobs"
+    tags = ["jobs"]  # noqa: RUF012 (Litestar reads it as a class attribute)
+    # Documented here, read by parse_query; handler-level layered parameters do not exist.
+    parameters = JOB_QUERY_PARAMETERS
+
+    @get(
+        "/",
+        summary="List jobs",
+        description="Filter (all filters AND-ed; a list means any of), order and page the registry's jobs.",
+        responses={422: _INVALID, 503: _UNAVAILABLE},
+        response_headers=[
+            ResponseHeader(
+                name="Content-Range",
+                documentation_only=True,
+                description="{start+1}-{end}/{total}, or 0-0/{total} for an empty page",
+            )
+        ],
+    )
+    async def list_jobs(self, request: Request[Any, Any, Any], state: State) -> Response[JobsPage]:
+        services: Services = state.services
+        query = parse_query(request.query_params.multi_items())
+        page = await services.executor.run(plan(query, services.keys))
+        jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
+        start, end = query.offset, query.offset + len(jobs)
+        content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
+        body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
+        return Response(
+            body, headers={"Content-Range": content_range, "Access-Control-Expose-Headers": "Content-Range"}
+        )
+
+
+class JobController(Controller):
+    path = "/api/v2/jobs"
+    tags = ["jobs"]  # noqa: RUF012 (Litestar reads it as a class attribute)
+
+    @get("/{id:str}", summary="Get one job", responses={404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE})
+    async def get_job(self, state: State, id: FromPath[str]) -> OneJob:
+        if not UUID_RE.fullmatch(id):
+            raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
+        services: Services = state.services
+        job_id = id.lower()
+        (job,) = await services.executor.jobs([job_id])
+        if job is None:
+            raise JobNotFound(job_id)
+        return OneJob(data=job)
+
+
+@get(
+    "/healthz",
+    summary="Liveness, Redis reachability and ingestion backlog",
+    tags=["ops"],
+    responses={503: _UNAVAILABLE},
+)
+async def healthz(state: State) -> Health:
+    services: Services = state.services
+    lag, pending = await _group_backlog(services.redis, services.keys.events, services.settings.group)
+    dead = int(await services.redis.xlen(services.keys.dead))
+    return Health(consumer_lag=lag, pending=pending, dead_letters=dead)
+
+
+async def _group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple[int | None, int]:
+    """(entries not yet delivered to the group, entries delivered but not acknowledged).
+
+    Lag is None when Redis cannot compute it (entries deleted in the middle of the stream).
+    """
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return 0, 0
+        raise
+    for info in groups:
+        name = info.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == group:
+            lag = info.get("lag")
+            return (None if lag is None else int(lag)), int(info.get("pending") or 0)
+    return int(await redis.xlen(stream)), 0
