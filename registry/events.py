@@ -11,7 +11,7 @@ import msgspec
 from registry.errors import InvalidEvent
 from registry.model import Event, EventType, Origin, parse_timestamp
 
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _RUNS_RE = re.compile(r"^[0-9]+$")
 MAX_VALUE_BYTES = 65_536
 MAX_RUNS = 2**31 - 1

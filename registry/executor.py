@@ -84,10 +84,20 @@ class Executor:
         self._check = redis.register_script(scripts.CHECK)
         self._to_bitmap = redis.register_script(scripts.HANDLES_TO_BITMAP)
         self._range_to_bitmap = redis.register_script(scripts.RANGE_TO_BITMAP)
+        self._loaded = False
+
+    async def _load_scripts(self) -> None:
+        # Loading up front (rather than on the first NOSCRIPT) keeps the first query fast
+        # and avoids an error round trip that the embedded fakeredis server mishandles.
+        for script in (self._walk, self._check, self._to_bitmap, self._range_to_bitmap):
+            await self.redis.script_load(script.script)
+        self._loaded = True
 
     # -- entry points -------------------------------------------------------------------
 
     async def run(self, plan: Plan) -> Page:
+        if not self._loaded:
+            await self._load_scripts()
         sizes = await self._sizes(plan.predicates)
         strategy, driver = choose(plan, sizes, self.settings.collect_threshold)
         if strategy == "empty":

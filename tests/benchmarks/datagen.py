@@ -29,7 +29,8 @@ Shape of the data:
   ``creation_order`` (1..N in yield order) increases with ``created_at``.
 * Timestamps are int microseconds since the Unix epoch; ``start_timestamp`` is None for
   PENDING jobs (and for some ERROR/CANCELED jobs that never started); ``end_timestamp`` is
-  set only for DONE/ERROR/CANCELED; ``updated_at`` is the latest of the job's timestamps.
+  set only for DONE/ERROR/CANCELED; ``updated_at`` is the latest of the job's timestamps;
+  ``created_at <= start_timestamp <= end_timestamp <= 2026-11-01`` whenever they are set.
 * About 2-3% of jobs are retries: ``parent_id`` points to an earlier ERROR job of the batch.
 """
 

@@ -224,8 +224,15 @@ def _prefix_range(prefix: str) -> tuple[UUID, UUID] | None:
     return UUID(prefix + rest.replace("x", "0")), UUID(prefix + rest.replace("x", "f"))
 
 
-def where_for(params: Params) -> tuple[str, list[Any]]:
-    """The WHERE clause (without the keyword) and its arguments for the API's filters."""
+def where_for(params: Params, implied_bounds: bool = True) -> tuple[str, list[Any]]:
+    """The WHERE clause (without the keyword) and its arguments for the API's filters.
+
+    With ``implied_bounds``, a query with both ``start_date`` and ``end_date`` also gets
+    ``start_timestamp <= end_date``: implied by ``end_timestamp <= end_date`` whenever
+    ``start_timestamp <= end_timestamp`` (always true of generated data), it bounds the
+    ``(user_id, start_timestamp)`` index range on both sides; without it PostgreSQL
+    overestimates the matches and walks ``jobs_created`` instead (~50x slower at 1M jobs).
+    """
     lists: dict[str, list[str]] = {}
     scalars: dict[str, str] = {}
     for name, value in params:
@@ -265,8 +272,12 @@ def where_for(params: Params) -> tuple[str, list[Any]]:
         conds.append("start_timestamp >= %s")
         args.append(_parse_datetime(scalars["start_date"]))
     if "end_date" in scalars:
+        end_date = _parse_datetime(scalars["end_date"])
         conds.append("end_timestamp <= %s")
-        args.append(_parse_datetime(scalars["end_date"]))
+        args.append(end_date)
+        if implied_bounds and "start_date" in scalars:
+            conds.append("start_timestamp <= %s")
+            args.append(end_date)
     return (" AND ".join(conds) or "true"), args
 
 
@@ -287,9 +298,12 @@ def order_by_for(params: Params) -> str:
     return f"{key} {direction}{nulls}, id {direction}"
 
 
-def sql_for(params: Params) -> SqlQuery:
-    """Translate a GET /api/v2/jobs query into its page query and its exact-count query."""
-    where, args = where_for(params)
+def sql_for(params: Params, implied_bounds: bool = True) -> SqlQuery:
+    """Translate a GET /api/v2/jobs query into its page query and its exact-count query.
+
+    See :func:`where_for` for ``implied_bounds``.
+    """
+    where, args = where_for(params, implied_bounds)
     values = dict(params)
     limit, offset = int(values.get("limit", "100")), int(values.get("offset", "0"))
     if not 1 <= limit <= 100 or offset < 0:
@@ -301,9 +315,11 @@ def sql_for(params: Params) -> SqlQuery:
     return SqlQuery(page, f"SELECT count(*) FROM {TABLE} WHERE {where}", args)
 
 
-def run_timed(conn: psycopg.Connection[Any], params: Params) -> tuple[int, list[str], float, float]:
+def run_timed(
+    conn: psycopg.Connection[Any], params: Params, implied_bounds: bool = True
+) -> tuple[int, list[str], float, float]:
     """Like :func:`run`, plus the page and count query times in milliseconds."""
-    query = sql_for(params)
+    query = sql_for(params, implied_bounds)
     t0 = time.perf_counter()
     rows = conn.execute(query.page, query.args).fetchall()
     t1 = time.perf_counter()
@@ -313,15 +329,15 @@ def run_timed(conn: psycopg.Connection[Any], params: Params) -> tuple[int, list[
     return int(count[0]), [str(row[0]) for row in rows], (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
 
-def run(conn: psycopg.Connection[Any], params: Params) -> tuple[int, list[str]]:
+def run(conn: psycopg.Connection[Any], params: Params, implied_bounds: bool = True) -> tuple[int, list[str]]:
     """Answer one API query: ``(total, ids of the page)`` (full rows are fetched, ids kept)."""
-    total, ids, _, _ = run_timed(conn, params)
+    total, ids, _, _ = run_timed(conn, params, implied_bounds)
     return total, ids
 
 
-def explain(conn: psycopg.Connection[Any], params: Params, count: bool = False) -> str:
+def explain(conn: psycopg.Connection[Any], params: Params, count: bool = False, implied_bounds: bool = True) -> str:
     """``EXPLAIN (ANALYZE, BUFFERS)`` of the page query (or of the count query)."""
-    query = sql_for(params)
+    query = sql_for(params, implied_bounds)
     sql = f"EXPLAIN (ANALYZE, BUFFERS) {query.count if count else query.page}"
     rows: Iterable[tuple[Any, ...]] = conn.execute(sql, query.args).fetchall()
     return "\n".join(str(row[0]) for row in rows)
