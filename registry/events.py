@@ -79,7 +79,7 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
     try:
         origin = Origin(raw_origin) if raw_origin else Origin.UNKNOWN
     except ValueError:
-        raise InvalidEvent(f"origin {raw_origin[:60]!r} is not one of CLIENT, AZURE, OVH, UNKNOWN") from None
+        raise InvalidEvent(f"origin {(raw_origin or '')[:60]!r} is not one of CLIENT, AZURE, OVH, UNKNOWN") from None
     parent = _optional(f, "parent_id")
     parent_id = canonical_uuid(parent, "parent_id") if parent else None
     variables = _decode_json(f, "variables", _variables, "a JSON object")

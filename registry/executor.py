@@ -116,7 +116,7 @@ class Executor:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), "h", "s")
+            pipe.hmget(self.keys.job(job_id), ["h", "s"])
         out: list[Job | None] = []
         for h, s in await pipe.execute():
             out.append(to_job(_decode_state(s), int(h)) if h and s else None)
@@ -135,7 +135,9 @@ class Executor:
                     pipe.exists(b)
                     names += [s, b]
             elif isinstance(pred, IdPrefix):
-                pipe.zlexcount(self.keys.sort("id"), b"[" + pred.lo, b"[" + pred.hi + b"\xff" * 4)
+                pipe.zlexcount(  # type: ignore[no-untyped-call]
+                    self.keys.sort("id"), b"[" + pred.lo, b"[" + pred.hi + b"\xff" * 4
+                )
                 names.append(pred.text)
         if not names:
             return {}
@@ -276,7 +278,7 @@ class Executor:
     async def _walk_segment(
         self, zset: str, desc: bool, require: list[str], exclude: list[str], skip: int, need: int
     ) -> list[bytes]:
-        rank, out = 0, []
+        rank, out = 0, list[bytes]()
         while True:
             reply = await self._walk(
                 keys=[zset, *require, *exclude],

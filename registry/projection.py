@@ -93,7 +93,7 @@ class Projection:
         """Current (version, state) of each job; version '' means no record yet."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), "v", "s")
+            pipe.hmget(self.keys.job(job_id), ["v", "s"])
         out: dict[str, tuple[str, JobState | None]] = {}
         for job_id, (v, s) in zip(job_ids, await pipe.execute(), strict=True):
             out[job_id] = ((v or b"").decode(), _decode_state(s) if s else None)
@@ -143,7 +143,8 @@ class Projection:
         argv: list[str | bytes | int] = [
             version,
             _encode(new),
-            (new_row or old_row).uuid16 if (new_row or old_row) else b"",
+            # uuid16 is only read when the job is listed, i.e. when new_row exists.
+            new_row.uuid16 if new_row else b"",
             1 if new_row else 0,
             self.threshold,
         ]
@@ -157,7 +158,7 @@ class Projection:
                 argv += [op, ref(str(raw[i + 1])), raw[i + 2]]
                 i += 3
         assert self._sha is not None
-        pipe.evalsha(self._sha, len(keys), *keys, *argv)
+        pipe.evalsha(self._sha, len(keys), *keys, *argv)  # type: ignore[arg-type]
 
     async def _ensure_script(self) -> None:
         if self._sha is None:
