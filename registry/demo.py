@@ -34,8 +34,14 @@ def run_demo(publisher: Publisher, rate: float = 5.0, stop_after: float | None =
             for _ in range(rng.randint(1, 6)):
                 job = _Job(str(uuid.uuid4()))
                 publisher.publish(
-                    "created", job.id, occurred_at=now, batch_id=batch, project_id=project, user_id=user,
-                    runs=rng.choice([50, 100, 500, 1000]), origin=origin,
+                    "created",
+                    job.id,
+                    occurred_at=now,
+                    batch_id=batch,
+                    project_id=project,
+                    user_id=user,
+                    runs=rng.choice([50, 100, 500, 1000]),
+                    origin=origin,
                     variables={"Omega_max": round(rng.uniform(1, 20), 2)},
                 )
                 live.append(job)

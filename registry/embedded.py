@@ -43,9 +43,23 @@ def embedded_redis(data_dir: Path) -> Iterator[tuple[str, str]]:
     if binary:
         data_dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-             "--logfile", "redis.log"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--logfile",
+                "redis.log",
+            ],
             stdout=subprocess.DEVNULL,
         )
         url = f"redis://127.0.0.1:{port}/0"
