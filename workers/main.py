@@ -8,6 +8,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import arq.worker
 import redis.asyncio as aioredis
 from arq import cron
 from arq.connections import RedisSettings
@@ -15,6 +16,7 @@ from arq.worker import run_worker as arq_run_worker
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.keys import Keys
@@ -40,6 +42,15 @@ def _arq_redis_settings(settings: Settings) -> RedisSettings:
     )
 
 
+async def _log_store(redis: Any, log_func: Any) -> None:
+    """Stand-in for arq's start-up INFO log, which kills the worker on stores without INFO (fakeredis)."""
+    try:
+        info = await redis.info(section="server")
+        log_func("redis_version=%s", info.get("redis_version", "?"))
+    except RedisError as exc:
+        log_func("store does not answer INFO (%s); carrying on", exc)
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("consumer loop ended unexpectedly", exc_info=task.exception())
@@ -48,6 +59,8 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 def worker_settings(settings: Settings) -> type:
     """An arq ``WorkerSettings`` class for these settings."""
     keys = Keys(settings.prefix)
+    # `jobreg up` may host us on embedded fakeredis, which has no INFO command.
+    arq.worker.log_redis_info = _log_store  # type: ignore[attr-defined]
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         client = aioredis.Redis.from_url(

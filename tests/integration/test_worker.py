@@ -308,6 +308,7 @@ async def test_entry_that_never_applies_is_dead_lettered_after_max_deliveries(
     assert await aredis.hlen(keys.failures) == 0
 
 
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server it can kill and restart")
 async def test_consumer_survives_redis_outage(settings: Settings, keys: Keys) -> None:
     from tests.conftest import start_redis_server
 
