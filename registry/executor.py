@@ -107,7 +107,7 @@ class Executor:
             return await self._candidates(plan, driver)
         temps: list[str] = []
         try:
-            return await self._bitmap(plan, temps, no_filter=strategy == "rank")
+            return await self._bitmap(plan, sizes, temps, no_filter=strategy == "rank")
         finally:
             if temps:
                 await self.redis.delete(*temps)
@@ -216,8 +216,8 @@ class Executor:
 
     # -- strategy: bitmaps --------------------------------------------------------------
 
-    async def _bitmap(self, plan: Plan, temps: list[str], *, no_filter: bool) -> Page:
-        f = self.keys.all if no_filter else await self._filter_bitmap(plan, temps)
+    async def _bitmap(self, plan: Plan, sizes: dict[str, int | None], temps: list[str], *, no_filter: bool) -> Page:
+        f = self.keys.all if no_filter else await self._filter_bitmap(plan, sizes, temps)
         if plan.nonnull is None:
             total = int(await self.redis.bitcount(f))
             first = total
@@ -304,11 +304,11 @@ class Executor:
         temps.append(key)
         return key
 
-    async def _filter_bitmap(self, plan: Plan, temps: list[str]) -> str:
+    async def _filter_bitmap(self, plan: Plan, sizes: dict[str, int | None], temps: list[str]) -> str:
         """AND of one bitmap per predicate, built with pipelined BITOPs and bounded scripts."""
         parts: list[str] = [self.keys.all]
         for pred in plan.predicates:
-            parts.append(await self._predicate_bitmap(pred, temps))
+            parts.append(await self._predicate_bitmap(pred, sizes, temps))
         out = self._temp(temps)
         pipe = self.redis.pipeline(transaction=False)
         pipe.bitop("AND", out, *parts)
@@ -316,7 +316,7 @@ class Executor:
         await pipe.execute()
         return out
 
-    async def _predicate_bitmap(self, pred: Predicate, temps: list[str]) -> str:
+    async def _predicate_bitmap(self, pred: Predicate, sizes: dict[str, int | None], temps: list[str]) -> str:
         if isinstance(pred, AnyBit):
             if len(pred.keys) == 1:
                 return pred.keys[0]
@@ -326,7 +326,6 @@ class Executor:
             return await self._bitop("XOR", [self.keys.all, has], temps)
         if isinstance(pred, Members):
             sources: list[str] = []
-            sizes = await self._sizes([pred])
             for s, b in zip(pred.sets, pred.bitmaps, strict=True):
                 if sizes[b]:
                     sources.append(b)
