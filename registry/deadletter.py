@@ -14,10 +14,28 @@ from registry.keys import Keys
 ERROR_FIELD = "error"
 SOURCE_FIELD = "source_id"
 _ADDED = {ERROR_FIELD.encode(), SOURCE_FIELD.encode()}
+# An original field named like an added one (or already starting with the escape) is stored with one
+# more ESCAPE in front, so the copy keeps every original field and replay restores the exact entry.
+ESCAPE = b"~"
 _PAGE = 500
+# Lua's unpack() takes a few thousand values; entries with more fields take the MULTI path.
+_LUA_MAX_FIELDS = 3000
+DEFAULT_MAXLEN = 100_000
 
 # Entries as redis-py returns them (bytes) or as callers build them (str).
 Fields = Mapping[bytes, bytes | str] | Mapping[str, bytes | str]
+
+# Dead-letter an entry and acknowledge it in one atomic step, only if it is still pending for the
+# group: an entry dead-lettered (or applied) by another worker meanwhile is not copied twice.
+# KEYS: events, dead, failures, failure counts. ARGV: group, entry id, maxlen, then field, value, ...
+_DEAD_LETTER_ACK_LUA = """
+local unpack = unpack or table.unpack
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+return 1
+"""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,19 +57,84 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
+def _escape(name: bytes) -> bytes:
+    return ESCAPE + name if name in _ADDED or name.startswith(ESCAPE) else name
+
+
 def _originals(fields: Fields) -> dict[bytes, bytes]:
-    return {_b(k): _b(v) for k, v in fields.items() if _b(k) not in _ADDED}
+    """The original entry back from a dead-letter copy: added fields dropped, escaped names restored."""
+    out: dict[bytes, bytes] = {}
+    for k, v in fields.items():
+        name = _b(k)
+        if name in _ADDED:
+            continue
+        out[name[len(ESCAPE) :] if name.startswith(ESCAPE) else name] = _b(v)
+    return out
 
 
-async def dead_letter(redis: aioredis.Redis, keys: Keys, entry_id: bytes | str, fields: Fields, reason: str) -> None:
-    """Copy an entry, bytes untouched, to the dead-letter stream with ``error`` and ``source_id``.
-
-    An original ``error``/``source_id`` field is overwritten by ours (the contract's names win).
-    """
-    copy: dict[bytes, bytes] = {_b(k): _b(v) for k, v in fields.items()}
+def dead_letter_copy(entry_id: bytes | str, fields: Fields, reason: str) -> dict[bytes, bytes]:
+    """The dead-letter entry for an original: every original field (bytes untouched), ``error``, ``source_id``."""
+    copy = {_escape(_b(k)): _b(v) for k, v in fields.items()}
     copy[ERROR_FIELD.encode()] = reason.encode("utf-8", "backslashreplace")
     copy[SOURCE_FIELD.encode()] = _b(entry_id)
-    await redis.xadd(keys.dead, copy)  # type: ignore[arg-type]  # redis-py's stubs want str keys
+    return copy
+
+
+async def dead_letter(
+    redis: aioredis.Redis,
+    keys: Keys,
+    entry_id: bytes | str,
+    fields: Fields,
+    reason: str,
+    maxlen: int = DEFAULT_MAXLEN,
+) -> None:
+    """Copy an entry to the dead-letter stream (no acknowledgement; see ``dead_letter_and_ack``)."""
+    copy = dead_letter_copy(entry_id, fields, reason)
+    await redis.xadd(keys.dead, copy, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+
+
+class DeadLetterer:
+    """Dead-letters entries of a consumer group atomically with their acknowledgement."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, group: str, maxlen: int = DEFAULT_MAXLEN) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.maxlen = maxlen
+        self._script = redis.register_script(_DEAD_LETTER_ACK_LUA)
+
+    async def __call__(self, items: Sequence[tuple[bytes, Fields, str]]) -> int:
+        """Dead-letter and acknowledge (entry id, fields, reason) items; return how many this call moved.
+
+        An item no longer pending (already handled elsewhere) is skipped, so a retry after a lost
+        reply, or two workers racing on one entry, never leaves two copies.
+        """
+        if not items:
+            return 0
+        k = self.keys
+        keys = [k.events, k.dead, k.failures, k.failure_counts]
+        pipe = self.redis.pipeline(transaction=False)
+        wide: list[dict[bytes, bytes]] = []
+        wide_ids: list[bytes] = []
+        for entry_id, fields, reason in items:
+            copy = dead_letter_copy(entry_id, fields, reason)
+            if len(copy) <= _LUA_MAX_FIELDS:
+                flat = [x for kv in copy.items() for x in kv]
+                await self._script(keys=keys, args=[self.group, entry_id, self.maxlen, *flat], client=pipe)
+            else:
+                wide.append(copy)
+                wide_ids.append(entry_id)
+        moved = sum(int(r) for r in await pipe.execute()) if len(pipe) else 0
+        for entry_id, copy in zip(wide_ids, wide, strict=True):
+            # Too many fields for one Lua call: MULTI keeps the copy and the ack all-or-nothing
+            # (without the "still pending?" check; such entries are rare enough).
+            tx = self.redis.pipeline(transaction=True)
+            tx.xadd(k.dead, copy, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            tx.xack(k.events, self.group, entry_id)
+            tx.hdel(k.failures, entry_id)  # type: ignore[arg-type]
+            tx.hdel(k.failure_counts, entry_id)  # type: ignore[arg-type]
+            moved += int((await tx.execute())[1])
+        return moved
 
 
 def _to_dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:

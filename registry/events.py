@@ -20,6 +20,7 @@ MAX_USER_ID = 128
 
 _variables = msgspec.json.Decoder(dict[str, Any])
 _errors = msgspec.json.Decoder(list[str])
+_msgpack = msgspec.msgpack.Encoder()
 
 
 def canonical_uuid(value: str, field: str) -> str:
@@ -69,6 +70,8 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
     job_id = canonical_uuid(_required(f, "job_id"), "job_id")
     raw_at = _required(f, "occurred_at")
     try:
+        if raw_at != raw_at.strip():
+            raise ValueError("surrounding whitespace")
         occurred_at = parse_timestamp(raw_at)
     except (ValueError, OverflowError):
         raise InvalidEvent(f"occurred_at is not an RFC 3339 timestamp: {raw_at[:60]!r}") from None
@@ -83,6 +86,11 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
     parent = _optional(f, "parent_id")
     parent_id = canonical_uuid(parent, "parent_id") if parent else None
     variables = _decode_json(f, "variables", _variables, "a JSON object")
+    if variables is not None:
+        try:
+            _msgpack.encode(variables)  # what the projection stores must be storable
+        except OverflowError:
+            raise InvalidEvent("variables holds an integer outside the 64-bit range") from None
     errors = _decode_json(f, "errors", _errors, "a JSON array of strings")
 
     common: dict[str, Any] = {
@@ -119,3 +127,5 @@ def _decode_json(f: dict[str, str], name: str, decoder: msgspec.json.Decoder[Any
         return decoder.decode(raw)
     except msgspec.DecodeError:
         raise InvalidEvent(f"{name} is not {what}") from None
+    except RecursionError:  # deeply nested JSON
+        raise InvalidEvent(f"{name} is nested too deeply") from None

@@ -24,6 +24,8 @@ class Keys:
         self.dead = f"{prefix}:events:dead"
         # entry id -> last apply error, so a dead-letter reason survives the worker that saw it.
         self.failures = f"{prefix}:events:failures"
+        # entry id -> how many times applying it failed; dead-lettered at max_apply_failures.
+        self.failure_counts = f"{prefix}:events:failures:count"
         # arq's queue (and, with its ':health-check' suffix, health key) for the worker host.
         self.arq_queue = f"{prefix}:arq"
         self.seq = f"{tag}:seq"

@@ -16,10 +16,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consumer: str = ""  # empty: derived from host and pid at start
     batch_size: int = 500
     block_ms: int = 1000
-    # An entry delivered this many times without being acknowledged is dead-lettered.
-    max_deliveries: int = 5
+    # An entry whose apply failed this many times (a real error on its job, not an outage) is dead-lettered.
+    max_apply_failures: int = 5
+    # Backstop for entries that never apply nor fail (e.g. one that kills the worker): dead-lettered after
+    # this many deliveries. A worker crash redelivers what it held, so keep it far above expected crashes.
+    max_deliveries: int = 100
     # Pending entries idle this long belong to a dead consumer and are reclaimed.
     claim_idle_ms: int = 30_000
+    # Acknowledged events stay in the stream at least this long (for replays and audits), then are trimmed.
+    stream_retention_s: int = 86_400
+    # The dead-letter stream keeps about this many newest entries (MAXLEN ~).
+    dead_letter_maxlen: int = 100_000
+    # Group members with no pending entries idle this long are removed from the group.
+    consumer_idle_ms: int = 3_600_000
     # Above this many members a project/batch/user index switches from a set to a bitmap.
     set_to_bitmap_threshold: int = 2048
     # A query whose filter matches at most this many jobs is sorted in the client.

@@ -71,8 +71,35 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _storable(value: Any) -> bool:
+    """JSON the registry can keep: 64-bit integers, finite floats, strings without lone surrogates."""
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value <= 2**64 - 1
+    if isinstance(value, float):
+        return value not in (float("inf"), float("-inf")) and value == value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    return False
+
+
 def _json(value: str) -> Any:
-    return json.loads(value, parse_constant=_reject_constant)
+    try:
+        parsed = json.loads(value, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not _storable(parsed):
+        raise ValueError("not storable")
+    return parsed
 
 
 def decode(fields: dict[str, str]) -> Event | None:
@@ -92,7 +119,7 @@ def decode(fields: dict[str, str]) -> Event | None:
         return None
     job_id = _uuid(fields.get("job_id"))
     occurred_at = parse_timestamp(fields.get("occurred_at", ""))
-    if job_id is None or occurred_at is None:
+    if job_id is None or occurred_at is None or occurred_at < 0:  # jobreg keeps 1970 onwards
         return None
     origin = opt("origin") or "UNKNOWN"
     if origin not in ORIGINS:

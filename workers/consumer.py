@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from registry.deadletter import dead_letter
+from registry.deadletter import DeadLetterer
 from registry.errors import InvalidEvent
 from registry.events import decode_event
 from registry.keys import Keys
@@ -32,6 +32,28 @@ Entry = tuple[bytes, dict[bytes, bytes] | None]
 # Errors that say "Redis is unreachable", not "this entry is bad": back off and retry everything.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 MAX_BACKOFF_S = 5.0
+# Error replies about the store as a whole (out of memory, read-only replica after a failover, a busy
+# script, loading, disk errors...): no entry is at fault, so they never count towards dead-lettering.
+STORE_WIDE_ERRORS = (
+    "OOM",
+    "READONLY",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "MISCONF",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOSCRIPT",
+)
+
+
+class StoreError(Exception):
+    """A store-wide error reply while applying: retry the whole batch later, blame no entry."""
+
+
+def is_store_wide(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in STORE_WIDE_ERRORS
 
 
 def default_consumer_name() -> str:
@@ -47,6 +69,7 @@ class Consumer:
         self.keys = Keys(settings.prefix)
         self.name = settings.consumer or default_consumer_name()
         self.projection = Projection(redis, self.keys, settings.set_to_bitmap_threshold)
+        self.dead_letterer = DeadLetterer(redis, self.keys, settings.group, settings.dead_letter_maxlen)
         self.consumed = 0  # entries read from the stream (redeliveries included)
         self.dead_lettered = 0
         self.applied_batches = 0
@@ -84,7 +107,7 @@ class Consumer:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     self._group_ready = False  # stream or group deleted under us: recreate it
                 backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
-                if isinstance(exc, UNREACHABLE):
+                if isinstance(exc, (*UNREACHABLE, StoreError)):
                     log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 else:
                     log.exception("consumer step failed; retrying in %.1fs", backoff)
@@ -134,14 +157,15 @@ class Consumer:
         return len(entries)
 
     async def process(self, entries: Sequence[Entry]) -> int:
-        """Dead-letter invalid entries, apply the valid ones, acknowledge what is done; return entries acked.
+        """Dead-letter invalid entries, apply the valid ones, acknowledge what is done; return entries handled.
 
-        Shared with housekeeping's reclaim. Raises only when Redis is unreachable, in which case
-        nothing further is acknowledged and the entries stay pending for a later delivery.
+        Shared with housekeeping's reclaim. Raises only when Redis is unreachable or fails as a whole,
+        in which case nothing further is acknowledged and the entries stay pending for a later delivery.
         """
         self.consumed += len(entries)
         done: list[bytes] = []
         valid: list[tuple[bytes, Event]] = []
+        invalid: list[tuple[bytes, Mapping[bytes, bytes], str]] = []
         for entry_id, fields in entries:
             if not fields:  # deleted from the stream while pending: nothing left to apply
                 done.append(entry_id)
@@ -149,28 +173,39 @@ class Consumer:
             try:
                 valid.append((entry_id, decode_event(cast(Mapping[bytes | str, bytes | str], fields))))
             except InvalidEvent as exc:
-                await dead_letter(self.redis, self.keys, entry_id, fields, exc.reason)
-                self.dead_lettered += 1
-                done.append(entry_id)
+                invalid.append((entry_id, fields, exc.reason))
+        # Dead-letter copy and acknowledgement are one atomic step per entry.
+        self.dead_lettered += await self.dead_letterer(invalid)
+        handled = len(invalid)
         if valid:
-            done += await self._apply(valid)
+            applied, given_up = await self._apply(valid)
+            done += applied
+            handled += given_up
         await self._ack(done)
-        return len(done)
+        return handled + len(done)
 
-    async def _apply(self, valid: list[tuple[bytes, Event]]) -> list[bytes]:
-        """Apply the batch; on failure, job by job so one poison job cannot hold back the rest."""
+    async def _apply(self, valid: list[tuple[bytes, Event]]) -> tuple[list[bytes], int]:
+        """Apply the batch; on failure, job by job so one poison job cannot hold back the rest.
+
+        Returns the entry ids applied (to acknowledge) and how many entries were dead-lettered.
+        """
         try:
             await self.projection.apply([event for _, event in valid])
             self.applied_batches += 1
-            return [entry_id for entry_id, _ in valid]
+            return [entry_id for entry_id, _ in valid], 0
         except UNREACHABLE:
             raise
         except Exception as exc:
+            if is_store_wide(exc):
+                raise StoreError(str(exc)) from exc
             log.warning("applying a batch of %d failed (%s); isolating job by job", len(valid), exc)
+        # The scripts that did run before the failure are not undone; re-applying their jobs below
+        # folds to the same state and writes nothing, so no job is applied twice in effect.
         by_job: dict[str, list[tuple[bytes, Event]]] = defaultdict(list)
         for entry_id, event in valid:
             by_job[event.job_id].append((entry_id, event))
         applied: list[bytes] = []
+        given_up = 0
         for job_id, items in by_job.items():
             ids = [entry_id for entry_id, _ in items]
             try:
@@ -179,16 +214,48 @@ class Consumer:
             except UNREACHABLE:
                 raise
             except Exception as exc:
-                # Left pending: reclaim redelivers it and dead-letters it after max_deliveries.
+                if is_store_wide(exc):
+                    raise StoreError(str(exc)) from exc
                 self.apply_failures += len(ids)
-                log.error("job %s: applying %d entries failed, left pending: %r", job_id, len(ids), exc)
-                await self._record_failure(ids, exc)
-        return applied
+                given_up += await self._failed(job_id, items, exc)
+        return applied, given_up
 
-    async def _record_failure(self, ids: list[bytes], exc: Exception) -> None:
+    async def _failed(self, job_id: str, items: list[tuple[bytes, Event]], exc: Exception) -> int:
+        """Count one failed apply per entry; dead-letter those at max_apply_failures, leave the rest pending.
+
+        Pending entries come back through reclaim once idle; return how many were dead-lettered.
+        """
         reason = f"{type(exc).__name__}: {exc}"[:500]
-        with contextlib.suppress(*UNREACHABLE):  # only the dead-letter reason's detail would be lost
-            await self.redis.hset(self.keys.failures, mapping=dict.fromkeys(ids, reason))  # type: ignore[misc]
+        ids = [entry_id for entry_id, _ in items]
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.hincrby(self.keys.failure_counts, entry_id.decode(), 1)
+        pipe.hset(self.keys.failures, mapping=dict.fromkeys(ids, reason))
+        counts = (await pipe.execute())[: len(ids)]
+        over = [entry_id for entry_id, n in zip(ids, counts, strict=True) if int(n) >= self.settings.max_apply_failures]
+        if not over:
+            log.error("job %s: applying %d entries failed, left pending for a retry: %s", job_id, len(ids), reason)
+            return 0
+        # Every entry of one job is retried together, so the whole group reaches the bound together.
+        log.error(
+            "job %s: applying failed %d times, dead-lettering %d entries: %s",
+            job_id,
+            self.settings.max_apply_failures,
+            len(over),
+            reason,
+        )
+        fields = dict(await self._fields(over))
+        detail = f"applying failed {self.settings.max_apply_failures} times: {reason}"
+        moved = await self.dead_letterer([(i, fields[i], detail) for i in over if fields.get(i)])
+        self.dead_lettered += moved
+        await self._ack([i for i in over if not fields.get(i)])  # trimmed away meanwhile: nothing to keep
+        return len(over)
+
+    async def _fields(self, ids: list[bytes]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.keys.events, min=entry_id, max=entry_id, count=1)
+        return [rows[0] for rows in await pipe.execute() if rows]
 
     async def _ack(self, ids: list[bytes]) -> None:
         if not ids:
@@ -197,4 +264,5 @@ class Consumer:
         pipe.xack(self.keys.events, self.settings.group, *ids)
         # Forget recorded failures of entries that finally went through (usually a no-op).
         pipe.hdel(self.keys.failures, *ids)  # type: ignore[arg-type]
+        pipe.hdel(self.keys.failure_counts, *ids)  # type: ignore[arg-type]
         await pipe.execute()

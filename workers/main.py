@@ -12,7 +12,7 @@ import arq.worker
 import redis.asyncio as aioredis
 from arq import cron
 from arq.connections import RedisSettings
-from arq.worker import run_worker as arq_run_worker
+from arq.worker import get_kwargs
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,25 +21,65 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
-from workers.consumer import Consumer
-from workers.housekeeping import reclaim
+from workers.consumer import UNREACHABLE, Consumer
+from workers.housekeeping import prune_consumers, reclaim, trim_stream
 
 log = logging.getLogger("jobreg.worker")
 
 RECLAIM_EVERY_S = 10
 # After stop(), the consumer finishes its batch; a blocked read returns within block_ms.
 SHUTDOWN_GRACE_S = 30.0
+# Outages of any length: arq's polling backs off up to this, then keeps trying.
+MAX_POLL_BACKOFF_S = 5.0
 
 
 def _arq_redis_settings(settings: Settings) -> RedisSettings:
-    # arq's own polling has no error handling: let its client ride out short Redis outages
-    # (~2 min) instead of killing the worker, while a shutdown during an outage still ends.
+    # A few quick retries per command absorb a blip; longer outages are ridden out by
+    # ResilientWorker's polling. Start-up waits for Redis as long as it takes (SIGTERM still stops it).
     return dataclasses.replace(
         RedisSettings.from_dsn(settings.redis_url),
-        conn_retries=30,
-        retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=24),
+        conn_retries=10**9,
+        conn_retry_delay=1,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+
+
+class ResilientWorker(arq.worker.Worker):
+    """arq's Worker, except that a Redis outage pauses its polling instead of killing the process.
+
+    arq lets a connection error in its poll loop end ``main()``, which exits the process after its own
+    client's retries (minutes at most) run out; the consumer loop survives outages by itself, so the
+    host should too.
+    """
+
+    _outage_backoff = 0.0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except UNREACHABLE as exc:
+            self._outage_backoff = min(MAX_POLL_BACKOFF_S, self._outage_backoff * 2 or 0.2)
+            log.warning("arq polling: redis unavailable (%s); retrying in %.1fs", exc, self._outage_backoff)
+            await asyncio.sleep(self._outage_backoff)
+        else:
+            self._outage_backoff = 0.0
+
+    async def close(self) -> None:
+        # arq's close() deletes its health key first; during an outage that raises and skips
+        # on_shutdown, so the consumer would not be stopped cleanly. Tolerate it.
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        try:
+            await self.pool.delete(self.health_check_key)
+        except UNREACHABLE as exc:
+            log.warning("could not delete arq's health key at shutdown: %s", exc)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        with contextlib.suppress(*UNREACHABLE):
+            await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
 
 async def _log_store(redis: Any, log_func: Any) -> None:
@@ -96,6 +136,13 @@ def worker_settings(settings: Settings) -> type:
         return await reclaim(ctx["jobreg_redis"], settings, ctx["jobreg_consumer"])
 
     reclaim_job.__qualname__ = reclaim_job.__name__ = "reclaim"
+
+    async def trim_job(ctx: dict[str, Any]) -> int:
+        consumer: Consumer = ctx["jobreg_consumer"]
+        await prune_consumers(ctx["jobreg_redis"], settings, keep=consumer.name)
+        return await trim_stream(ctx["jobreg_redis"], settings)
+
+    trim_job.__qualname__ = trim_job.__name__ = "trim"
     return type(
         "WorkerSettings",
         (),
@@ -109,7 +156,13 @@ def worker_settings(settings: Settings) -> type:
                     second=set(range(0, 60, RECLAIM_EVERY_S)),
                     run_at_startup=True,
                     timeout=300,
-                )
+                ),
+                cron(
+                    trim_job,
+                    name=keys.arq_job("trim"),
+                    second=set(range(5, 60, RECLAIM_EVERY_S)),
+                    timeout=300,
+                ),
             ],
             "on_startup": on_startup,
             "on_shutdown": on_shutdown,
@@ -126,7 +179,8 @@ def run_worker(settings: Settings) -> None:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # arq's Worker takes the current event loop at construction; give it a fresh one.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    arq_run_worker(worker_settings(settings))
+    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
+    ResilientWorker(**kwargs).run()
 
 
 if __name__ == "__main__":

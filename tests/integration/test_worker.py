@@ -269,10 +269,10 @@ async def test_reclaim_from_a_dead_consumer(aredis: aioredis.Redis, settings: Se
     assert await reclaim(aredis, s) == 0
 
 
-async def test_entry_that_never_applies_is_dead_lettered_after_max_deliveries(
+async def test_entry_that_never_applies_is_dead_lettered_after_max_apply_failures(
     aredis: aioredis.Redis, settings: Settings, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = tuned(settings, block_ms=50, claim_idle_ms=50, max_deliveries=3, consumer="w")
+    s = tuned(settings, block_ms=50, claim_idle_ms=50, max_apply_failures=3, consumer="w")
     poison, fine = created(), created()
     ids = await publish(aredis, keys, [poison, fine])
     consumer = Consumer(aredis, s)
@@ -292,20 +292,52 @@ async def test_entry_that_never_applies_is_dead_lettered_after_max_deliveries(
     [job] = await Executor(aredis, keys, settings).jobs([fine["job_id"]])
     assert job is not None
 
-    for delivery in (2, 3):
-        await asyncio.sleep(0.07)
-        assert await reclaim(aredis, s, consumer) == 1
-        [row] = await aredis.xpending_range(keys.events, s.group, "-", "+", 10)
-        assert row["times_delivered"] == delivery
+    await asyncio.sleep(0.07)
+    assert await reclaim(aredis, s, consumer) == 1
+    [row] = await aredis.xpending_range(keys.events, s.group, "-", "+", 10)
+    assert row["times_delivered"] == 2
+    assert await aredis.hget(keys.failure_counts, ids[0]) == b"2"
     assert await list_dead(aredis, keys) == []
     await asyncio.sleep(0.07)
-    assert await reclaim(aredis, s, consumer) == 1  # third delivery failed too: give up
+    assert await reclaim(aredis, s, consumer) == 1  # the third apply failed too: give up
     assert await pending(aredis, keys, settings) == 0
     [dead] = await list_dead(aredis, keys)
     assert dead.source_id == ids[0].decode() and dead.fields == poison
-    assert dead.error.startswith("delivered 3 times without being applied: ResponseError")
+    assert dead.error.startswith("applying failed 3 times: ResponseError")
     assert "simulated script failure" in dead.error
     assert await aredis.hlen(keys.failures) == 0
+    assert await aredis.hlen(keys.failure_counts) == 0
+
+
+async def test_redeliveries_alone_are_dead_lettered_only_at_the_backstop(
+    aredis: aioredis.Redis, settings: Settings, keys: Keys
+) -> None:
+    # Crashes redeliver what a worker held without any apply failure: that must not dead-letter a
+    # valid entry early; only max_deliveries (the backstop for entries that kill workers) does.
+    s = tuned(settings, block_ms=50, claim_idle_ms=10, max_apply_failures=2, max_deliveries=6, consumer="w")
+    await Consumer(aredis, s).ensure_group()
+    [entry_id] = await publish(aredis, keys, [created()])
+    await aredis.xreadgroup(s.group, "crashed-0", {keys.events: ">"}, count=10)
+    for i in range(1, 5):  # four more deliveries, each to a worker that "dies" before applying
+        await asyncio.sleep(0.02)
+        await aredis.xclaim(keys.events, s.group, f"crashed-{i}", 10, [entry_id])
+    await asyncio.sleep(0.02)
+    alive = Consumer(aredis, s)
+    assert await reclaim(aredis, s, alive) == 1  # delivery 6 applies it
+    assert await list_dead(aredis, keys) == []
+    assert await pending(aredis, keys, settings) == 0
+
+    [stuck] = await publish(aredis, keys, [created()])
+    await aredis.xreadgroup(s.group, "crashed-0", {keys.events: ">"}, count=10)
+    for i in range(1, 6):
+        await asyncio.sleep(0.02)
+        await aredis.xclaim(keys.events, s.group, f"crashed-{i}", 10, [stuck])
+    await asyncio.sleep(0.02)
+    assert await reclaim(aredis, s, alive) == 1
+    [dead] = await list_dead(aredis, keys)
+    assert dead.source_id == stuck.decode()
+    assert dead.error.startswith("delivered 6 times without being applied (a worker crash?)")
+    assert await pending(aredis, keys, settings) == 0
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server it can kill and restart")
