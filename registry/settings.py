@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliveries: int = 100
     # Pending entries idle this long belong to a dead consumer and are reclaimed.
     claim_idle_ms: int = 30_000
+    # Housekeeping (reclaim, give up, trim, prune) runs every this many seconds (a divisor of 60).
+    housekeeping_interval_s: int = 10
     # Acknowledged events stay in the stream at least this long (for replays and audits), then are trimmed.
     stream_retention_s: int = 86_400
     # The dead-letter stream keeps about this many newest entries (MAXLEN ~).

@@ -26,7 +26,6 @@ from workers.housekeeping import prune_consumers, reclaim, trim_stream
 
 log = logging.getLogger("jobreg.worker")
 
-RECLAIM_EVERY_S = 10
 # After stop(), the consumer finishes its batch; a blocked read returns within block_ms.
 SHUTDOWN_GRACE_S = 30.0
 # Outages of any length: arq's polling backs off up to this, then keeps trying.
@@ -99,6 +98,7 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 def worker_settings(settings: Settings) -> type:
     """An arq ``WorkerSettings`` class for these settings."""
     keys = Keys(settings.prefix)
+    every = max(1, min(60, settings.housekeeping_interval_s))
     # `jobreg up` may host us on embedded fakeredis, which has no INFO command.
     arq.worker.log_redis_info = _log_store  # type: ignore[attr-defined]
 
@@ -153,14 +153,14 @@ def worker_settings(settings: Settings) -> type:
                     reclaim_job,
                     # arq keys job records by name, so the name carries our prefix.
                     name=keys.arq_job("reclaim"),
-                    second=set(range(0, 60, RECLAIM_EVERY_S)),
+                    second=set(range(0, 60, every)),
                     run_at_startup=True,
                     timeout=300,
                 ),
                 cron(
                     trim_job,
                     name=keys.arq_job("trim"),
-                    second=set(range(5, 60, RECLAIM_EVERY_S)),
+                    second=set(range(every // 2, 60, every)),
                     timeout=300,
                 ),
             ],

@@ -1,0 +1,275 @@
+"""Shared test harness: jobreg processes, publishing, waiting for the pipeline to drain, registry vs reference."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+from registry.errors import InvalidEvent
+from registry.events import decode_event
+from registry.executor import Executor
+from registry.keys import Keys
+from registry.model import Event, Status
+from registry.planner import plan
+from registry.query import JobQuery
+from registry.settings import Settings, load_settings
+from tests.conftest import RedisServer
+from tests.reference import Reference, render_job
+
+ROOT = Path(__file__).resolve().parents[1]
+RawEntry = Mapping[str, str] | Mapping[bytes, bytes]
+
+
+def decode_all(entries: Iterable[Mapping[str, str]]) -> list[Event]:
+    """The valid events among raw entries, decoded by jobreg itself."""
+    out = []
+    for fields in entries:
+        with contextlib.suppress(InvalidEvent):
+            out.append(decode_event(fields))  # type: ignore[arg-type]
+    return out
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, on_fail: Callable[[], str] = str) -> float:
+    """Poll ``condition`` until true; return the seconds it took, fail with ``what`` after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s\n{on_fail()}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+# ---------------------------------------------------------------- processes
+
+
+def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Run ``python -m registry.cli ARGS`` with its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "registry.cli", *args],
+            env=dict(env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Cluster:
+    """jobreg worker and API processes over one Redis, with their logs."""
+
+    redis_url: str
+    prefix: str
+    logs: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api: subprocess.Popen[bytes] | None = None
+    api_url: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "JOBREG_REDIS_URL": self.redis_url,
+            "JOBREG_PREFIX": self.prefix,
+            "JOBREG_LOG_LEVEL": "INFO",
+            **self.extra_env,
+        }
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.prefix)
+
+    def start_worker(self, name: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = spawn(["worker"], {**self.env, **(env or {})}, self.logs / f"worker-{name}.log")
+        self.workers[name] = proc
+        return proc
+
+    def start_api(self, port: int) -> None:
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api = spawn(["api", "--host", "127.0.0.1", "--port", str(port)], self.env, self.logs / "api.log")
+        wait_for(self._api_up, 30, "API start-up", self.log_tail)
+
+    def _api_up(self) -> bool:
+        self.check_alive()
+        try:
+            return httpx.get(f"{self.api_url}/schema/openapi.json").is_success
+        except httpx.TransportError:
+            return False
+
+    def log_tail(self, n: int = 3000) -> str:
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            parts.append(f"----- {path.name} -----\n{path.read_text(errors='replace')[-n:]}")
+        return "\n".join(parts)
+
+    def logs_text(self, pattern: str = "*.log") -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob(pattern)))
+
+    def check_alive(self) -> None:
+        for name, proc in [*self.workers.items(), ("api", self.api)]:
+            if proc is not None:
+                assert proc.poll() is None, f"{name} died (exit {proc.returncode})\n{self.log_tail()}"
+
+    def stop_all(self) -> None:
+        for proc in [*self.workers.values(), self.api]:
+            stop(proc)
+
+
+@contextlib.contextmanager
+def cluster(redis_url: str, prefix: str, logs: Path, **extra_env: str) -> Iterator[Cluster]:
+    c = Cluster(redis_url, prefix, logs, {f"JOBREG_{k.upper()}": str(v) for k, v in extra_env.items()})
+    try:
+        yield c
+    finally:
+        c.stop_all()
+        print(c.log_tail())  # shown by pytest only when the test fails
+
+
+def restart_redis(server: RedisServer, *extra: str) -> subprocess.Popen[bytes]:
+    """Start redis-server again on the same port and directory (it reloads its AOF, if any)."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(server.port), "--bind", "127.0.0.1", "--save", "", "--dir", server.workdir, *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server.process = proc
+    client = redis.Redis(port=server.port)
+    try:
+        wait_for(lambda: _pings(client), 30, "redis-server restart")
+    finally:
+        client.close()
+    return proc
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.BusyLoadingError:
+        return False
+    except redis.ConnectionError:
+        return False
+
+
+# ---------------------------------------------------------------- the stream
+
+
+def publish(client: redis.Redis, stream: str, entries: Iterable[RawEntry], chunk: int = 500) -> list[str]:
+    """XADD entries in pipelined chunks; return their entry ids."""
+    ids: list[str] = []
+    batch = list(entries)
+    for i in range(0, len(batch), chunk):
+        pipe = client.pipeline(transaction=False)
+        for entry in batch[i : i + chunk]:
+            pipe.xadd(stream, entry)  # type: ignore[arg-type]
+        ids += [x.decode() if isinstance(x, bytes) else x for x in pipe.execute()]
+    return ids
+
+
+def group_state(client: redis.Redis, stream: str, group: str) -> tuple[int, int]:
+    """(entries not yet delivered to the group, entries delivered but not acknowledged)."""
+    try:
+        groups: list[dict[str, Any]] = client.xinfo_groups(stream)  # type: ignore[assignment]
+    except redis.ResponseError:
+        return (int(client.xlen(stream)), 0)  # type: ignore[arg-type]
+    for g in groups:
+        if g["name"].decode() == group:
+            last = client.xrevrange(stream, count=1)
+            undelivered = 0 if not last or g["last-delivered-id"] == last[0][0] else 1  # type: ignore[index]
+            return undelivered, int(g["pending"])
+    return (int(client.xlen(stream)), 0)  # type: ignore[arg-type]
+
+
+def drained(client: redis.Redis, keys: Keys, group: str) -> bool:
+    """Every entry of the events stream delivered to the group and acknowledged."""
+    return group_state(client, keys.events, group) == (0, 0)
+
+
+def stream_entries(client: redis.Redis, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    out: list[tuple[bytes, dict[bytes, bytes]]] = []
+    start = "-"
+    while True:
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream, min=start, max="+", count=10_000)  # type: ignore[assignment]
+        if not rows:
+            return out
+        out += rows
+        start = "(" + rows[-1][0].decode()
+
+
+def text_fields(fields: Mapping[bytes, bytes]) -> dict[str, str] | None:
+    """An entry as text, or None if it is not valid UTF-8 (and so invalid anyway)."""
+    try:
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except UnicodeDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------- registry vs reference
+
+
+async def _registry(url: str, prefix: str, job_ids: list[str]) -> tuple[dict[str, Any], dict[str, int], int]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = Keys(prefix)
+        executor = Executor(client, keys, load_settings({}, redis_url=url, prefix=prefix))
+        got: dict[str, Any] = {}
+        for i in range(0, len(job_ids), 2000):
+            chunk = job_ids[i : i + 2000]
+            for job_id, job in zip(chunk, await executor.jobs(chunk), strict=True):
+                if job is not None:
+                    got[job_id] = msgspec.to_builtins(job)
+        totals = {}
+        for status in Status:
+            page = await executor.run(plan(JobQuery(statuses=(status,), limit=1), keys))
+            totals[status.value] = page.total
+        listed = (await executor.run(plan(JobQuery(limit=1), keys))).total
+        return got, totals, listed
+    finally:
+        await client.aclose()
+
+
+def assert_registry_matches(url: str, prefix: str, ref: Reference, extra_ids: Iterable[str] = ()) -> int:
+    """Job by job, the registry equals the reference fold; indexes count every job once. Return jobs checked."""
+    expected = ref.jobs()
+    job_ids = sorted({*expected, *extra_ids})
+    got, totals, listed = asyncio.run(_registry(url, prefix, job_ids))
+    missing = expected.keys() - got.keys()
+    unexpected = got.keys() - expected.keys()
+    assert not missing, f"{len(missing)} jobs lost, e.g. {sorted(missing)[:3]}"
+    assert not unexpected, f"{len(unexpected)} jobs that should not exist, e.g. {sorted(unexpected)[:3]}"
+    wrong = [jid for jid, job in expected.items() if got[jid] != render_job(job, got[jid]["creation_order"])]
+    assert not wrong, f"{len(wrong)} jobs differ from the fold, e.g. {wrong[0]}: {got[wrong[0]]}"
+    orders = [j["creation_order"] for j in got.values()]
+    assert len(set(orders)) == len(orders), "creation_order assigned twice"
+    want: dict[str, int] = {}
+    for job in expected.values():
+        want[job["status"]] = want.get(job["status"], 0) + 1
+    assert listed == len(expected), f"listed {listed} jobs, expected {len(expected)}"
+    assert {s: n for s, n in totals.items() if n} == want, f"status index counts {totals} != {want}"
+    return len(expected)
