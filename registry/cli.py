@@ -114,7 +114,8 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
     async def go() -> int:
         try:
             if ns.action == "replay":
-                n = await deadletter.replay(client, keys, ns.ids or None)
+                fixes = dict(item.partition("=")[::2] for item in ns.set)
+                n = await deadletter.replay(client, keys, ns.ids or None, fixes)
                 print(f"replayed {n} entries")
                 return 0
             for d in await deadletter.list_dead(client, keys, count=ns.count):
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     dead = sub.add_parser("dead-letters", help="list (or replay) dead-lettered entries with their reasons")
     dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
     dead.add_argument("ids", nargs="*", help="replay only these dead-letter entry ids")
+    dead.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="replay: correct this field on each entry"
+    )
     dead.add_argument("--count", type=int, default=100)
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_dead_letters)

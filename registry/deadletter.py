@@ -160,26 +160,35 @@ async def _chosen(redis: aioredis.Redis, keys: Keys, ids: Sequence[str]) -> list
     return [rows[0] for rows in found if rows]
 
 
-async def _republish(redis: aioredis.Redis, keys: Keys, rows: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
-    # XADD before XDEL: a crash in between replays twice, which the idempotent apply absorbs.
-    pipe = redis.pipeline(transaction=False)
+async def _republish(
+    redis: aioredis.Redis, keys: Keys, rows: Sequence[tuple[bytes, dict[bytes, bytes]]], fixes: Mapping[str, str]
+) -> int:
+    # One transaction: each entry is either back in the events stream and gone from here, or untouched.
+    changes = {_b(k): _b(v) for k, v in fixes.items()}
+    pipe = redis.pipeline(transaction=True)
     for _, fields in rows:
-        pipe.xadd(keys.events, _originals(fields))  # type: ignore[arg-type]
+        entry = _originals(fields)
+        entry.update(changes)
+        pipe.xadd(keys.events, entry)  # type: ignore[arg-type]
     for entry_id, _ in rows:
         pipe.xdel(keys.dead, entry_id)
     await pipe.execute()
     return len(rows)
 
 
-async def replay(redis: aioredis.Redis, keys: Keys, ids: Sequence[str] | None = None) -> int:
+async def replay(
+    redis: aioredis.Redis, keys: Keys, ids: Sequence[str] | None = None, fixes: Mapping[str, str] | None = None
+) -> int:
     """Re-publish dead letters (all when ``ids`` is None) to the events stream and delete them; return how many.
 
-    Unknown ids are skipped. A replayed entry that is still invalid is simply dead-lettered again.
+    ``fixes`` sets fields on every replayed entry (an operator's correction). Unknown ids are skipped.
+    A replayed entry that is still invalid is simply dead-lettered again.
     """
+    fixes = fixes or {}
     if ids is not None:
         total = 0
         for i in range(0, len(ids), _PAGE):
-            total += await _republish(redis, keys, await _chosen(redis, keys, ids[i : i + _PAGE]))
+            total += await _republish(redis, keys, await _chosen(redis, keys, ids[i : i + _PAGE]), fixes)
         return total
     # Only what is dead now: entries dead-lettered again during the replay land after ``last``,
     # so a still-broken entry cannot make this loop forever.
@@ -192,4 +201,4 @@ async def replay(redis: aioredis.Redis, keys: Keys, ids: Sequence[str] | None = 
         rows = await redis.xrange(keys.dead, min="-", max=last, count=_PAGE)
         if not rows:
             return total
-        total += await _republish(redis, keys, rows)
+        total += await _republish(redis, keys, rows, fixes)
