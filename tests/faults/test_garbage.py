@@ -109,7 +109,7 @@ def test_garbage_is_dead_lettered_and_replayable(own_redis: RedisServer, tmp_pat
         expected = {eid: e for eid, e in zip(entry_ids, mixed, strict=True) if isinstance(next(iter(e)), bytes)}
         got: dict[str, dict[bytes, bytes]] = {}
         reasons: dict[str, str] = {}
-        for dead_id, fields in client.xrange(keys.dead):  # type: ignore[union-attr]
+        for _, fields in client.xrange(keys.dead):  # type: ignore[union-attr]
             source = fields.pop(b"source_id").decode()
             reason = fields.pop(b"error").decode()
             assert reason, source
