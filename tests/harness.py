@@ -254,11 +254,18 @@ async def _registry(url: str, prefix: str, job_ids: list[str]) -> tuple[dict[str
         await client.aclose()
 
 
-def assert_registry_matches(url: str, prefix: str, ref: Reference, extra_ids: Iterable[str] = ()) -> int:
+def assert_registry_matches(url: str, prefix: str, ref: Reference) -> int:
     """Job by job, the registry equals the reference fold; indexes count every job once. Return jobs checked."""
+    return _compare(ref, *asyncio.run(_registry(url, prefix, sorted(ref.jobs()))))
+
+
+async def assert_registry_matches_async(url: str, prefix: str, ref: Reference) -> int:
+    """``assert_registry_matches`` from inside an event loop."""
+    return _compare(ref, *await _registry(url, prefix, sorted(ref.jobs())))
+
+
+def _compare(ref: Reference, got: dict[str, Any], totals: dict[str, int], listed: int) -> int:
     expected = ref.jobs()
-    job_ids = sorted({*expected, *extra_ids})
-    got, totals, listed = asyncio.run(_registry(url, prefix, job_ids))
     missing = expected.keys() - got.keys()
     unexpected = got.keys() - expected.keys()
     assert not missing, f"{len(missing)} jobs lost, e.g. {sorted(missing)[:3]}"

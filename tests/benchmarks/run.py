@@ -110,6 +110,7 @@ def wait_http(base: str, timeout_s: float = 30) -> None:
 
 def slowest_command(r: redis.Redis) -> tuple[float, str, int]:
     """(max duration ms, command, entries) over the slow log since the last reset."""
+
     def name(entry: dict[str, Any]) -> str:
         command = entry["command"]
         return command.decode(errors="replace") if isinstance(command, bytes) else str(command)
@@ -299,8 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results, mismatches = compare(http, conn, r, args.repeat, queries)
             r.config_set("slowlog-log-slower-than", 5000)
 
-        print(f"\n{args.jobs:,} jobs, {args.repeat} runs per shape after 1 warm-up; ms; jobreg over HTTP "
-              "(keep-alive), PG = page + count query; max cmd = slowest Redis command (SLOWLOG)\n")
+        print(
+            f"\n{args.jobs:,} jobs, {args.repeat} runs per shape after 1 warm-up; ms; jobreg over HTTP "
+            "(keep-alive), PG = page + count query; max cmd = slowest Redis command (SLOWLOG)\n"
+        )
         print_table(results)
         worst = max(results, key=lambda x: x["slow_ms"])
         print(f"\nslowest Redis command: {worst['slow_ms']:.2f} ms in '{worst['name']}': {worst['slow_cmd']}")
