@@ -16,7 +16,7 @@ from litestar.params import FromPath, QueryParameter
 from redis.exceptions import ResponseError
 
 from api.errors import JSendError, ValidationBody, invalid_path_param
-from api.params import parse_query
+from api.params import check_query_size, parse_query
 from registry.errors import JobNotFound
 from registry.events import UUID_RE
 from registry.executor import Executor
@@ -99,6 +99,7 @@ _OFFSET = Schema(type=OpenAPIType.INTEGER, minimum=0, default=0)
 _INVALID = ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named")
 _UNAVAILABLE = ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds")
 _NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job")
+_TOO_LONG = ResponseSpec(JSendError, description="Query string longer than any valid query needs")
 
 JOB_QUERY_PARAMETERS: dict[str, Any] = {
     "order_by": _doc("Sort key; ties are broken by id; nulls come last.", _enum(OrderBy, OrderBy.CREATED_AT.value)),
@@ -130,7 +131,7 @@ class JobListController(Controller):
         "/",
         summary="List jobs",
         description="Filter (all filters AND-ed; a list means any of), order and page the registry's jobs.",
-        responses={422: _INVALID, 503: _UNAVAILABLE},
+        responses={414: _TOO_LONG, 422: _INVALID, 503: _UNAVAILABLE},
         response_headers=[
             ResponseHeader(
                 name="Content-Range",
@@ -141,6 +142,7 @@ class JobListController(Controller):
     )
     async def list_jobs(self, request: Request[Any, Any, Any], state: State) -> Response[JobsPage]:
         services: Services = state.services
+        check_query_size(request.scope.get("query_string", b""))
         query = parse_query(request.query_params.multi_items())
         page = await services.executor.run(plan(query, services.keys))
         jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]

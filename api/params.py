@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from registry.errors import InvalidQuery
+from registry.errors import InvalidQuery, QueryTooLong
 from registry.events import UUID_RE
 from registry.model import Origin, Status, parse_timestamp
 from registry.query import MAX_LIMIT, MAX_LIST, Direction, JobQuery, OrderBy
@@ -30,6 +30,17 @@ SCALAR_PARAMS = (
     "start_date",
     "end_date",
 )
+
+
+# The longest valid query (six full 100-value lists of UUIDs or 128-character user ids, plus the
+# scalars) is under 48 KiB; anything longer is refused without being parsed.
+MAX_QUERY_BYTES = 64 * 1024
+
+
+def check_query_size(query_string: bytes) -> None:
+    """Raise QueryTooLong (414) for a query string no valid query needs."""
+    if len(query_string) > MAX_QUERY_BYTES:
+        raise QueryTooLong(len(query_string), MAX_QUERY_BYTES)
 
 
 class _Bad(Exception):

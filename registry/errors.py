@@ -23,6 +23,14 @@ class InvalidQuery(JobregError):
         self.errors = errors
 
 
+class QueryTooLong(JobregError):
+    """A query string past the size any valid query needs; refused before parsing it."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"query string of {size} bytes exceeds the {limit}-byte limit")
+        self.size, self.limit = size, limit
+
+
 class JobNotFound(JobregError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} not found")
