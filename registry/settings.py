@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A query whose filter matches at most this many jobs is sorted in the client.
     collect_threshold: int = 3000
     walk_chunk: int = 2000
+    # Workers lower their CPU priority by this much (os.nice): where API and workers share cores, ingest
+    # bursts then queue in the stream instead of slowing queries down.
+    worker_nice: int = 0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import arq.worker
@@ -177,6 +178,8 @@ def run_worker(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT (arq handles both: finish, shut down, return)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.worker_nice > 0:
+        os.nice(settings.worker_nice)
     # arq's Worker takes the current event loop at construction; give it a fresh one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
