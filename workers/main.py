@@ -91,6 +91,13 @@ async def _log_store(redis: Any, log_func: Any) -> None:
         log_func("store does not answer INFO (%s); carrying on", exc)
 
 
+async def _is_real_redis(redis: aioredis.Redis) -> bool:
+    try:
+        return "redis_version" in await redis.info(section="server")
+    except RedisError:
+        return False
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("consumer loop ended unexpectedly", exc_info=task.exception())
@@ -114,7 +121,7 @@ def worker_settings(settings: Settings) -> type:
         consumer = Consumer(client, settings)
         task = asyncio.create_task(consumer.run(), name="jobreg-consumer")
         task.add_done_callback(_log_crash)
-        ctx.update(jobreg_redis=client, jobreg_consumer=consumer, jobreg_task=task)
+        ctx.update(jobreg_redis=client, jobreg_consumer=consumer, jobreg_task=task, jobreg_can_trim=None)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         consumer: Consumer | None = ctx.get("jobreg_consumer")
@@ -139,6 +146,14 @@ def worker_settings(settings: Settings) -> type:
     reclaim_job.__qualname__ = reclaim_job.__name__ = "reclaim"
 
     async def trim_job(ctx: dict[str, Any]) -> int:
+        if ctx["jobreg_can_trim"] is None:
+            # The embedded in-memory fakeredis (`jobreg up` without redis-server) cannot run the trim
+            # scripts (XINFO inside Lua); it is a demo store, so it simply keeps its whole stream.
+            ctx["jobreg_can_trim"] = await _is_real_redis(ctx["jobreg_redis"])
+            if not ctx["jobreg_can_trim"]:
+                log.warning("store is not a real Redis: stream trimming and consumer pruning are off")
+        if not ctx["jobreg_can_trim"]:
+            return 0
         consumer: Consumer = ctx["jobreg_consumer"]
         await prune_consumers(ctx["jobreg_redis"], settings, keep=consumer.name)
         return await trim_stream(ctx["jobreg_redis"], settings)

@@ -24,9 +24,9 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
+from tests.harness import ROOT, publish, spawn
 from tests.reference import Reference, make_traffic, random_query, render_job
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 4242
 N_JOBS = 600
 N_QUERIES = 300
@@ -54,13 +54,6 @@ class Cluster:
             assert proc is not None and proc.poll() is None, f"a process died early\n{self.log_tail()}"
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "registry.cli", *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
 @pytest.fixture
 def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
     prefix = f"e2e{os.urandom(3).hex()}"
@@ -73,8 +66,8 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
     }
     c = Cluster(f"http://127.0.0.1:{port}", prefix, env, tmp_path)
     try:
-        c.workers = [_spawn(["worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
-        c.api = _spawn(["api", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "api.log")
+        c.workers = [spawn(["worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
+        c.api = spawn(["api", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "api.log")
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -92,16 +85,6 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
                 proc.kill()
                 proc.wait()
         print(c.log_tail())  # shown by pytest only when the test fails
-
-
-def _publish(client: redis.Redis, stream: str, entries: list[dict[str, str]]) -> list[str]:
-    ids: list[str] = []
-    for i in range(0, len(entries), 500):
-        pipe = client.pipeline(transaction=False)
-        for entry in entries[i : i + 500]:
-            pipe.xadd(stream, entry)  # type: ignore[arg-type]
-        ids += [x.decode() if isinstance(x, bytes) else x for x in pipe.execute()]
-    return ids
 
 
 def _drain(c: Cluster, http: httpx.Client, expected_dead: int) -> dict[str, Any]:
@@ -171,7 +154,7 @@ def test_pipeline(cluster: Cluster) -> None:
     client = redis.Redis.from_url(c.env["JOBREG_REDIS_URL"])
     http = httpx.Client(base_url=c.url, timeout=10)
     try:
-        entry_ids = _publish(client, events_stream, traffic)
+        entry_ids = publish(client, events_stream, traffic)
         _drain(c, http, ref.invalid)
 
         # (a) dead letters: exactly the entries the reference rejects, with reason, source and originals.
@@ -245,7 +228,7 @@ def test_pipeline(cluster: Cluster) -> None:
         assert http.get("/api/v2/jobs/not-a-uuid").status_code == 422
 
         # (d) full redelivery: everything again as new stream entries; jobs unchanged, malformed dead again.
-        entry_ids_2 = _publish(client, events_stream, traffic)
+        entry_ids_2 = publish(client, events_stream, traffic)
         _drain(c, http, 2 * ref.invalid)
         expected_dead.update({eid: entry for eid, entry, ok in zip(entry_ids_2, traffic, valid, strict=True) if not ok})
         assert len(_check_dead_letters(client, dead_stream, expected_dead)) == 2 * ref.invalid

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
@@ -21,13 +20,12 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from registry.errors import InvalidEvent
 from registry.events import decode_event
 from registry.keys import Keys
-from registry.model import Event
 from registry.projection import Projection
 from registry.settings import Settings, load_settings
 from tests.conftest import RedisServer, start_redis_server
+from tests.harness import decode_all
 from tests.reference import Reference, make_traffic, random_query, render_job
 
 Client = AsyncTestClient[Litestar]
@@ -43,14 +41,6 @@ class Dataset:
 
     def rendered(self, job_id: str) -> dict[str, Any]:
         return render_job(self.ref.jobs()[job_id], self.orders[job_id])
-
-
-def decode_all(entries: list[dict[str, str]]) -> list[Event]:
-    out = []
-    for fields in entries:
-        with contextlib.suppress(InvalidEvent):
-            out.append(decode_event(fields))
-    return out
 
 
 async def load(url: str, prefix: str, traffic: list[dict[str, str]], job_ids: list[str]) -> dict[str, int]:

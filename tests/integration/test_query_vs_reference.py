@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import pytest
 import redis.asyncio as aioredis
 
-from registry.errors import InvalidEvent
-from registry.events import decode_event
 from registry.executor import Executor
 from registry.keys import Keys
-from registry.model import Event
 from registry.planner import plan
 from registry.projection import Projection
 from registry.settings import Settings
+from tests.harness import decode_all
 from tests.query_params import parse_params
 from tests.reference import Reference, make_traffic, random_query
-
-
-def decode_all(entries: list[dict[str, str]]) -> list[Event]:
-    out = []
-    for fields in entries:
-        with contextlib.suppress(InvalidEvent):
-            out.append(decode_event(fields))
-    return out
 
 
 async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> dict[str, int]:
