@@ -20,10 +20,11 @@ from registry.settings import Settings
 
 # A down Redis must answer 503 fast: refused connections fail at once, unreachable hosts
 # after the connect timeout. One immediate retry on a connection error lets a request that
-# picked a connection broken by a Redis restart reconnect transparently.
+# picked a connection broken by a Redis restart reconnect transparently. No
+# health_check_interval: with it, redis-py's asyncio client recurses without end when it
+# reconnects after a restart (redis/redis-py#3745) and the request fails with a 500.
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 3.0
-HEALTH_CHECK_INTERVAL_S = 5
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -31,7 +32,6 @@ def redis_client(url: str) -> aioredis.Redis:
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
     )

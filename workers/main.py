@@ -116,7 +116,8 @@ def worker_settings(settings: Settings) -> type:
             # Above the blocking read's own timeout, so only a dead connection trips it.
             socket_timeout=settings.block_ms / 1000 + 10,
             socket_connect_timeout=5,
-            health_check_interval=30,
+            # No health_check_interval: it makes redis-py recurse without end on reconnecting
+            # (redis/redis-py#3745); a dead connection fails the next command and the loop retries.
         )
         consumer = Consumer(client, settings)
         task = asyncio.create_task(consumer.run(), name="jobreg-consumer")

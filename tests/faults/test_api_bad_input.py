@@ -92,14 +92,14 @@ def test_oversized_queries_are_refused_fast(api: Cluster) -> None:
         return status, body
 
     status, body = get("10,000 values", [("status", "DONE")] * 10_000)
-    assert status == 414 and "exceeds" in body["message"], (status, body)
+    _assert_too_long(status, body)
     status, body = get("10,000 values under the size limit", [("id", "1")] * 10_000)
     assert status == 422, (status, body)
     assert body["detail"] == [{"loc": ["query", "id"], "msg": "at most 100 values", "type": "too_long"}]
     status, body = get("101 values", [("batch_id", "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")] * 101)
     assert status == 422 and body["detail"][0]["loc"] == ["query", "batch_id"], body
     status, body = get("query string over the limit", [("user_id", "u" * (MAX_QUERY_BYTES + 1))])
-    assert status == 414 and "exceeds" in body["message"], body
+    _assert_too_long(status, body)
     # The longest valid query still works.
     longest = [(p, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59") for p in ("id", "batch_id", "project_id")] * 100
     longest += [("user_id", "u" * 128)] * 100
@@ -114,6 +114,15 @@ def test_oversized_queries_are_refused_fast(api: Cluster) -> None:
     assert not slow, slow
     api.check_alive()
     report("api_bad_input", schemathesis_examples_per_operation=EXAMPLES, refusal_ms=_ms(timings))
+
+
+def _assert_too_long(status: int | None, body: Any) -> None:
+    # The API's own 414; or, with uvicorn's httptools parser installed, that parser's 400 for a
+    # request line past its own limit, which comes before the API sees the request.
+    if status == 414:
+        assert "exceeds" in body["message"], body
+    else:
+        assert status == 400, (status, body)
 
 
 def _raw_get(base_url: str, target: str) -> tuple[int | None, Any]:

@@ -160,6 +160,7 @@ def test_redis_killed_during_ingest_and_queries(appendfsync: str, tmp_path: Path
             assert during_outage > 0 and clients.codes[503] > during_outage, clients.codes
             assert clients.codes[200] > 0
             client.close()
+            assert "unhandled error" not in c.logs_text("api.log")
             logs = c.logs_text("worker-*.log")
     finally:
         server.stop()
