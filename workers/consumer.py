@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.deadletter import DeadLetterer
@@ -34,7 +34,9 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 MAX_BACKOFF_S = 5.0
 # Error replies about the store as a whole (out of memory, read-only replica after a failover, a busy
 # script, loading, disk errors...): no entry is at fault, so they never count towards dead-lettering.
-STORE_WIDE_ERRORS = (
+# redis-py maps some codes to classes (and strips the code from the message); the rest keep the code.
+STORE_WIDE_CLASSES = (OutOfMemoryError, ReadOnlyError, NoScriptError, BusyLoadingError)
+STORE_WIDE_CODES = (
     "OOM",
     "READONLY",
     "BUSY",
@@ -44,7 +46,6 @@ STORE_WIDE_ERRORS = (
     "NOREPLICAS",
     "TRYAGAIN",
     "CLUSTERDOWN",
-    "NOSCRIPT",
 )
 
 
@@ -53,7 +54,9 @@ class StoreError(Exception):
 
 
 def is_store_wide(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in STORE_WIDE_ERRORS
+    if isinstance(exc, STORE_WIDE_CLASSES):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in STORE_WIDE_CODES
 
 
 def default_consumer_name() -> str:

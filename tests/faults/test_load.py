@@ -111,7 +111,14 @@ class Http:
         self.all: list[asyncio.StreamWriter] = []
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        conn = self.idle.pop() if self.idle else await self._connect()
+        if self.idle:
+            try:
+                return await self._get(self.idle.pop(), path)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass  # the server closed that idle keep-alive connection meanwhile: use a new one
+        return await self._get(await self._connect(), path)
+
+    async def _get(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> tuple[int, bytes]:
         reader, writer = conn
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")

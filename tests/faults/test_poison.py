@@ -9,13 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
 
 from registry.deadletter import ERROR_FIELD, SOURCE_FIELD
+from registry.settings import load_settings
 from tests.conftest import RedisServer
 from tests.faults.conftest import report
-from tests.harness import ROOT, assert_registry_matches, cluster, drained, group_state, publish, wait_for
+from tests.harness import (
+    ROOT,
+    assert_registry_matches,
+    assert_registry_matches_async,
+    cluster,
+    drained,
+    group_state,
+    publish,
+    wait_for,
+)
 from tests.reference import Reference, make_traffic
+from workers.consumer import Consumer, StoreError
 
 SEED = 4
 N_JOBS = 2_000
@@ -112,3 +126,41 @@ def test_poison_job_is_retried_then_dead_lettered(own_redis: RedisServer, tmp_pa
         duplicated=0,
     )
     client.close()
+
+
+async def test_store_wide_errors_blame_no_entry(own_redis: RedisServer) -> None:
+    # A real OOM (maxmemory below what is used) fails every apply: that is the store's fault, not the
+    # entries'. Nothing may be counted towards dead-lettering, and all of it applies once memory is back.
+    settings = load_settings({}, redis_url=own_redis.url, prefix="oom", block_ms=10, max_apply_failures=1)
+    r = aioredis.Redis.from_url(own_redis.url)
+    try:
+        consumer = Consumer(r, settings)
+        await consumer.ensure_group()
+        traffic = make_traffic(random.Random(44), 50, bad_rate=0.0)
+        ref = Reference()
+        pipe = r.pipeline(transaction=False)
+        for entry in traffic:
+            ref.add(entry)
+            pipe.xadd(consumer.keys.events, entry)  # type: ignore[arg-type]
+        await pipe.execute()
+        assert await consumer.step() == 0  # the (empty) own backlog first
+        await r.config_set("maxmemory-policy", "noeviction")
+        await r.config_set("maxmemory", 1)
+        for attempt in range(3):
+            if attempt:  # what run() does after an error: re-read our own pending entries
+                consumer._backlog_from = "0"
+            with pytest.raises((StoreError, OutOfMemoryError)):
+                await consumer.step()
+        assert await r.hlen(consumer.keys.failure_counts) == 0  # type: ignore[misc]
+        assert await r.xlen(consumer.keys.dead) == 0
+        await r.config_set("maxmemory", 0)
+        while await consumer.step() or consumer._backlog_from is not None:
+            pass
+        consumer._backlog_from = "0"  # what run() does after an error: re-read our own pending entries
+        while await consumer.step():
+            pass
+        assert (await r.xpending(consumer.keys.events, settings.group))["pending"] == 0
+        assert await r.xlen(consumer.keys.dead) == 0
+    finally:
+        await r.aclose()
+    await assert_registry_matches_async(own_redis.url, "oom", ref)
