@@ -14,6 +14,12 @@ RUNS_BITS = 31
 SECOND_US = 1_000_000
 SECOND_BITS = 34  # seconds since 1970, up to year 2514
 SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs", "id")
+# Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
+# lookup per job. Nullable values are stored as value + 1, with 0 for null.
+COLUMNS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs")
+NULLABLE_COLUMNS = frozenset({"start_timestamp", "end_timestamp"})
+# Order fields with a bit-sliced index (seconds, or runs): deep offsets select by counting.
+BSI_OF_ORDER = {"created_at": "created", "start_timestamp": "start", "end_timestamp": "end", "runs": "runs"}
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +71,14 @@ def sort_score(row: Row, field: str) -> int | None:
     }[field]
 
 
+def column_value(row: Row, field: str) -> int:
+    value = sort_score(row, field)
+    if field in NULLABLE_COLUMNS:
+        return 0 if value is None else value + 1
+    assert value is not None
+    return value
+
+
 def _bits(value: int | None, width: int) -> list[int]:
     if value is None:
         return [0] * width
@@ -85,6 +99,7 @@ def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
     }
     for field, value, width in (
         ("runs", row.runs, RUNS_BITS),
+        ("created", row.created_at // SECOND_US, SECOND_BITS),
         ("start", None if row.start is None else row.start // SECOND_US, SECOND_BITS),
         ("end", None if row.end is None else row.end // SECOND_US, SECOND_BITS),
     ):
@@ -112,6 +127,11 @@ def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[str | bytes 
             ops += ["Z", key, a_score]
         elif a_score is None and b_score is not None:
             ops += ["z", key, 0]
+    if new is not None:
+        for field in COLUMNS:
+            value = column_value(new, field)
+            if old is None or column_value(old, field) != value:
+                ops += ["C", keys.column(field), value]
     for kind in ("project", "batch", "user"):
         b_val = getattr(old, kind) if old else None
         a_val = getattr(new, kind) if new else None

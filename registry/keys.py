@@ -52,6 +52,10 @@ class Keys:
         assert kind in MEMBER_KINDS
         return f"{self._t}:mb:{kind}:{value}"
 
+    def column(self, field: str) -> str:
+        """Fixed-width array of ``field`` by handle: a signed 64-bit value at bit offset 64*h (BITFIELD #h)."""
+        return f"{self._t}:col:{field}"
+
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
         return f"{self._t}:bsi:{field}:{bit}"

@@ -46,6 +46,8 @@ while i <= #ARGV do
     redis.call('SETBIT', key, h, tonumber(arg))
   elseif op == 'Z' then
     redis.call('ZADD', key, arg, member)
+  elseif op == 'C' then
+    redis.call('BITFIELD', key, 'SET', 'i64', '#' .. h, arg)
   elseif op == 'z' then
     redis.call('ZREM', key, member)
   elseif op == 'M' then
