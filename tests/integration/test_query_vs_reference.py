@@ -48,7 +48,7 @@ async def test_random_queries_match_reference(
     ref = Reference()
     for e in traffic:
         ref.add(e)
-    proj = Projection(aredis, keys, set_to_bitmap_threshold=20)
+    proj = Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=5)
     events = decode_all(traffic)
     for i in range(0, len(events), 97):
         await proj.apply(events[i : i + 97])
