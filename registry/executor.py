@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import uuid as _uuid
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +37,14 @@ _NONZERO = re.compile(rb"[^\x00]")
 _CHUNK_BYTES = 4096
 _TTL_MS = 60_000
 _BOUND = 1 << 62  # an open end of a range: beyond any column value
+
+
+def _packed(handles: Sequence[int]) -> bytes:
+    """Handles as one script argument, four big-endian bytes each (see scripts._HANDLES)."""
+    packed = array("I", handles)  # "I" is 4 bytes on every platform CPython supports
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def _handle(member: bytes) -> int:
@@ -235,7 +245,7 @@ class Executor:
             keys = [self.keys.uuids, plan.order_column or ""]
             prog = self._program(preds, keys)
             chunk = handles[i : i + step]
-            reply = await self._check(keys=keys, args=[len(chunk), *chunk, int(want_uuid), *prog])
+            reply = await self._check(keys=keys, args=[_packed(chunk), int(want_uuid), *prog])
             for j in range(0, len(reply), width):
                 h, value = int(reply[j]), int(reply[j + 1])
                 if want_uuid:
@@ -284,7 +294,7 @@ class Executor:
         out: dict[int, bytes] = {}
         for i in range(0, len(handles), self.settings.walk_chunk):
             chunk = handles[i : i + self.settings.walk_chunk]
-            blob = await self._uuids_of(keys=[self.keys.uuids], args=chunk)
+            blob = await self._uuids_of(keys=[self.keys.uuids], args=[_packed(chunk)])
             out.update((h, blob[16 * k : 16 * k + 16]) for k, h in enumerate(chunk))
         return out
 
@@ -389,10 +399,8 @@ class Executor:
                 return out
 
     async def _ids_of(self, handles: list[int]) -> list[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for h in handles:
-            pipe.getrange(self.keys.uuids, h * 16, h * 16 + 15)
-        return [str(_uuid.UUID(bytes=b)) for b in await pipe.execute()]
+        uuids = await self._uuids(handles)
+        return [str(_uuid.UUID(bytes=uuids[h])) for h in handles]
 
     def _temp(self, temps: list[str]) -> str:
         key = self.keys.temp()
@@ -428,7 +436,7 @@ class Executor:
                     sources.append(b)
                 elif sizes[s]:
                     tmp = self._temp(temps)
-                    await self._to_bitmap(keys=[tmp, s], args=[])
+                    await self._to_bitmap(keys=[tmp, s], args=[""])
                     sources.append(tmp)
             if not sources:
                 return self._temp(temps)  # never written: the empty bitmap
@@ -437,7 +445,7 @@ class Executor:
             tmp = self._temp(temps)
             handles, _ = await self._candidate_handles(pred, sizes)
             if handles:
-                await self._to_bitmap(keys=[tmp], args=handles)
+                await self._to_bitmap(keys=[tmp], args=[_packed(handles)])
             return tmp
         if isinstance(pred, IdPrefix):
             tmp = self._temp(temps)
