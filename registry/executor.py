@@ -99,6 +99,7 @@ class Executor:
         self._range_to_bitmap = redis.register_script(scripts.RANGE_TO_BITMAP)
         self._uuids_of = redis.register_script(scripts.UUIDS)
         self._select = redis.register_script(scripts.SELECT)
+        self._records = redis.register_script(scripts.RECORDS)
         self._loaded = False
 
     async def _load_scripts(self) -> None:
@@ -111,6 +112,7 @@ class Executor:
             self._range_to_bitmap,
             self._uuids_of,
             self._select,
+            self._records,
         ):
             await self.redis.script_load(script.script)
         self._loaded = True
@@ -136,13 +138,15 @@ class Executor:
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), ["h", "s"])
-        out: list[Job | None] = []
-        for h, s in await pipe.execute():
-            out.append(to_job(_decode_state(s), int(h)) if h and s else None)
-        return out
+        if not self._loaded:
+            await self._load_scripts()
+        if not job_ids:
+            return []
+        reply = await self._records(keys=[self.keys.job(job_id) for job_id in job_ids])
+        return [
+            to_job(_decode_state(s), int(h)) if h and s else None
+            for h, s in zip(reply[::2], reply[1::2], strict=True)
+        ]
 
     # -- cardinalities ------------------------------------------------------------------
 

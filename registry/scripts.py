@@ -169,6 +169,16 @@ end
 return {rank, above}
 """
 
+# The handle and state of each record KEYS[i]: one call instead of a command per job.
+RECORDS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local hs = redis.call('HMGET', key, 'h', 's')
+  out[2 * i - 1], out[2 * i] = hs[1], hs[2]
+end
+return out
+"""
+
 # SETBIT KEYS[1] for each handle packed in ARGV[1], or for each member of the set KEYS[2].
 HANDLES_TO_BITMAP = _HANDLES + """
 local list
