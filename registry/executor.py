@@ -123,7 +123,7 @@ class Executor:
         if not self._loaded:
             await self._load_scripts()
         sizes = await self._sizes(plan.predicates)
-        strategy, driver = choose(plan, sizes, self.settings.collect_threshold)
+        strategy, driver = choose(plan, sizes, self.settings.candidate_threshold)
         if strategy == "empty":
             return Page(total=0, job_ids=[])
         if strategy == "candidates":
@@ -314,7 +314,7 @@ class Executor:
                 # Ranges cost a BITOP per bit of the value; when the other filters leave few
                 # jobs, checking those against the range columns is cheaper.
                 few = int(await self.redis.bitcount(f))
-                if few <= self.settings.collect_threshold:
+                if few <= self.settings.candidate_threshold:
                     handles = bit_positions(await self.redis.get(f) or b"", 0, few, False)
                     return await self._collect(plan, handles, ranges)
                 parts = [f, *[await self._range_bitmap(r, temps) for r in ranges]]

@@ -165,7 +165,7 @@ def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
     return None
 
 
-def choose(plan: Plan, sizes: dict[str, int | None], collect_threshold: int) -> tuple[Strategy, Predicate | None]:
+def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -> tuple[Strategy, Predicate | None]:
     """Pick the execution strategy (and the driving predicate, for ``candidates``).
 
     - candidates: some predicate admits few jobs; check each against the other predicates
@@ -184,7 +184,7 @@ def choose(plan: Plan, sizes: dict[str, int | None], collect_threshold: int) -> 
         size = driver_size(pred, sizes)
         if size is not None and (best is None or size < best[0]):
             best = (size, pred)
-    if best is not None and best[0] <= collect_threshold:
+    if best is not None and best[0] <= candidate_threshold:
         return "candidates", best[1]
     if not plan.predicates:
         return "rank", None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,10 +134,6 @@ class Projection:
             if not todo:
                 return result
             current = await self.load(todo)
-            # Each chunk goes out as soon as it is built, so Redis applies one chunk while
-            # this process folds the next.
-            calls: list[asyncio.Future[list[int]]] = []
-            sent: list[str] = []
             payloads: list[tuple[str, list[str | bytes]]] = []
             for job_id in todo:
                 version, old = current[job_id]
@@ -147,17 +142,9 @@ class Projection:
                     result.unchanged += 1
                     continue
                 payloads.append((job_id, self._payload(version, old, new)))
-                if len(payloads) == self.chunk:
-                    calls.append(asyncio.ensure_future(self._run(payloads)))
-                    sent += [job_id for job_id, _ in payloads]
-                    payloads = []
-                    await asyncio.sleep(0)
-            if payloads:
-                calls.append(asyncio.ensure_future(self._run(payloads)))
-                sent += [job_id for job_id, _ in payloads]
-            replies = [h for hs in await asyncio.gather(*calls) for h in hs]
-            todo = [job_id for job_id, h in zip(sent, replies, strict=True) if h < 0]
-            result.changed += len(sent) - len(todo)
+            replies = await self._run(payloads)
+            todo = [job_id for (job_id, _), h in zip(payloads, replies, strict=True) if h < 0]
+            result.changed += len(payloads) - len(todo)
             result.conflicts += len(todo)
         raise RuntimeError(f"could not apply events to {len(todo)} jobs after {max_attempts} attempts")
 
@@ -168,15 +155,32 @@ class Projection:
         return [version, _encode(new), new_row.uuid16 if new_row else b"", _encode_json(ops)]
 
     async def _run(self, payloads: list[tuple[str, list[str | bytes]]]) -> list[int]:
-        """One apply call for up to ``chunk`` jobs (short, so other clients never wait long)."""
-        keys = [self.keys.seq, self.keys.uuids, *[self.keys.job(job_id) for job_id, _ in payloads]]
-        args = [self.threshold, *[arg for _, job_args in payloads for arg in job_args]]
+        """Apply calls of up to ``chunk`` jobs each (short, so other clients never wait long).
+
+        One pipeline on one connection, so jobs get their handles (creation_order) in the
+        order their events were read.
+        """
+        if not payloads:
+            return []
         if self._sha is None:
             self._sha = await self.redis.script_load(APPLY_LUA)
-        try:
-            replies = await self.redis.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[arg-type,misc]
-        except NoScriptError:
-            # Redis restarted or flushed its script cache: nothing ran; load it and call again.
-            self._sha = await self.redis.script_load(APPLY_LUA)
-            replies = await self.redis.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[arg-type,misc]
-        return [int(h) for h in replies]
+        calls = []
+        for i in range(0, len(payloads), self.chunk):
+            part = payloads[i : i + self.chunk]
+            keys = [self.keys.seq, self.keys.uuids, *[self.keys.job(job_id) for job_id, _ in part]]
+            calls.append((keys, [self.threshold, *[arg for _, job_args in part for arg in job_args]]))
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+            try:
+                replies = await pipe.execute()
+            except NoScriptError:
+                # Redis restarted or flushed its script cache. Calls that did run are not
+                # applied twice: their version check fails and the caller folds again.
+                if attempt == 2:
+                    raise
+                self._sha = await self.redis.script_load(APPLY_LUA)
+                continue
+            return [int(h) for reply in replies for h in reply]
+        raise AssertionError("unreachable")

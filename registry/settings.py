@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     set_to_bitmap_threshold: int = 2048
     # A query whose filter matches at most this many jobs is sorted in the client.
     collect_threshold: int = 3000
+    # A filter (project/batch/user values, ids, id prefix) naming at most this many jobs
+    # drives the query: those jobs are checked against the rest instead of intersecting bitmaps.
+    candidate_threshold: int = 10_000
     walk_chunk: int = 2000
     # An offset past this many matches finds where to start walking the sort set by counting
     # over the order field's bit-sliced index, instead of walking the skipped jobs.

@@ -60,6 +60,7 @@ async def test_random_queries_match_reference(
         **{
             **{f: getattr(settings, f) for f in settings.__struct_fields__},
             "collect_threshold": collect_threshold,
+            "candidate_threshold": collect_threshold,
             "select_offset": select_offset,
             "walk_chunk": 50,
         }
