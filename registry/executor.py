@@ -96,6 +96,8 @@ class Executor:
     # -- entry points -------------------------------------------------------------------
 
     async def run(self, plan: Plan) -> Page:
+        if plan.empty:
+            return Page(total=0, job_ids=[])  # known empty without asking Redis anything
         if not self._loaded:
             await self._load_scripts()
         sizes = await self._sizes(plan.predicates)

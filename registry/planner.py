@@ -89,7 +89,9 @@ def prefix_range(text: str) -> tuple[bytes, bytes] | None:
 
 def plan(query: JobQuery, keys: Keys) -> Plan:
     preds: list[Predicate] = []
-    empty = False
+    # An empty "any of" list matches nothing (scoping a user to no visible project yields one).
+    lists = (query.ids, query.batch_ids, query.project_ids, query.user_ids, query.statuses, query.origins)
+    empty = any(values is not None and not values for values in lists)
     if query.ids is not None:
         preds.append(IdIn(tuple(dict.fromkeys(query.ids))))
     if query.id_prefix:
