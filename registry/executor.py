@@ -25,6 +25,7 @@ from registry.planner import (
     Predicate,
     Range,
     choose,
+    prune,
     refine,
 )
 from registry.query import Page
@@ -101,6 +102,7 @@ class Executor:
         if not self._loaded:
             await self._load_scripts()
         sizes = await self._sizes(plan.predicates)
+        plan = prune(plan, sizes)
         strategy, driver = choose(plan, sizes, self.settings.collect_threshold)
         if strategy == "empty":
             return Page(total=0, job_ids=[])
@@ -190,6 +192,10 @@ class Executor:
 
     async def _candidates(self, plan: Plan, driver: Predicate) -> Page:
         handles = await self._candidate_handles(driver)
+        if isinstance(driver, Members):
+            # Every candidate came out of the driver's sets: checking them against it again
+            # would cost one lookup per value and candidate.
+            plan = msgspec.structs.replace(plan, predicates=tuple(p for p in plan.predicates if p is not driver))
         id_sets = [set(p.ids) for p in plan.predicates if isinstance(p, IdIn)]
         prefixes = [p.text for p in plan.predicates if isinstance(p, IdPrefix)]
         rows: list[tuple[float | None, bytes]] = []
@@ -328,13 +334,16 @@ class Executor:
             return await self._bitop("XOR", [self.keys.all, has], temps)
         if isinstance(pred, Members):
             sources: list[str] = []
+            pipe = self.redis.pipeline(transaction=False)
             for s, b in zip(pred.sets, pred.bitmaps, strict=True):
                 if sizes[b]:
                     sources.append(b)
                 elif sizes[s]:
                     tmp = self._temp(temps)
-                    await self._to_bitmap(keys=[tmp, s], args=[])
+                    # One round trip for all the small sets (a user in many projects has many).
+                    await self._to_bitmap(keys=[tmp, s], args=[], client=pipe)
                     sources.append(tmp)
+            await pipe.execute()
             if not sources:
                 return self._temp(temps)  # never written: the empty bitmap
             return sources[0] if len(sources) == 1 else await self._bitop("OR", sources, temps)

@@ -160,6 +160,24 @@ def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
     return None
 
 
+def prune(plan: Plan, sizes: dict[str, int | None]) -> Plan:
+    """Drop project/batch/user values that index no job; a list left with none matches nothing.
+
+    A user scoped to hundreds of projects, most of them without jobs, then costs no more than
+    the projects that have some.
+    """
+    preds: list[Predicate] = []
+    for pred in plan.predicates:
+        if isinstance(pred, Members):
+            kept = [(s, b) for s, b in zip(pred.sets, pred.bitmaps, strict=True) if sizes.get(s) or sizes.get(b)]
+            if not kept:
+                return msgspec.structs.replace(plan, empty=True)
+            if len(kept) < len(pred.sets):
+                pred = Members(pred.kind, tuple(s for s, _ in kept), tuple(b for _, b in kept))
+        preds.append(pred)
+    return msgspec.structs.replace(plan, predicates=tuple(preds))
+
+
 def choose(plan: Plan, sizes: dict[str, int | None], collect_threshold: int) -> tuple[Strategy, Predicate | None]:
     """Pick the execution strategy (and the driving predicate, for ``candidates``).
 

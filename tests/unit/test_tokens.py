@@ -119,7 +119,8 @@ def test_minted_token_round_trips() -> None:
 
 def test_wrong_secret_and_tampering() -> None:
     v = verifier(auth_secret=SECRET)
-    assert rejected(v, jwt.encode(claims(), "another-secret-" + "y" * 40, algorithm="HS256")) == "token signature invalid"
+    other = jwt.encode(claims(), "another-secret-" + "y" * 40, algorithm="HS256")
+    assert rejected(v, other) == "token signature invalid"
     good = jwt.encode(claims(), SECRET, algorithm="HS256")
     header, payload, sig = good.split(".")
     forged = b64(json.dumps(claims(projects=[P1, P2])).encode())
