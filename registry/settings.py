@@ -25,6 +25,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A query whose filter matches at most this many jobs is sorted in the client.
     collect_threshold: int = 3000
     walk_chunk: int = 2000
+    # An offset past this many matches finds where to start walking the sort set by counting
+    # over the order field's bit-sliced index, instead of walking the skipped jobs.
+    select_offset: int = 5000
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
