@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from registry.auth import UNAUTHENTICATED, Principal, Role, can_see, scope
 from registry.keys import Keys
-from registry.planner import plan
+from registry.planner import Members, plan, prune
 from registry.query import JobQuery
 from registry.tokens import parse_ttl
 
@@ -88,3 +88,21 @@ def test_parse_ttl() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_prune_drops_values_without_jobs() -> None:
+    keys = Keys("t")
+    mine, empty, gone = POOL[:3]
+    p = plan(JobQuery(project_ids=(mine, empty, gone), statuses=()), keys)
+    assert p.empty  # an empty status list already decides it
+    p = plan(JobQuery(project_ids=(mine, empty, gone)), keys)
+    sizes: dict[str, int | None] = {keys.member_set("project", v): 0 for v in (mine, empty, gone)}
+    sizes |= {keys.member_bitmap("project", v): 0 for v in (mine, empty, gone)}
+    assert prune(p, sizes).empty  # no value indexes any job
+    sizes[keys.member_set("project", mine)] = 3
+    pruned = prune(p, sizes)
+    assert not pruned.empty
+    (members,) = pruned.predicates
+    assert isinstance(members, Members)
+    assert members.sets == (keys.member_set("project", mine),)
+    assert members.bitmaps == (keys.member_bitmap("project", mine),)
