@@ -19,10 +19,11 @@ import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from litestar import Litestar
+from litestar import Litestar, get
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.auth import CurrentPrincipal
 from registry.settings import Settings, load_settings
 from registry.tokens import mint
 from tests.conftest import RedisServer
@@ -263,3 +264,30 @@ async def test_auth_off_app_is_open(settings: Settings) -> None:
     async with AsyncTestClient(create_app(settings)) as c:
         resp = await c.get(JOBS)
         assert resp.status_code == 200 and "www-authenticate" not in resp.headers
+
+
+def test_new_routes_are_protected_by_default(env: Env) -> None:
+    """What the watch/stats/dashboard routes get: the middleware covers them, `principal` scopes them."""
+
+    @get("/probe", sync_to_thread=False)
+    def probe(principal: CurrentPrincipal) -> dict[str, Any]:
+        return {"user": principal.user_id, "projects": sorted(principal.projects)}
+
+    @get("/open-probe", opt={"exclude_from_auth": True}, sync_to_thread=False)
+    def open_probe(principal: CurrentPrincipal) -> dict[str, Any]:
+        return {"user": principal.user_id}
+
+    @get("/open-page", opt={"exclude_from_auth": True}, sync_to_thread=False)
+    def open_page() -> str:
+        return "static shell"
+
+    with TestClient(create_app(env.settings)) as client:
+        for handler in (probe, open_probe, open_page):
+            client.app.register(handler)
+        assert client.get("/probe").status_code == 401
+        token = env.token("alice", [env.projects[0]])
+        ok = client.get("/probe", headers={"Authorization": f"Bearer {token}"})
+        assert ok.json() == {"user": "alice", "projects": [env.projects[0]]}
+        # Opting a route out of authentication never turns its caller into the all-seeing principal.
+        assert client.get("/open-probe").status_code == 401
+        assert client.get("/open-page").text == "static shell"
