@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import uuid as _uuid
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +38,14 @@ _NONZERO = re.compile(rb"[^\x00]")
 _CHUNK_BYTES = 4096
 _TTL_MS = 60_000
 _BOUND = 1 << 62  # an open end of a range: beyond any column value
+
+
+def _packed(handles: Sequence[int]) -> bytes:
+    """Handles as one script argument, four big-endian bytes each (see scripts._HANDLES)."""
+    packed = array("I", handles)  # "I" is 4 bytes on every platform CPython supports
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def _handle(member: bytes) -> int:
@@ -90,6 +100,7 @@ class Executor:
         self._range_to_bitmap = redis.register_script(scripts.RANGE_TO_BITMAP)
         self._uuids_of = redis.register_script(scripts.UUIDS)
         self._select = redis.register_script(scripts.SELECT)
+        self._records = redis.register_script(scripts.RECORDS)
         self._loaded = False
 
     async def _load_scripts(self) -> None:
@@ -102,6 +113,7 @@ class Executor:
             self._range_to_bitmap,
             self._uuids_of,
             self._select,
+            self._records,
         ):
             await self.redis.script_load(script.script)
         self._loaded = True
@@ -130,13 +142,15 @@ class Executor:
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), ["h", "s"])
-        out: list[Job | None] = []
-        for h, s in await pipe.execute():
-            out.append(to_job(_decode_state(s), int(h)) if h and s else None)
-        return out
+        if not self._loaded:
+            await self._load_scripts()
+        if not job_ids:
+            return []
+        reply = await self._records(keys=[self.keys.job(job_id) for job_id in job_ids])
+        return [
+            to_job(_decode_state(s), int(h)) if h and s else None
+            for h, s in zip(reply[::2], reply[1::2], strict=True)
+        ]
 
     # -- cardinalities ------------------------------------------------------------------
 
@@ -239,7 +253,7 @@ class Executor:
             keys = [self.keys.uuids, plan.order_column or ""]
             prog = self._program(preds, keys)
             chunk = handles[i : i + step]
-            reply = await self._check(keys=keys, args=[len(chunk), *chunk, int(want_uuid), *prog])
+            reply = await self._check(keys=keys, args=[_packed(chunk), int(want_uuid), *prog])
             for j in range(0, len(reply), width):
                 h, value = int(reply[j]), int(reply[j + 1])
                 if want_uuid:
@@ -288,7 +302,7 @@ class Executor:
         out: dict[int, bytes] = {}
         for i in range(0, len(handles), self.settings.walk_chunk):
             chunk = handles[i : i + self.settings.walk_chunk]
-            blob = await self._uuids_of(keys=[self.keys.uuids], args=chunk)
+            blob = await self._uuids_of(keys=[self.keys.uuids], args=[_packed(chunk)])
             out.update((h, blob[16 * k : 16 * k + 16]) for k, h in enumerate(chunk))
         return out
 
@@ -393,10 +407,8 @@ class Executor:
                 return out
 
     async def _ids_of(self, handles: list[int]) -> list[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for h in handles:
-            pipe.getrange(self.keys.uuids, h * 16, h * 16 + 15)
-        return [str(_uuid.UUID(bytes=b)) for b in await pipe.execute()]
+        uuids = await self._uuids(handles)
+        return [str(_uuid.UUID(bytes=uuids[h])) for h in handles]
 
     def _temp(self, temps: list[str]) -> str:
         key = self.keys.temp()
@@ -437,7 +449,7 @@ class Executor:
             tmp = self._temp(temps)
             handles, _ = await self._candidate_handles(pred, sizes)
             if handles:
-                await self._to_bitmap(keys=[tmp], args=handles)
+                await self._to_bitmap(keys=[tmp], args=[_packed(handles)])
             return tmp
         if isinstance(pred, IdPrefix):
             tmp = self._temp(temps)

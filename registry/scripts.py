@@ -44,22 +44,33 @@ return out
 """
 )
 
-# Check candidate handles (ARGV[2..1+n]) against a predicate program; return, for each match,
-# its handle, its order value (from the column KEYS[2]; the handle itself when KEYS[2] is '')
-# and, when ARGV[n+2] is '1', its uuid (from the array KEYS[1]). Cheap bit tests run first and
-# nothing is read for a job that fails them. Program ops after ARGV[n+2]:
+# Handles travel packed, four big-endian bytes each, in one argument: a long argument list
+# costs the client far more to encode and send than one string.
+_HANDLES = """
+local function handles(blob)
+  local out = {}
+  for k = 1, #blob, 4 do
+    local a, b, c, d = string.byte(blob, k, k + 3)
+    out[#out + 1] = ((a * 256 + b) * 256 + c) * 256 + d
+  end
+  return out
+end
+"""
+
+# Check candidate handles (packed in ARGV[1]) against a predicate program; return, for each
+# match, its handle, its order value (from the column KEYS[2]; the handle itself when KEYS[2]
+# is '') and, when ARGV[2] is '1', its uuid (from the array KEYS[1]). Cheap bit tests run
+# first and nothing is read for a job that fails them. Program ops from ARGV[3]:
 #   A n k...      bit set in any of n bitmaps      N k             bit clear
 #   M n (s b)...  member of any set s or bitmap b  R col lo hi nullable  column value in [lo, hi]
-CHECK = """
-local n = tonumber(ARGV[1])
-local want_uuid = ARGV[n + 2] == '1'
-local prog_start = n + 3
+CHECK = _HANDLES + """
+local want_uuid = ARGV[2] == '1'
+local prog_start = 3
 local function column(key, h)
   return redis.call('BITFIELD', key, 'GET', 'i64', '#' .. h)[1]
 end
 local out = {}
-for c = 2, n + 1 do
-  local h = tonumber(ARGV[c])
+for _, h in ipairs(handles(ARGV[1])) do
   local ok = true
   local i = prog_start
   while ok and i <= #ARGV do
@@ -102,10 +113,10 @@ end
 return out
 """
 
-# The uuids of handles ARGV, concatenated (16 bytes each), from the array KEYS[1].
-UUIDS = """
+# The uuids of the handles packed in ARGV[1], concatenated (16 bytes each), from the array KEYS[1].
+UUIDS = _HANDLES + """
 local out = {}
-for i, h in ipairs(ARGV) do out[i] = redis.call('GETRANGE', KEYS[1], h * 16, h * 16 + 15) end
+for i, h in ipairs(handles(ARGV[1])) do out[i] = redis.call('GETRANGE', KEYS[1], h * 16, h * 16 + 15) end
 return table.concat(out)
 """
 
@@ -158,13 +169,23 @@ end
 return {rank, above}
 """
 
-# SETBIT KEYS[1] for each handle in ARGV, or for each member of the set KEYS[2] when no ARGV.
-HANDLES_TO_BITMAP = """
-local handles = ARGV
-if #KEYS > 1 then handles = redis.call('SMEMBERS', KEYS[2]) end
-for _, h in ipairs(handles) do redis.call('SETBIT', KEYS[1], h, 1) end
+# The handle and state of each record KEYS[i]: one call instead of a command per job.
+RECORDS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local hs = redis.call('HMGET', key, 'h', 's')
+  out[2 * i - 1], out[2 * i] = hs[1], hs[2]
+end
+return out
+"""
+
+# SETBIT KEYS[1] for each handle packed in ARGV[1], or for each member of the set KEYS[2].
+HANDLES_TO_BITMAP = _HANDLES + """
+local list
+if #KEYS > 1 then list = redis.call('SMEMBERS', KEYS[2]) else list = handles(ARGV[1]) end
+for _, h in ipairs(list) do redis.call('SETBIT', KEYS[1], h, 1) end
 redis.call('PEXPIRE', KEYS[1], 60000)
-return #handles
+return #list
 """
 
 # SETBIT KEYS[1] for sort-set members of KEYS[2] in a lex (ARGV[1] = 'lex') or score range

@@ -32,7 +32,7 @@ from registry.events import decode_event
 from registry.keys import Keys
 from registry.projection import Projection
 from registry.settings import load_settings
-from tests.benchmarks import pg
+from tests.benchmarks import live, pg
 from tests.benchmarks.datagen import Plan, bench_info, iter_jobs, job_events, make_plan
 from tests.benchmarks.pg_only import percentile
 from tests.benchmarks.shapes import shapes
@@ -190,18 +190,26 @@ def print_table(results: Sequence[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- ingest
 
 
-def publish_all(r: redis.Redis, stream: str, plan: Plan) -> int:
-    n = 0
-    with tqdm(total=plan.n_jobs, unit="job", unit_scale=True, desc="XADD") as bar:
+def publish_all(r: redis.Redis, stream: str, plan: Plan, max_events: int) -> tuple[int, int]:
+    """XADD the plan's jobs' events, whole jobs only, up to ``max_events``: (events, jobs)."""
+    n = jobs = 0
+    with tqdm(total=max_events, unit="ev", unit_scale=True, desc="XADD") as bar:
         for chunk in iter_jobs(plan, chunk_size=2000):
             pipe = r.pipeline(transaction=False)
             for job in chunk:
-                for fields in job_events(job):
+                events = job_events(job)
+                if n + len(events) > max_events:
+                    break
+                for fields in events:
                     pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                    n += 1
+                n += len(events)
+                jobs += 1
             pipe.execute()
-            bar.update(len(chunk))
-    return n
+            bar.n = n
+            bar.refresh()
+            if n + 4 > max_events:
+                break
+    return n, jobs
 
 
 def group_backlog(r: redis.Redis, stream: str) -> tuple[int, int] | None:
@@ -213,10 +221,10 @@ def group_backlog(r: redis.Redis, stream: str) -> tuple[int, int] | None:
     return None
 
 
-def measure_ingest(url: str, r: redis.Redis, n_jobs: int, seed: int) -> None:
-    plan = make_plan(n_jobs, seed)
+def measure_ingest(url: str, r: redis.Redis, max_events: int, seed: int) -> None:
+    plan = make_plan(max(1000, max_events // 2), seed)
     keys = Keys(INGEST_PREFIX)
-    n_events = publish_all(r, keys.events, plan)
+    n_events, n_jobs = publish_all(r, keys.events, plan, max_events)
     worker = jobreg_process(["worker"], url, INGEST_PREFIX)
     try:
         t_start = time.perf_counter()
@@ -261,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per shape")
     parser.add_argument("--dsn", default=pg.DEFAULT_DSN)
     parser.add_argument("--reuse", action="store_true", help="keep PostgreSQL's table if same jobs/seed")
-    parser.add_argument("--ingest-jobs", type=int, default=None, help="default min(jobs, 200000)")
+    parser.add_argument("--ingest-events", type=int, default=1_000_000, help="events the ingest worker drains")
+    parser.add_argument("--lag-rate", type=int, default=5000, help="events/s while measuring visibility lag")
+    parser.add_argument("--lag-seconds", type=float, default=20)
     args = parser.parse_args(argv)
 
     plan = make_plan(args.jobs, args.seed)
@@ -311,11 +321,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("!" * 70)
         else:
             print("all shapes: jobreg and PostgreSQL agree on total and page ids")
+        # -- live: requests/s on shape 4, then visibility lag with a worker consuming a live stream
+        print("\nthroughput, one api process, shape 4: " + live.measure_rps(base, queries[3][1]))
+        worker = jobreg_process(["worker"], server.url, PREFIX)
+        try:
+            lag = live.measure_lag(server.url, PREFIX, base, args.lag_rate, args.lag_seconds, args.seed + 2)
+        finally:
+            stop(worker)
+        print(live.lag_line(lag))
         stop(api)
         api = None
 
         # -- ingest
-        measure_ingest(server.url, r, args.ingest_jobs or min(args.jobs, 200_000), args.seed + 1)
+        measure_ingest(server.url, r, args.ingest_events, args.seed + 1)
         return 1 if mismatches else 0
     finally:
         if api is not None:
