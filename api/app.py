@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, Services, healthz
 from api.errors import EXCEPTION_HANDLERS
 from registry.executor import Executor
 from registry.keys import Keys
 from registry.settings import Settings
+from registry.tokens import Verifier
+
+log = logging.getLogger("jobreg.api")
 
 # A down Redis must answer 503 fast: refused connections fail at once, unreachable hosts
 # after the connect timeout. One immediate retry on a connection error lets a request that
@@ -24,6 +30,12 @@ from registry.settings import Settings
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 3.0
 HEALTH_CHECK_INTERVAL_S = 5
+
+
+BEARER = "BearerToken"
+BEARER_SCHEME = SecurityScheme(
+    type="http", scheme="bearer", bearer_format="JWT", description="A JWT; see README, Authentication."
+)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -39,7 +51,15 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down."""
+    """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
+
+    With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
+    (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
+    Raises AuthConfigError for unusable auth settings.
+    """
+    verifier = Verifier.from_settings(settings)
+    if verifier is None:
+        log.warning("authentication is OFF: every caller sees every project's jobs")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -55,9 +75,13 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[JobListController, JobController, healthz],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[] if verifier is None else [auth_middleware(verifier)],
+        dependencies={"principal": principal_dependency(enabled=verifier is not None)},
         openapi_config=OpenAPIConfig(
             title="jobreg",
             version="2",
             description="Event-driven job registry; GET /api/v2/jobs is compatible with Pasqal Cloud's core API.",
+            components=Components(security_schemes={BEARER: BEARER_SCHEME} if verifier else None),
+            security=[{BEARER: []}] if verifier else None,
         ),
     )

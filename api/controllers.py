@@ -15,8 +15,10 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, QueryParameter
 from redis.exceptions import ResponseError
 
+from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import parse_query
+from registry.auth import can_see, scope
 from registry.errors import JobNotFound
 from registry.events import UUID_RE
 from registry.executor import Executor
@@ -98,7 +100,8 @@ _OFFSET = Schema(type=OpenAPIType.INTEGER, minimum=0, default=0)
 
 _INVALID = ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named")
 _UNAVAILABLE = ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds")
-_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job")
+_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job, or one of another project")
+_UNAUTHORIZED = ResponseSpec(JSendError, description="Missing, malformed, badly signed or expired bearer token")
 
 JOB_QUERY_PARAMETERS: dict[str, Any] = {
     "order_by": _doc("Sort key; ties are broken by id; nulls come last.", _enum(OrderBy, OrderBy.CREATED_AT.value)),
@@ -130,7 +133,7 @@ class JobListController(Controller):
         "/",
         summary="List jobs",
         description="Filter (all filters AND-ed; a list means any of), order and page the registry's jobs.",
-        responses={422: _INVALID, 503: _UNAVAILABLE},
+        responses={401: _UNAUTHORIZED, 422: _INVALID, 503: _UNAVAILABLE},
         response_headers=[
             ResponseHeader(
                 name="Content-Range",
@@ -139,9 +142,11 @@ class JobListController(Controller):
             )
         ],
     )
-    async def list_jobs(self, request: Request[Any, Any, Any], state: State) -> Response[JobsPage]:
+    async def list_jobs(
+        self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal
+    ) -> Response[JobsPage]:
         services: Services = state.services
-        query = parse_query(request.query_params.multi_items())
+        query = scope(parse_query(request.query_params.multi_items()), principal)
         page = await services.executor.run(plan(query, services.keys))
         jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
         start, end = query.offset, query.offset + len(jobs)
@@ -156,14 +161,19 @@ class JobController(Controller):
     path = "/api/v2/jobs"
     tags = ["jobs"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @get("/{id:str}", summary="Get one job", responses={404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE})
-    async def get_job(self, state: State, id: FromPath[str]) -> OneJob:
+    @get(
+        "/{id:str}",
+        summary="Get one job",
+        responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def get_job(self, state: State, id: FromPath[str], principal: CurrentPrincipal) -> OneJob:
         if not UUID_RE.fullmatch(id):
             raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
         services: Services = state.services
         job_id = id.lower()
         (job,) = await services.executor.jobs([job_id])
-        if job is None:
+        # Another project's job gets the very same 404 as a missing one.
+        if job is None or not can_see(principal, job.project_id):
             raise JobNotFound(job_id)
         return OneJob(data=job)
 

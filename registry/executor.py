@@ -27,6 +27,7 @@ from registry.planner import (
     Predicate,
     Range,
     choose,
+    prune,
     refine,
 )
 from registry.query import OrderBy, Page
@@ -120,9 +121,12 @@ class Executor:
     # -- entry points -------------------------------------------------------------------
 
     async def run(self, plan: Plan) -> Page:
+        if plan.empty:
+            return Page(total=0, job_ids=[])  # known empty without asking Redis anything
         if not self._loaded:
             await self._load_scripts()
         sizes = await self._sizes(plan.predicates)
+        plan = prune(plan, sizes)
         strategy, driver = choose(plan, sizes, self.settings.candidate_threshold)
         if strategy == "empty":
             return Page(total=0, job_ids=[])
@@ -434,14 +438,10 @@ class Executor:
             has = await self._bitop("AND", [self.keys.all, pred.key], temps)
             return await self._bitop("XOR", [self.keys.all, has], temps)
         if isinstance(pred, Members):
-            sources: list[str] = []
-            for s, b in zip(pred.sets, pred.bitmaps, strict=True):
-                if sizes[b]:
-                    sources.append(b)
-                elif sizes[s]:
-                    tmp = self._temp(temps)
-                    await self._to_bitmap(keys=[tmp, s], args=[""])
-                    sources.append(tmp)
+            sources = [b for b in pred.bitmaps if sizes[b]]
+            small = [s for s, b in zip(pred.sets, pred.bitmaps, strict=True) if not sizes[b] and sizes[s]]
+            if small:
+                sources.append(await self._sets_bitmap(small, temps))
             if not sources:
                 return self._temp(temps)  # never written: the empty bitmap
             return sources[0] if len(sources) == 1 else await self._bitop("OR", sources, temps)
@@ -458,6 +458,23 @@ class Executor:
             return tmp
         assert isinstance(pred, Range)
         return await self._range_bitmap(pred, temps)
+
+    async def _sets_bitmap(self, sets: list[str], temps: list[str]) -> str:
+        """One bitmap of the union of small member sets, built here and written with one SET.
+
+        A user in many projects has many small sets; reading them (each below the bitmap
+        threshold) and setting the bits in Python beats one SETBIT per member in Lua.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for s in sets:
+            pipe.smembers(s)
+        handles = [int(m) for members in await pipe.execute() for m in members]
+        bits = bytearray((max(handles, default=0) >> 3) + 1)
+        for h in handles:
+            bits[h >> 3] |= 0x80 >> (h & 7)  # Redis bit 0 is the high bit of byte 0
+        dest = self._temp(temps)
+        await self.redis.set(dest, bytes(bits), px=_TTL_MS)
+        return dest
 
     async def _range_into(self, dest: str, zset: str, kind: str, lo: Any, hi: Any) -> None:
         offset, step = 0, self.settings.walk_chunk

@@ -95,7 +95,9 @@ def prefix_range(text: str) -> tuple[bytes, bytes] | None:
 
 def plan(query: JobQuery, keys: Keys) -> Plan:
     preds: list[Predicate] = []
-    empty = False
+    # An empty "any of" list matches nothing (scoping a user to no visible project yields one).
+    lists = (query.ids, query.batch_ids, query.project_ids, query.user_ids, query.statuses, query.origins)
+    empty = any(values is not None and not values for values in lists)
     if query.ids is not None:
         preds.append(IdIn(tuple(dict.fromkeys(query.ids))))
     if query.id_prefix:
@@ -163,6 +165,24 @@ def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
         # A value's jobs are in a small set or, once many, a bitmap (its size is a BITCOUNT).
         return sum((sizes.get(s) or 0) + (sizes.get(b) or 0) for s, b in zip(pred.sets, pred.bitmaps, strict=True))
     return None
+
+
+def prune(plan: Plan, sizes: dict[str, int | None]) -> Plan:
+    """Drop project/batch/user values that index no job; a list left with none matches nothing.
+
+    A user scoped to hundreds of projects, most of them without jobs, then costs no more than
+    the projects that have some.
+    """
+    preds: list[Predicate] = []
+    for pred in plan.predicates:
+        if isinstance(pred, Members):
+            kept = [(s, b) for s, b in zip(pred.sets, pred.bitmaps, strict=True) if sizes.get(s) or sizes.get(b)]
+            if not kept:
+                return msgspec.structs.replace(plan, empty=True)
+            if len(kept) < len(pred.sets):
+                pred = Members(pred.kind, tuple(s for s, _ in kept), tuple(b for _, b in kept))
+        preds.append(pred)
+    return msgspec.structs.replace(plan, predicates=tuple(preds))
 
 
 def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -> tuple[Strategy, Predicate | None]:

@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             # -- queries
             port = free_port()
-            api = jobreg_process(["api", "--host", "127.0.0.1", "--port", str(port)], server.url, PREFIX)
+            api = jobreg_process(["api", "--host", "127.0.0.1", "--port", str(port), "--no-auth"], server.url, PREFIX)
             base = f"http://127.0.0.1:{port}"
             wait_http(base)
             r.config_set("slowlog-max-len", 100_000)
