@@ -36,7 +36,7 @@ from tests.benchmarks import live, pg
 from tests.benchmarks.datagen import Plan, bench_info, iter_jobs, job_events, make_plan
 from tests.benchmarks.pg_only import percentile
 from tests.benchmarks.shapes import shapes
-from tests.conftest import free_port, start_redis_server
+from tests.conftest import RedisServer, free_port, start_redis_server
 
 PREFIX = "bench"
 INGEST_PREFIX = "bench-ingest"
@@ -77,6 +77,55 @@ def load_pg(conn: Any, plan: Plan, reuse: bool) -> None:
 
 
 # --------------------------------------------------------------------------- processes
+
+
+def layout_version() -> str:
+    """Changes whenever the projection could write a different layout (so a kept copy is stale)."""
+    import hashlib
+    import inspect
+
+    from registry import indexes, keys, projection
+
+    text = "".join(inspect.getsource(m) for m in (indexes, keys, projection))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def start_kept_redis(directory: str) -> RedisServer:
+    """A private redis-server whose data is saved in ``directory`` and reloaded on the next run."""
+    os.makedirs(directory, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            os.path.abspath(directory),
+            "--dbfilename",
+            "bench.rdb",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            client.ping()
+            break
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.2)
+    client.close()
+    return RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, directory)
 
 
 def jobreg_process(command: list[str], url: str, prefix: str) -> subprocess.Popen[bytes]:
@@ -282,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per shape")
     parser.add_argument("--dsn", default=pg.DEFAULT_DSN)
     parser.add_argument("--reuse", action="store_true", help="keep PostgreSQL's table if same jobs/seed")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep the loaded Redis data in DIR and reuse it when jobs, seed and layout match"
+    )
     parser.add_argument("--ingest-events", type=int, default=1_000_000, help="events the ingest worker drains")
     parser.add_argument("--lag-rate", type=int, default=5000, help="events/s while measuring visibility lag")
     parser.add_argument("--lag-seconds", type=float, default=20)
@@ -289,19 +341,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plan = make_plan(args.jobs, args.seed)
     queries = shapes(bench_info(plan))
-    server = start_redis_server()
+    server = start_kept_redis(args.keep) if args.keep else start_redis_server()
     r = redis.Redis.from_url(server.url)
     api: subprocess.Popen[bytes] | None = None
+    marker = f"{PREFIX}:loaded"
+    wanted = f"{args.jobs}:{args.seed}:{layout_version()}"
     try:
         # -- load
-        mem0 = int(r.info("memory")["used_memory"])
-        n_events, wall, apply_s = asyncio.run(load_jobreg(server.url, plan))
-        mem1 = int(r.info("memory")["used_memory"])
-        print(
-            f"jobreg: loaded {args.jobs:,} jobs ({n_events:,} events) in {wall:.1f} s = "
-            f"{args.jobs / wall:,.0f} jobs/s, {n_events / wall:,.0f} events/s "
-            f"(Projection.apply alone: {n_events / apply_s:,.0f} events/s)"
-        )
+        if args.keep and (r.get(marker) or b"").decode() == wanted:
+            mem0, mem1 = 0, int(r.get(f"{marker}:bytes") or 0)
+            print(f"jobreg: reusing the data kept in {args.keep} ({args.jobs:,} jobs, seed {args.seed})")
+        else:
+            r.flushall()
+            mem0 = int(r.info("memory")["used_memory"])
+            n_events, wall, apply_s = asyncio.run(load_jobreg(server.url, plan))
+            mem1 = int(r.info("memory")["used_memory"])
+            print(
+                f"jobreg: loaded {args.jobs:,} jobs ({n_events:,} events) in {wall:.1f} s = "
+                f"{args.jobs / wall:,.0f} jobs/s, {n_events / wall:,.0f} events/s "
+                f"(Projection.apply alone: {n_events / apply_s:,.0f} events/s)"
+            )
+            if args.keep:
+                r.set(marker, wanted)
+                r.set(f"{marker}:bytes", mem1 - mem0)
+                r.save()
         with pg.connect(args.dsn) as conn:
             load_pg(conn, plan, args.reuse)
             size = pg.relation_bytes(conn)
@@ -322,8 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results, mismatches = compare(http, conn, r, args.repeat, queries)
             r.config_set("slowlog-log-slower-than", 5000)
 
-        print(f"\n{args.jobs:,} jobs, {args.repeat} runs per shape after 1 warm-up; ms; jobreg over HTTP "
-              "(keep-alive), PG = page + count query; max cmd = slowest Redis command (SLOWLOG)\n")
+        print(
+            f"\n{args.jobs:,} jobs, {args.repeat} runs per shape after 1 warm-up; ms; jobreg over HTTP "
+            "(keep-alive), PG = page + count query; max cmd = slowest Redis command (SLOWLOG)\n"
+        )
         print_table(results)
         worst = max(results, key=lambda x: x["slow_ms"])
         print(f"\nslowest Redis command: {worst['slow_ms']:.2f} ms in '{worst['name']}': {worst['slow_cmd']}")
