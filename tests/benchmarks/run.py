@@ -84,9 +84,9 @@ def layout_version() -> str:
     import hashlib
     import inspect
 
-    from registry import indexes, keys, projection
+    from registry import indexes, keys, model, projection
 
-    text = "".join(inspect.getsource(m) for m in (indexes, keys, projection))
+    text = "".join(inspect.getsource(m) for m in (indexes, keys, model, projection))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
