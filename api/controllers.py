@@ -139,7 +139,12 @@ class JobListController(Controller):
                 name="Content-Range",
                 documentation_only=True,
                 description="{start+1}-{end}/{total}, or 0-0/{total} for an empty page",
-            )
+            ),
+            ResponseHeader(
+                name="X-Jobreg-Plan",
+                documentation_only=True,
+                description="how the query was answered (strategy and sizes), for diagnosing slow queries",
+            ),
         ],
     )
     async def list_jobs(
@@ -152,9 +157,12 @@ class JobListController(Controller):
         start, end = query.offset, query.offset + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
         body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
-        return Response(
-            body, headers={"Content-Range": content_range, "Access-Control-Expose-Headers": "Content-Range"}
-        )
+        headers = {
+            "Content-Range": content_range,
+            "X-Jobreg-Plan": page.strategy,
+            "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan",
+        }
+        return Response(body, headers=headers)
 
 
 class JobController(Controller):

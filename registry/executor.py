@@ -122,14 +122,14 @@ class Executor:
 
     async def run(self, plan: Plan) -> Page:
         if plan.empty:
-            return Page(total=0, job_ids=[])  # known empty without asking Redis anything
+            return Page(total=0, job_ids=[], strategy="empty")  # known empty without asking Redis anything
         if not self._loaded:
             await self._load_scripts()
         sizes = await self._sizes(plan.predicates)
         plan = prune(plan, sizes)
         strategy, driver = choose(plan, sizes, self.settings.candidate_threshold)
         if strategy == "empty":
-            return Page(total=0, job_ids=[])
+            return Page(total=0, job_ids=[], strategy="empty")
         if strategy == "candidates":
             assert driver is not None
             return await self._candidates(plan, driver, sizes)
@@ -148,8 +148,7 @@ class Executor:
             return []
         reply = await self._records(keys=[self.keys.job(job_id) for job_id in job_ids])
         return [
-            to_job(_decode_state(s), int(h)) if h and s else None
-            for h, s in zip(reply[::2], reply[1::2], strict=True)
+            to_job(_decode_state(s), int(h)) if h and s else None for h, s in zip(reply[::2], reply[1::2], strict=True)
         ]
 
     # -- cardinalities ------------------------------------------------------------------
@@ -233,10 +232,18 @@ class Executor:
 
     async def _candidates(self, plan: Plan, driver: Predicate, sizes: dict[str, int | None]) -> Page:
         handles, known = await self._candidate_handles(driver, sizes)
-        return await self._collect(plan, handles, [p for p in plan.predicates if p is not driver], known)
+        what = driver.kind if isinstance(driver, Members) else "id" if isinstance(driver, IdIn) else "id prefix"
+        others = [p for p in plan.predicates if p is not driver]
+        how = f"candidates: {what} ({len(handles)} jobs) checked against {len(others)} other filters"
+        return await self._collect(plan, handles, others, known, how)
 
     async def _collect(
-        self, plan: Plan, handles: list[int], preds: Sequence[Predicate], known: dict[int, bytes] | None = None
+        self,
+        plan: Plan,
+        handles: list[int],
+        preds: Sequence[Predicate],
+        known: dict[int, bytes] | None = None,
+        how: str = "",
     ) -> Page:
         """Check ``handles`` against ``preds`` in bounded chunks, then order the matches and cut the page."""
         known = dict(known or {})
@@ -272,7 +279,8 @@ class Executor:
                     present.append((value - 1 if nullable else value, h))
         total = len(present) + len(nulls)
         unique = plan.order in (OrderBy.ID, OrderBy.CREATION_ORDER)
-        return Page(total=total, job_ids=await self._arrange(plan, present, nulls, known, unique))
+        ids = await self._arrange(plan, present, nulls, known, unique)
+        return Page(total=total, job_ids=ids, strategy=f"{how}; {total} matches sorted here")
 
     async def _arrange(
         self, plan: Plan, present: list[tuple[Any, int]], nulls: list[int], known: dict[int, bytes], unique: bool
@@ -320,7 +328,8 @@ class Executor:
                 few = int(await self.redis.bitcount(f))
                 if few <= self.settings.candidate_threshold:
                     handles = bit_positions(await self.redis.get(f) or b"", 0, few, False)
-                    return await self._collect(plan, handles, ranges)
+                    how = f"bitmaps AND-ed to {few} jobs, checked against {len(ranges)} ranges"
+                    return await self._collect(plan, handles, ranges, how=how)
                 parts = [f, *[await self._range_bitmap(r, temps) for r in ranges]]
                 f = await self._bitop("AND", parts, temps)
         if plan.nonnull is None:
@@ -334,26 +343,32 @@ class Executor:
             pipe.bitcount(both)
             pipe.pexpire(both, _TTL_MS)
             total, _, first, _ = await pipe.execute()
+        source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
         if plan.offset >= total:
-            return Page(total=total, job_ids=[])
+            return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
         strategy = refine(plan, total, self.settings.collect_threshold)
         if strategy == "bitmap-collect":
-            return await self._collect(plan, bit_positions(await self.redis.get(f) or b"", 0, total, False), [])
+            handles = bit_positions(await self.redis.get(f) or b"", 0, total, False)
+            return await self._collect(plan, handles, [], how=f"{source}, counted")
         if strategy == "bitmap-handles":
             data = await self.redis.get(f) or b""
             handles = bit_positions(data, plan.offset, plan.limit, plan.desc)
-            return Page(total=total, job_ids=await self._ids_of(handles))
+            how = f"{source}, counted; page read from the bitmap in handle order"
+            return Page(total=total, job_ids=await self._ids_of(handles), strategy=how)
         # Walk: the sort set for jobs with a value, then (nullable orders) the rest by id.
         assert plan.order_zset is not None
         members: list[bytes] = []
         skip, need = plan.offset, plan.limit
+        how = f"{source}, counted; page by rank in the sort set"
         if skip < first:
             if no_filter:
                 members = await self._zrange(plan.order_zset, plan.desc, skip, need)
             else:
                 rank = 0
+                how = f"{source}, counted; sort set walked from rank 0"
                 if skip > self.settings.select_offset and plan.order_bsi is not None:
                     rank, skip = await self._select_start(plan, f, first, skip, temps)
+                    how = f"{source}, counted; start rank {rank} selected by counting over the {plan.order_bsi} BSI"
                 members = await self._walk_segment(plan.order_zset, plan.desc, [f], [], skip, need, rank)
             skip = 0
         else:
@@ -362,7 +377,7 @@ class Executor:
             members += await self._walk_segment(
                 self.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members)
             )
-        return Page(total=total, job_ids=[_member_id(m) for m in members])
+        return Page(total=total, job_ids=[_member_id(m) for m in members], strategy=how)
 
     async def _select_start(self, plan: Plan, f: str, count: int, skip: int, temps: list[str]) -> tuple[int, int]:
         """(rank to start walking at, matches left to skip there) for a deep offset, by BSI rank selection."""

@@ -63,7 +63,9 @@ end
 # first and nothing is read for a job that fails them. Program ops from ARGV[3]:
 #   A n k...      bit set in any of n bitmaps      N k             bit clear
 #   M n (s b)...  member of any set s or bitmap b  R col lo hi nullable  column value in [lo, hi]
-CHECK = _HANDLES + """
+CHECK = (
+    _HANDLES
+    + """
 local want_uuid = ARGV[2] == '1'
 local prog_start = 3
 local function column(key, h)
@@ -112,13 +114,17 @@ for _, h in ipairs(handles(ARGV[1])) do
 end
 return out
 """
+)
 
 # The uuids of the handles packed in ARGV[1], concatenated (16 bytes each), from the array KEYS[1].
-UUIDS = _HANDLES + """
+UUIDS = (
+    _HANDLES
+    + """
 local out = {}
 for i, h in ipairs(handles(ARGV[1])) do out[i] = redis.call('GETRANGE', KEYS[1], h * 16, h * 16 + 15) end
 return table.concat(out)
 """
+)
 
 # Rank selection over a bit-sliced index, for deep offsets: which value range holds the
 # (skip+1)-th job of the candidate bitmap in value order, found by counting instead of walking.
@@ -180,13 +186,16 @@ return out
 """
 
 # SETBIT KEYS[1] for each handle packed in ARGV[1], or for each member of the set KEYS[2].
-HANDLES_TO_BITMAP = _HANDLES + """
+HANDLES_TO_BITMAP = (
+    _HANDLES
+    + """
 local list
 if #KEYS > 1 then list = redis.call('SMEMBERS', KEYS[2]) else list = handles(ARGV[1]) end
 for _, h in ipairs(list) do redis.call('SETBIT', KEYS[1], h, 1) end
 redis.call('PEXPIRE', KEYS[1], 60000)
 return #list
 """
+)
 
 # SETBIT KEYS[1] for sort-set members of KEYS[2] in a lex (ARGV[1] = 'lex') or score range
 # ARGV[2]..ARGV[3], ARGV[4] from offset, at most ARGV[5]. Returns how many were read.

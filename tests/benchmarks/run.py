@@ -28,8 +28,11 @@ import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
+from api.params import parse_query
 from registry.events import decode_event
+from registry.executor import Executor
 from registry.keys import Keys
+from registry.planner import plan as plan_query
 from registry.projection import Projection
 from registry.settings import load_settings
 from tests.benchmarks import live, pg
@@ -183,8 +186,39 @@ def slowest_command(r: redis.Redis) -> tuple[float, str, int]:
     return worst["duration"] / 1e3, name(worst)[:100], calls
 
 
+class Engine:
+    """The query engine called in this process, without HTTP (as PostgreSQL's column is measured)."""
+
+    def __init__(self, url: str) -> None:
+        self.runner = asyncio.Runner()
+        self.keys = Keys(PREFIX)
+
+        async def connect() -> Executor:
+            return Executor(aioredis.Redis.from_url(url), self.keys, load_settings({}))
+
+        self.executor = self.runner.run(connect())
+
+    def time_ms(self, params: Sequence[tuple[str, str]]) -> float:
+        async def once() -> None:
+            page = await self.executor.run(plan_query(parse_query(params), self.keys))
+            await self.executor.jobs(page.job_ids)
+
+        t0 = time.perf_counter()
+        self.runner.run(once())
+        return (time.perf_counter() - t0) * 1e3
+
+    def close(self) -> None:
+        self.runner.run(self.executor.redis.aclose())
+        self.runner.close()
+
+
 def compare(
-    http: httpx.Client, conn: Any, r: redis.Redis, repeat: int, queries: Sequence[tuple[str, Any]]
+    http: httpx.Client,
+    conn: Any,
+    r: redis.Redis,
+    engine: Engine,
+    repeat: int,
+    queries: Sequence[tuple[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Time every shape in both systems (1 warm-up + ``repeat`` runs each); collect mismatches."""
     results, mismatches = [], []
@@ -193,7 +227,7 @@ def compare(
         pg.run(conn, params)
         r.slowlog_reset()
         r.config_resetstat()
-        api_ms, pg_ms = [], []
+        api_ms, pg_ms, engine_ms = [], [], []
         body: dict[str, Any] = {}
         pg_total, pg_ids = 0, []
         for _ in range(repeat):
@@ -204,6 +238,7 @@ def compare(
                 mismatches.append(f"{name}: jobreg answered {response.status_code}: {response.text[:200]}")
                 break
             body = response.json()
+            engine_ms.append(engine.time_ms(params))
             pg_total, pg_ids, page_ms, count_ms = pg.run_timed(conn, params)
             pg_ms.append(page_ms + count_ms)
         slow_ms, slow_cmd, n_cmds = slowest_command(r)
@@ -222,6 +257,7 @@ def compare(
                 "pg_total": pg_total,
                 "api_p50": percentile(api_ms, 50) if api_ms else float("nan"),
                 "api_p99": percentile(api_ms, 99) if api_ms else float("nan"),
+                "engine_p50": percentile(engine_ms, 50) if engine_ms else float("nan"),
                 "pg_p50": percentile(pg_ms, 50) if pg_ms else float("nan"),
                 "pg_p99": percentile(pg_ms, 99) if pg_ms else float("nan"),
                 "slow_ms": slow_ms,
@@ -235,7 +271,7 @@ def compare(
 def print_table(results: Sequence[dict[str, Any]]) -> None:
     header = (
         f"{'shape':<38} {'total':>9} {'jobreg p50':>10} {'p99':>8} {'PG p50':>8} {'p99':>8} "
-        f"{'PG/jr':>6} {'max cmd ms':>10} {'cmds/q':>6}"
+        f"{'PG/jr':>6} {'engine p50':>10} {'max cmd ms':>10} {'cmds/q':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -244,7 +280,7 @@ def print_table(results: Sequence[dict[str, Any]]) -> None:
         flag = "" if r["total"] == r["pg_total"] else f"  <-- PG total {r['pg_total']}"
         print(
             f"{r['name']:<38} {r['total']:>9} {r['api_p50']:>10.2f} {r['api_p99']:>8.2f} "
-            f"{r['pg_p50']:>8.2f} {r['pg_p99']:>8.2f} {ratio:>6.2f} {r['slow_ms']:>10.2f} "
+            f"{r['pg_p50']:>8.2f} {r['pg_p99']:>8.2f} {ratio:>6.2f} {r['engine_p50']:>10.2f} {r['slow_ms']:>10.2f} "
             f"{r['cmds']:>6.0f}{flag}"
         )
 
@@ -381,13 +417,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_http(base)
             r.config_set("slowlog-max-len", 100_000)
             r.config_set("slowlog-log-slower-than", SLOWLOG_US)
+            engine = Engine(server.url)
             with httpx.Client(base_url=base, timeout=120) as http:
-                results, mismatches = compare(http, conn, r, args.repeat, queries)
+                results, mismatches = compare(http, conn, r, engine, args.repeat, queries)
+            engine.close()
             r.config_set("slowlog-log-slower-than", 5000)
 
         print(
             f"\n{args.jobs:,} jobs, {args.repeat} runs per shape after 1 warm-up; ms; jobreg over HTTP "
-            "(keep-alive), PG = page + count query; max cmd = slowest Redis command (SLOWLOG)\n"
+            "(keep-alive), PG = page + count query, engine = jobreg planner + executor + records in-process (no HTTP); "
+            f"max cmd = slowest Redis command over {SLOWLOG_US} us (SLOWLOG), 0 if none; cmds/q from commandstats\n"
         )
         print_table(results)
         worst = max(results, key=lambda x: x["slow_ms"])
