@@ -332,21 +332,21 @@ class Executor:
                     return await self._collect(plan, handles, ranges, how=how)
                 parts = [f, *[await self._range_bitmap(r, temps) for r in ranges]]
                 f = await self._bitop("AND", parts, temps)
-        if plan.nonnull is None:
-            total = int(await self.redis.bitcount(f))
-            first = total
-        else:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.seq)  # handles issued: how many jobs are listed
+        pipe.bitcount(f)
+        if plan.nonnull is not None:
             both = self._temp(temps)
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.bitcount(f)
             pipe.bitop("AND", both, f, plan.nonnull)
             pipe.bitcount(both)
             pipe.pexpire(both, _TTL_MS)
-            total, _, first, _ = await pipe.execute()
+        counts = await pipe.execute()
+        listed, total = int(counts[0] or 0), int(counts[1])
+        first = total if plan.nonnull is None else int(counts[3])
         source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
         if plan.offset >= total:
             return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
-        strategy = refine(plan, total, self.settings.collect_threshold)
+        strategy = refine(plan, total, listed, self.settings.collect_threshold)
         if strategy == "bitmap-collect":
             handles = bit_positions(await self.redis.get(f) or b"", 0, total, False)
             return await self._collect(plan, handles, [], how=f"{source}, counted")

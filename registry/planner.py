@@ -211,10 +211,16 @@ def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -
     return "bitmap-walk", None  # refined after counting, see refine()
 
 
-def refine(plan: Plan, total: int, collect_threshold: int) -> Strategy:
-    """After the filter bitmap is counted: collect small results, else read by handle or walk."""
-    if total <= collect_threshold:
-        return "bitmap-collect"
+def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strategy:
+    """After the filter bitmap is counted: read by handle, collect the matches, or walk.
+
+    creation_order is the handle, so the bitmap itself is the order. Otherwise collecting
+    reads every match's value, while a walk reads about (offset + limit) * listed / total
+    sort-set entries (it meets matches at the filter's density): pick the smaller.
+    """
     if plan.order_zset is None:
         return "bitmap-handles"
+    walk = (plan.offset + plan.limit) * listed / max(total, 1)
+    if total <= collect_threshold and total <= walk:
+        return "bitmap-collect"
     return "bitmap-walk"
