@@ -256,6 +256,9 @@ class Executor:
         nulls: list[int] = []
         step = self.settings.walk_chunk
         width = 3 if want_uuid else 2
+        if not preds and plan.order is OrderBy.CREATION_ORDER:
+            present = [(h, h) for h in handles]  # nothing to check and the handle is the order
+            handles = []
         for i in range(0, len(handles), step):
             keys = [self.keys.uuids, plan.order_column or ""]
             prog = self._program(preds, keys)

@@ -27,7 +27,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A filter (project/batch/user values, ids, id prefix) naming at most this many jobs
     # drives the query: those jobs are checked against the rest instead of intersecting bitmaps.
     candidate_threshold: int = 10_000
-    walk_chunk: int = 2000
+    # Jobs one query-path script call reads at most (each call stays well under 5 ms).
+    walk_chunk: int = 1000
     # An offset past this many matches finds where to start walking the sort set by counting
     # over the order field's bit-sliced index, instead of walking the skipped jobs.
     select_offset: int = 5000

@@ -83,13 +83,13 @@ def load_pg(conn: Any, plan: Plan, reuse: bool) -> None:
 
 
 def layout_version() -> str:
-    """Changes whenever the projection could write a different layout (so a kept copy is stale)."""
+    """Changes whenever the stored layout could (index ops, key names, record encoding): a kept copy is then stale."""
     import hashlib
     import inspect
 
-    from registry import indexes, keys, model, projection
+    from registry import indexes, keys, model
 
-    text = "".join(inspect.getsource(m) for m in (indexes, keys, model, projection))
+    text = "".join(inspect.getsource(m) for m in (indexes, keys, model))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
