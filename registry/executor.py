@@ -401,7 +401,11 @@ class Executor:
 
     def _scannable(self, plan: Plan) -> bool:
         """Ordered by a zone-mapped field, with a page near the top: scan in handle order."""
-        return plan.order.value in ZONE_FIELDS and plan.offset + plan.limit <= self.settings.select_offset
+        return (
+            plan.order.value in ZONE_FIELDS
+            and plan.nonnull is None  # nullable orders end with their nulls, which no zone bounds
+            and plan.offset + plan.limit <= self.settings.select_offset
+        )
 
     async def _scan(self, plan: Plan, total: int, *, bitmap: str = "", handles: Sequence[int] = ()) -> Page:
         """The page, from the matches (a bitmap, or sorted handles) read block by block in handle order.

@@ -22,7 +22,7 @@ NULLABLE_COLUMNS = frozenset({"start_timestamp", "end_timestamp"})
 # arrival, and so do these timestamps, so a block's bounds are tight and a scan in handle
 # order can stop as soon as no unread block can beat the page found so far.
 ZONE_SIZE = 1024
-ZONE_FIELDS = ("created_at",)
+ZONE_FIELDS = ("created_at", "start_timestamp", "end_timestamp")
 # Order fields with a bit-sliced index (seconds, or runs): deep offsets select by counting.
 BSI_OF_ORDER = {"created_at": "created", "start_timestamp": "start", "end_timestamp": "end", "runs": "runs"}
 
