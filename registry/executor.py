@@ -40,6 +40,7 @@ _NONZERO = re.compile(rb"[^\x00]")
 _CHUNK_BYTES = 4096
 _TTL_MS = 60_000
 _BOUND = 1 << 62  # an open end of a range: beyond any column value
+_MAX_STRADDLING = 24  # zone blocks a range may read value by value before the BSI is cheaper
 
 
 def _packed(handles: Sequence[int]) -> bytes:
@@ -603,6 +604,54 @@ class Executor:
         return dest
 
     async def _range_bitmap(self, pred: Range, temps: list[str]) -> str:
+        """The jobs in a range: from the zone map when its blocks decide almost all of them, else by BSI."""
+        if pred.field != "runs":
+            zoned = await self._zone_range_bitmap(pred, temps)
+            if zoned is not None:
+                return zoned
+        return await self._bsi_range_bitmap(pred, temps)
+
+    async def _zone_range_bitmap(self, pred: Range, temps: list[str]) -> str | None:
+        """Blocks whose bounds lie inside the range are taken whole, blocks outside skipped, and only
+        the few straddling a boundary read from the column; None when too many straddle."""
+        zone = self.keys.zone(pred.column.rsplit(":", 1)[-1])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(zone + "max")
+        pipe.get(zone + "min")
+        highs, lows = (_i64s(raw or b"") for raw in await pipe.execute())
+        lo = -math.inf if pred.lo is None else pred.lo
+        hi = math.inf if pred.hi is None else pred.hi
+        whole: list[int] = []
+        straddling: list[int] = []
+        for b, (high, low) in enumerate(zip(highs, lows, strict=False)):
+            if low == 0 or high < lo or low - 1 > hi:
+                continue  # no value in the block, or none in range
+            (whole if lo <= low - 1 and high <= hi else straddling).append(b)
+        if len(straddling) > _MAX_STRADDLING:
+            return None
+        block_bytes = ZONE_SIZE // 8
+        bits = bytearray(len(highs) * block_bytes)
+        for b in whole:
+            bits[b * block_bytes : (b + 1) * block_bytes] = b"\xff" * block_bytes
+        pipe = self.redis.pipeline(transaction=False)
+        for b in straddling:
+            pipe.getrange(pred.column, b * ZONE_SIZE * 8, (b + 1) * ZONE_SIZE * 8 - 1)
+        for b, raw in zip(straddling, await pipe.execute(), strict=True):
+            for j, v in enumerate(_i64s(raw)):
+                value = v - 1 if pred.nullable else v  # nullable columns hold value + 1, 0 for null
+                if (v or not pred.nullable) and lo <= value <= hi:
+                    h = b * ZONE_SIZE + j
+                    bits[h >> 3] |= 0x80 >> (h & 7)
+        dest = self._temp(temps)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(dest, bytes(bits), px=_TTL_MS)
+        # Whole blocks include their jobs without a value (null start or end): drop them.
+        nonnull = self.keys.started if pred.field == "start" else self.keys.ended
+        pipe.bitop("AND", dest, dest, nonnull)
+        await pipe.execute()
+        return dest
+
+    async def _bsi_range_bitmap(self, pred: Range, temps: list[str]) -> str:
         """A range over a bit-sliced index, exact to the second, plus the boundary second from the sort set."""
         if pred.field == "runs":
             width, exists, scale = RUNS_BITS, self.keys.all, 1
