@@ -271,7 +271,7 @@ class Executor:
         if not preds and plan.order is OrderBy.CREATION_ORDER:
             present = [(h, h) for h in handles]  # nothing to check and the handle is the order
             handles = []
-        elif not preds and self._scannable(plan) and len(handles) > plan.offset + plan.limit:
+        elif not preds and len(handles) > plan.offset + plan.limit and self._scan_pays(plan, len(handles), 0):
             page = await self._scan(plan, len(handles), handles=handles)
             return msgspec.structs.replace(page, strategy=f"{how}; {page.strategy}")
         for i in range(0, len(handles), step):
@@ -365,7 +365,7 @@ class Executor:
         if plan.offset >= total:
             return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
         strategy = refine(plan, total, listed, self.settings.collect_threshold)
-        if strategy != "bitmap-handles" and self._scannable(plan) and not no_filter:
+        if strategy != "bitmap-handles" and not no_filter and self._scan_pays(plan, total, listed):
             page = await self._scan(plan, total, bitmap=f)
             return msgspec.structs.replace(page, strategy=f"{source}, counted; {page.strategy}")
         if strategy == "bitmap-collect":
@@ -400,13 +400,22 @@ class Executor:
             )
         return Page(total=total, job_ids=[_member_id(m) for m in members], strategy=how)
 
-    def _scannable(self, plan: Plan) -> bool:
-        """Ordered by a zone-mapped field, with a page near the top: scan in handle order."""
-        return (
-            plan.order.value in ZONE_FIELDS
-            and plan.nonnull is None  # nullable orders end with their nulls, which no zone bounds
-            and plan.offset + plan.limit <= self.settings.select_offset
-        )
+    def _scan_pays(self, plan: Plan, total: int, listed: int) -> bool:
+        """Whether to scan in handle order (see _scan) rather than walk the sort set or read every match.
+
+        A scan reads the page's matches plus the rest of the blocks they sit in; a walk reads
+        (offset + limit) * listed / total sort-set entries (``listed`` 0: no walk to compare with).
+        """
+        if plan.order.value not in ZONE_FIELDS or plan.nonnull is not None:
+            return False  # nullable orders end with their nulls, which no zone bounds
+        k = plan.offset + plan.limit
+        if k > self.settings.select_offset:
+            return False
+        if not listed:
+            return True
+        scan = k + total / listed * ZONE_SIZE
+        walk = k * listed / max(total, 1)
+        return walk > 2 * scan
 
     async def _scan(self, plan: Plan, total: int, *, bitmap: str = "", handles: Sequence[int] = ()) -> Page:
         """The page, from the matches (a bitmap, or sorted handles) read block by block in handle order.
@@ -438,7 +447,9 @@ class Executor:
                 best = min(best, v - 1)
         present: list[tuple[Any, int]] = []
         blocks = list(order)
-        i, step, rounds = 0, 8, 0
+        # First read: about as many blocks as hold the page at the matches' density.
+        i, rounds = 0, 0
+        step = max(1, math.ceil(k * n_blocks / max(total, 1)))
         sorted_handles = list(handles)
         while i < len(blocks):
             chunk = blocks[i : i + step]

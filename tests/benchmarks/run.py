@@ -262,7 +262,7 @@ def compare(
                 "pg_p99": percentile(pg_ms, 99) if pg_ms else float("nan"),
                 "slow_ms": slow_ms,
                 "slow_cmd": slow_cmd,
-                "cmds": n_cmds / max(1, len(api_ms)),
+                "cmds": n_cmds / max(1, len(api_ms) + len(engine_ms)),  # commandstats saw both runs
             }
         )
     return results, mismatches
