@@ -13,8 +13,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.controllers import JobController, JobListController, Services, healthz
+from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
+from api.live import Live, LiveController, LiveMetrics
+from api.metrics import QueryTimes, metrics
 from registry.executor import Executor
+from registry.feed import ChangeFeed
 from registry.keys import Keys
 from registry.settings import Settings
 
@@ -41,19 +45,29 @@ def redis_client(url: str) -> aioredis.Redis:
 def create_app(settings: Settings) -> Litestar:
     """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down."""
 
+    query_times = QueryTimes()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         app.state.services = Services(settings, client, keys, Executor(client, keys, settings))
+        # The feed's blocking read gets its own connection (see registry/feed.py).
+        feed = ChangeFeed(
+            lambda: redis_client(settings.redis_url), keys, count=min(1000, settings.change_log_retention)
+        )
+        app.state.live = Live(feed, LiveMetrics())
+        app.state.query_times = query_times
         try:
             yield
         finally:
+            await feed.close()
             await client.aclose()
 
     return Litestar(
-        route_handlers=[JobListController, JobController, healthz],
+        route_handlers=[JobListController, LiveController, JobController, healthz, metrics, *dashboard_routes()],
         lifespan=[lifespan],
+        middleware=[query_times.middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="jobreg",

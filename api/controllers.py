@@ -13,13 +13,14 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, QueryParameter
-from redis.exceptions import ResponseError
 
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import parse_query
+from registry.changes import current_position, format_position
 from registry.errors import JobNotFound
 from registry.events import UUID_RE
 from registry.executor import Executor
+from registry.health import group_backlog
 from registry.keys import Keys
 from registry.model import Job, Origin, Status
 from registry.planner import plan
@@ -136,19 +137,31 @@ class JobListController(Controller):
                 name="Content-Range",
                 documentation_only=True,
                 description="{start+1}-{end}/{total}, or 0-0/{total} for an empty page",
-            )
+            ),
+            ResponseHeader(
+                name="X-Resource-Version",
+                documentation_only=True,
+                description="Change log position read before the query: watch from it to miss nothing",
+            ),
         ],
     )
     async def list_jobs(self, request: Request[Any, Any, Any], state: State) -> Response[JobsPage]:
         services: Services = state.services
         query = parse_query(request.query_params.multi_items())
+        # Read before the query: every change the list might not reflect comes after it.
+        position = await current_position(services.redis, services.keys)
         page = await services.executor.run(plan(query, services.keys))
         jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
         start, end = query.offset, query.offset + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
         body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
         return Response(
-            body, headers={"Content-Range": content_range, "Access-Control-Expose-Headers": "Content-Range"}
+            body,
+            headers={
+                "Content-Range": content_range,
+                "Access-Control-Expose-Headers": "Content-Range",
+                "X-Resource-Version": format_position(position),
+            },
         )
 
 
@@ -176,25 +189,6 @@ class JobController(Controller):
 )
 async def healthz(state: State) -> Health:
     services: Services = state.services
-    lag, pending = await _group_backlog(services.redis, services.keys.events, services.settings.group)
+    lag, pending = await group_backlog(services.redis, services.keys.events, services.settings.group)
     dead = int(await services.redis.xlen(services.keys.dead))
     return Health(consumer_lag=lag, pending=pending, dead_letters=dead)
-
-
-async def _group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple[int | None, int]:
-    """(entries not yet delivered to the group, entries delivered but not acknowledged).
-
-    Lag is None when Redis cannot compute it (entries deleted in the middle of the stream).
-    """
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return 0, 0
-        raise
-    for info in groups:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            lag = info.get("lag")
-            return (None if lag is None else int(lag)), int(info.get("pending") or 0)
-    return int(await redis.xlen(stream)), 0

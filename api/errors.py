@@ -12,6 +12,7 @@ from litestar.types import ExceptionHandlersMap
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from registry.changes import ResumeGone
 from registry.errors import InvalidQuery, JobNotFound, StoreUnavailable
 
 log = logging.getLogger("jobreg.api")
@@ -77,6 +78,10 @@ def _not_found(_: Request[Any, Any, Any], exc: JobNotFound) -> Response[JSendErr
     return jsend_error(404, str(exc))
 
 
+def _gone(_: Request[Any, Any, Any], exc: ResumeGone) -> Response[JSendError]:
+    return jsend_error(410, str(exc))
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -96,6 +101,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InvalidQuery: _invalid_query,
     ValidationException: _invalid_request,
     JobNotFound: _not_found,
+    ResumeGone: _gone,
     StoreUnavailable: _unavailable,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,

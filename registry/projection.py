@@ -20,26 +20,40 @@ _decode_state = msgspec.msgpack.Decoder(JobState).decode
 
 # One job's new state, its record and all its index changes, or nothing: the version
 # check makes it a compare-and-set, so concurrent workers never interleave on a job.
-# KEYS: record, seq, uuids, then every key the ops name. ARGV: expected version,
-# state blob, uuid16, listed flag, set->bitmap threshold, then ops (opcode, key index, arg).
+# KEYS: record, seq, uuids, change log, then every key the ops name. ARGV: expected version,
+# state blob, uuid16, listed flag, set->bitmap threshold, change-log retention, then ops
+# (opcode, key index, arg).
 APPLY_LUA = """
 local rec = KEYS[1]
 local v = redis.call('HGET', rec, 'v')
 if (v or '') ~= ARGV[1] then return {0, v or ''} end
 local h = redis.call('HGET', rec, 'h')
+local listed_before = h ~= false and h ~= nil
 if (not h) and ARGV[4] == '1' then
   h = redis.call('INCR', KEYS[2])
   redis.call('SETRANGE', KEYS[3], h * 16, ARGV[3])
   redis.call('HSET', rec, 'h', h)
 end
 local newv = tostring(tonumber(v or '0') + 1)
+-- >>> change log (registry/changes.py): one entry per change of a listed job, in the same
+-- atomic step as the change itself; 'o' (the state before) lets filtered watchers tell
+-- when a job leaves their selection.
+if h then
+  if listed_before then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'k', 'm', 'h', h, 's', ARGV[2],
+      'o', redis.call('HGET', rec, 's'))
+  else
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'k', 'a', 'h', h, 's', ARGV[2])
+  end
+end
+-- <<< change log
 redis.call('HSET', rec, 's', ARGV[2], 'v', newv)
 if not h then return {1, 0} end
 h = tonumber(h)
 local member = ARGV[3] .. string.char(math.floor(h / 16777216) % 256, math.floor(h / 65536) % 256,
   math.floor(h / 256) % 256, h % 256)
 local threshold = tonumber(ARGV[5])
-local i = 6
+local i = 7
 while i <= #ARGV do
   local op, key, arg = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
   if op == 'B' then
@@ -83,10 +97,17 @@ class ApplyResult:
 class Projection:
     """Writes folded job states to Redis; one instance per process."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, set_to_bitmap_threshold: int = 2048) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        set_to_bitmap_threshold: int = 2048,
+        change_log_retention: int = 100_000,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.threshold = set_to_bitmap_threshold
+        self.change_log_retention = change_log_retention
         self._sha: str | None = None
 
     async def load(self, job_ids: Sequence[str]) -> dict[str, tuple[str, JobState | None]]:
@@ -130,7 +151,7 @@ class Projection:
     def _queue(self, pipe: aioredis.client.Pipeline, version: str, old: JobState | None, new: JobState) -> None:
         old_row: Row | None = row_of(old) if old else None
         new_row = row_of(new)
-        keys = [self.keys.job(new.job_id), self.keys.seq, self.keys.uuids]
+        keys = [self.keys.job(new.job_id), self.keys.seq, self.keys.uuids, self.keys.changes]
         index: dict[str, int] = {}
 
         def ref(key: str) -> int:
@@ -147,6 +168,7 @@ class Projection:
             new_row.uuid16 if new_row else b"",
             1 if new_row else 0,
             self.threshold,
+            self.change_log_retention,
         ]
         i = 0
         while i < len(raw):

@@ -54,3 +54,11 @@ class Page(msgspec.Struct, kw_only=True):
 
     total: int
     job_ids: list[str]
+
+
+class Counts(msgspec.Struct, kw_only=True):
+    """Exact counts of the jobs matching a query's filters: in all, by status and by origin."""
+
+    total: int
+    by_status: dict[str, int]
+    by_origin: dict[str, int]
