@@ -1,4 +1,4 @@
-"""The `jobreg` command line: up, api, worker, publish, dead-letters."""
+"""The `jobreg` command line: up, api, worker, publish, dead-letters, top."""
 
 from __future__ import annotations
 
@@ -129,6 +129,18 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_top(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.top import run_top
+
+    try:
+        return asyncio.run(run_top(settings, interval=ns.interval, frames=ns.frames, once=ns.once))
+    except KeyboardInterrupt:
+        return 0
+    except redis.RedisError as exc:
+        print(f"jobreg top: cannot read {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobreg", description="Event-driven job registry (see README.md)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--count", type=int, default=100)
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_dead_letters)
+    top = sub.add_parser("top", help="live terminal view: job counts, throughput, lag, latest changes")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one frame (after two samples for throughput) and exit")
+    top.add_argument("--frames", type=int, help="exit after this many refreshes")
+    top.set_defaults(func=cmd_top)
     return p
 
 

@@ -79,7 +79,7 @@ class Exposition:
         running = 0
         for bound, count in zip((*hist.buckets, math.inf), hist.counts, strict=True):
             running += count
-            self.sample(f"{name}_bucket", running, {**base, "le": _num(bound)})
+            self.sample(f"{name}_bucket", running, {**base, "le": "+Inf" if bound == math.inf else repr(float(bound))})
         self.sample(f"{name}_sum", hist.sum, base)
         self.sample(f"{name}_count", running, base)
 

@@ -80,6 +80,7 @@ class Watch:
         self._sub: Subscription | None = None
         self._pending: list[Change] = []
         self._caught_up = False
+        self.resubscribed = 0  # times this watcher overflowed its buffer and read the log itself
 
     async def open(self, after: Position | None) -> None:
         """Subscribe and read the first catch-up chunk, so a position outside the log fails here (ResumeGone)."""
@@ -127,6 +128,7 @@ class Watch:
                     self.close()
                     self._sub = await self.feed.subscribe(self.buffer)
                     self._caught_up = False
+                    self.resubscribed += 1
                     continue
                 if not batch:
                     wait = self.heartbeat_s - (time.monotonic() - last_output)

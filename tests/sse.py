@@ -12,7 +12,7 @@ import httpx
 
 @dataclass
 class SseMessage:
-    event: str  # "message" when the server named none
+    event: str  # "message" when the server named none; "" for a block without data (no browser event)
     data: str
     id: str  # the stream's last event id once this message was dispatched
 
@@ -39,6 +39,10 @@ class SseStream:
                     self.last_event_id = pending_id
                 if data:
                     yield SseMessage(event or "message", "\n".join(data), self.last_event_id)
+                else:
+                    # A browser fires nothing here; tests still see the (possibly moved) position.
+                    yield SseMessage("", "", self.last_event_id)
+                pending_id = None
                 data, event = [], ""
                 continue
             if line.startswith(":"):
