@@ -270,6 +270,6 @@ async def test_a_resume_point_older_than_the_log_is_410(redis_server: RedisServe
                 assert "list again" in body["message"]
             # The position a list gives is always resumable.
             position = (await client.get(JOBS, params=[("limit", "1")])).headers["x-resource-version"]
-            resp, stream = await open_stream(client, WATCH, [("resource_version", position)])
+            resp, _ = await open_stream(client, WATCH, [("resource_version", position)])
             assert resp.status_code == 200
             await resp.aclose()
