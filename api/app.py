@@ -54,7 +54,11 @@ def create_app(settings: Settings) -> Litestar:
         app.state.services = Services(settings, client, keys, Executor(client, keys, settings))
         # The feed's blocking read gets its own connection (see registry/feed.py).
         feed = ChangeFeed(
-            lambda: redis_client(settings.redis_url), keys, count=min(1000, settings.change_log_retention)
+            lambda: redis_client(settings.redis_url),
+            keys,
+            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
+            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
+            count=min(1000, settings.change_log_retention),
         )
         app.state.live = Live(feed, LiveMetrics())
         app.state.query_times = query_times

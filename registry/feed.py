@@ -55,6 +55,10 @@ class Subscription:
             self._items.extend(changes)
         self._ready.set()
 
+    def tick(self) -> None:
+        """Wake the watcher with nothing new, so it can send a heartbeat when one is due."""
+        self._ready.set()
+
     def overflow(self) -> None:
         self._overflowed = True
         self._items.clear()
@@ -77,7 +81,9 @@ class ChangeFeed:
     """Reads the change log with XREAD BLOCK on its own connection and fans each batch out in memory.
 
     One reader per process, however many watchers: Redis sees one blocked client, and a
-    change is decoded (and rendered) once.
+    change is decoded (and rendered) once. When a read times out with nothing new (or
+    fails), every subscriber is ticked, which is what paces the watchers' heartbeats
+    without a timer per watcher.
     """
 
     def __init__(
@@ -139,6 +145,7 @@ class ChangeFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._tick_all()
                 backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
                 level = logging.WARNING if isinstance(exc, RedisError | OSError) else logging.ERROR
                 log.log(level, "change feed read failed (%s); retrying in %.1fs", exc, backoff)
@@ -150,6 +157,7 @@ class ChangeFeed:
         reply = await redis.xread({self.keys.changes: format_position(after)}, count=self.count, block=self.block_ms)
         entries = reply[0][1] if reply else []
         if not entries:
+            self._tick_all()
             return
         if len(entries) >= self.count:
             # A full batch may mean the feed fell behind far enough for the head to be trimmed
@@ -165,6 +173,10 @@ class ChangeFeed:
         self.reads += 1
         for sub in list(self._subs):
             sub.push(changes)
+
+    def _tick_all(self) -> None:
+        for sub in self._subs:
+            sub.tick()
 
 
 async def _xinfo(redis: aioredis.Redis, key: str) -> dict[str, Any] | Exception:
