@@ -64,7 +64,7 @@ async def _watch(
                     break
                 j = buf.rfind(b"id: ", 0, i)
                 ms = int(buf[j + 4 : i].split(b"-")[0])
-                latencies.append(now_ms - ms)
+                latencies.append((ms, now_ms - ms))
                 counts[0] += 1
                 buf = buf[i + 8 :]
             buf = buf[-4096:]
@@ -150,7 +150,13 @@ def step(
         latencies += lat
     for p in procs:
         p.join(timeout=10)
-    latencies.sort()
+    by_change: dict[int, list[float]] = {}
+    for ms, lat in latencies:
+        by_change.setdefault(ms, []).append(lat)
+    worst = sorted(((max(v), ms) for ms, v in by_change.items()), reverse=True)[:8]
+    first = min(by_change)
+    print("  worst changes (ms after first change, max latency):", [(ms - first, round(w)) for w, ms in worst])
+    latencies = sorted(lat for _, lat in latencies)
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return {
         "watchers": watchers,
