@@ -60,6 +60,7 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
             subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], env=env),
         ]
         print(f"jobreg: API on http://{host}:{port}/api/v2/jobs  (OpenAPI: http://{host}:{port}/schema)", flush=True)
+        print(f"jobreg: live dashboard on http://{host}:{port}/  (or `jobreg top` in a terminal)", flush=True)
         print("jobreg: auth is off in this embedded mode; press Ctrl-C to stop", flush=True)
         try:
             if ns.demo:

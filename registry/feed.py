@@ -22,6 +22,7 @@ from registry.changes import (
     format_position,
     log_info,
 )
+from registry.errors import StoreUnavailable
 from registry.keys import Keys
 
 log = logging.getLogger("jobreg.feed")
@@ -109,11 +110,17 @@ class ChangeFeed:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    async def subscribe(self, maxsize: int) -> Subscription:
-        """A subscription starting at the feed's current position (the feed starts on first use)."""
+    async def subscribe(self, maxsize: int, start_timeout: float = 3.0) -> Subscription:
+        """A subscription starting at the feed's current position (the feed starts on first use).
+
+        Raises StoreUnavailable if the feed cannot learn its starting position in time.
+        """
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="jobreg-change-feed")
-        await self._started.wait()
+        try:
+            await asyncio.wait_for(self._started.wait(), start_timeout)
+        except TimeoutError:
+            raise StoreUnavailable("the change feed cannot read the change log") from None
         assert self.position is not None
         # No await between reading the position and registering: nothing can be dispatched
         # in between, so the subscription holds exactly the changes after ``start``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from litestar import Litestar
@@ -17,6 +18,7 @@ from registry.events import decode_event
 from registry.keys import Keys
 from registry.projection import Projection
 from registry.settings import Settings
+from tests.conftest import free_port
 
 Client = AsyncTestClient[Litestar]
 WATCH = "/api/v2/jobs/watch"
@@ -93,3 +95,12 @@ async def test_dashboard_is_served_without_external_resources(client: Client) ->
     assert {p.name for p in STATIC_DIR.iterdir()} >= {"index.html", "dashboard.js", "dashboard.css"}
     for path in STATIC_DIR.iterdir():
         assert not re.search(r"https?://", path.read_text()), f"{path.name} loads something from the network"
+
+
+async def test_live_endpoints_answer_503_while_redis_is_down(settings: Settings) -> None:
+    down = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with AsyncTestClient(create_app(down)) as c:
+        for path in (WATCH, "/api/v2/jobs/stats", "/metrics"):
+            r = await c.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.headers["retry-after"]
