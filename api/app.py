@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, Services, healthz
 from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
@@ -21,6 +24,9 @@ from registry.executor import Executor
 from registry.feed import ChangeFeed
 from registry.keys import Keys
 from registry.settings import Settings
+from registry.tokens import Verifier
+
+log = logging.getLogger("jobreg.api")
 
 # A down Redis must answer 503 fast: refused connections fail at once, unreachable hosts
 # after the connect timeout. One immediate retry on a connection error lets a request that
@@ -28,6 +34,12 @@ from registry.settings import Settings
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 3.0
 HEALTH_CHECK_INTERVAL_S = 5
+
+
+BEARER = "BearerToken"
+BEARER_SCHEME = SecurityScheme(
+    type="http", scheme="bearer", bearer_format="JWT", description="A JWT; see README, Authentication."
+)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -43,7 +55,15 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down."""
+    """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
+
+    With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
+    (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
+    Raises AuthConfigError for unusable auth settings.
+    """
+    verifier = Verifier.from_settings(settings)
+    if verifier is None:
+        log.warning("authentication is OFF: every caller sees every project's jobs")
 
     query_times = QueryTimes()
 
@@ -71,11 +91,15 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[JobListController, LiveController, JobController, healthz, metrics, *dashboard_routes()],
         lifespan=[lifespan],
-        middleware=[query_times.middleware],
         exception_handlers=EXCEPTION_HANDLERS,
+        # Authentication outermost; the timing sees only requests that got through it.
+        middleware=[*([] if verifier is None else [auth_middleware(verifier)]), query_times.middleware],
+        dependencies={"principal": principal_dependency(enabled=verifier is not None)},
         openapi_config=OpenAPIConfig(
             title="jobreg",
             version="2",
             description="Event-driven job registry; GET /api/v2/jobs is compatible with Pasqal Cloud's core API.",
+            components=Components(security_schemes={BEARER: BEARER_SCHEME} if verifier else None),
+            security=[{BEARER: []}] if verifier else None,
         ),
     )

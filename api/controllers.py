@@ -14,8 +14,10 @@ from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, QueryParameter
 
+from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import parse_query
+from registry.auth import can_see, scope
 from registry.changes import current_position, format_position
 from registry.errors import JobNotFound
 from registry.events import UUID_RE
@@ -99,7 +101,8 @@ _OFFSET = Schema(type=OpenAPIType.INTEGER, minimum=0, default=0)
 
 _INVALID = ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named")
 _UNAVAILABLE = ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds")
-_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job")
+_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job, or one of another project")
+_UNAUTHORIZED = ResponseSpec(JSendError, description="Missing, malformed, badly signed or expired bearer token")
 
 JOB_QUERY_PARAMETERS: dict[str, Any] = {
     "order_by": _doc("Sort key; ties are broken by id; nulls come last.", _enum(OrderBy, OrderBy.CREATED_AT.value)),
@@ -131,7 +134,7 @@ class JobListController(Controller):
         "/",
         summary="List jobs",
         description="Filter (all filters AND-ed; a list means any of), order and page the registry's jobs.",
-        responses={422: _INVALID, 503: _UNAVAILABLE},
+        responses={401: _UNAUTHORIZED, 422: _INVALID, 503: _UNAVAILABLE},
         response_headers=[
             ResponseHeader(
                 name="Content-Range",
@@ -139,44 +142,61 @@ class JobListController(Controller):
                 description="{start+1}-{end}/{total}, or 0-0/{total} for an empty page",
             ),
             ResponseHeader(
+                name="X-Jobreg-Plan",
+                documentation_only=True,
+                description="how the query was answered (strategy and sizes), for diagnosing slow queries",
+            ),
+            ResponseHeader(
                 name="X-Resource-Version",
                 documentation_only=True,
-                description="Change log position read before the query: watch from it to miss nothing",
+                description=(
+                    "Change log position read before the query: watch from it to miss nothing "
+                    "(absent when the filters can never match)"
+                ),
             ),
         ],
     )
-    async def list_jobs(self, request: Request[Any, Any, Any], state: State) -> Response[JobsPage]:
+    async def list_jobs(
+        self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal
+    ) -> Response[JobsPage]:
         services: Services = state.services
-        query = parse_query(request.query_params.multi_items())
-        # Read before the query: every change the list might not reflect comes after it.
-        position = await current_position(services.redis, services.keys)
-        page = await services.executor.run(plan(query, services.keys))
+        query = scope(parse_query(request.query_params.multi_items()), principal)
+        job_plan = plan(query, services.keys)
+        # Read before the query: every change the list might not reflect comes after it. Not
+        # for filters that can never match (the watch has nothing to send; they cost no Redis call).
+        position = None if job_plan.empty else await current_position(services.redis, services.keys)
+        page = await services.executor.run(job_plan)
         jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
         start, end = query.offset, query.offset + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
         body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
-        return Response(
-            body,
-            headers={
-                "Content-Range": content_range,
-                "Access-Control-Expose-Headers": "Content-Range",
-                "X-Resource-Version": format_position(position),
-            },
-        )
+        headers = {
+            "Content-Range": content_range,
+            "X-Jobreg-Plan": page.strategy,
+            "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan, X-Resource-Version",
+        }
+        if position is not None:
+            headers["X-Resource-Version"] = format_position(position)
+        return Response(body, headers=headers)
 
 
 class JobController(Controller):
     path = "/api/v2/jobs"
     tags = ["jobs"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @get("/{id:str}", summary="Get one job", responses={404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE})
-    async def get_job(self, state: State, id: FromPath[str]) -> OneJob:
+    @get(
+        "/{id:str}",
+        summary="Get one job",
+        responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def get_job(self, state: State, id: FromPath[str], principal: CurrentPrincipal) -> OneJob:
         if not UUID_RE.fullmatch(id):
             raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
         services: Services = state.services
         job_id = id.lower()
         (job,) = await services.executor.jobs([job_id])
-        if job is None:
+        # Another project's job gets the very same 404 as a missing one.
+        if job is None or not can_see(principal, job.project_id):
             raise JobNotFound(job_id)
         return OneJob(data=job)
 

@@ -12,8 +12,9 @@ from litestar.types import ExceptionHandlersMap
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.auth import challenge
 from registry.changes import ResumeGone
-from registry.errors import InvalidQuery, JobNotFound, StoreUnavailable
+from registry.errors import InvalidQuery, JobNotFound, StoreUnavailable, Unauthorized
 
 log = logging.getLogger("jobreg.api")
 
@@ -82,6 +83,10 @@ def _gone(_: Request[Any, Any, Any], exc: ResumeGone) -> Response[JSendError]:
     return jsend_error(410, str(exc))
 
 
+def _unauthorized(_: Request[Any, Any, Any], exc: Unauthorized) -> Response[JSendError]:
+    return jsend_error(401, exc.reason, headers={"WWW-Authenticate": challenge(exc)})
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -102,6 +107,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ValidationException: _invalid_request,
     JobNotFound: _not_found,
     ResumeGone: _gone,
+    Unauthorized: _unauthorized,
     StoreUnavailable: _unavailable,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,

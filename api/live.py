@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +18,11 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 from redis.exceptions import RedisError
 
-from api.controllers import _INVALID, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services
+from api.auth import CurrentPrincipal
+from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services
 from api.errors import JSendError
 from api.params import parse_query
+from registry.auth import Principal, scope
 from registry.changes import Position, ResumeGone, format_position, parse_position
 from registry.errors import InvalidQuery
 from registry.feed import ChangeFeed
@@ -69,9 +72,10 @@ class StatsResponse(msgspec.Struct, kw_only=True):
     data: StatsData
 
 
-def job_query(request: Request[Any, Any, Any]) -> JobQuery:
-    """The one place the live endpoints turn a request into a JobQuery (where per-user scoping belongs)."""
-    return parse_query((k, v) for k, v in request.query_params.multi_items() if k != RESUME_PARAM)
+def job_query(request: Request[Any, Any, Any], principal: Principal) -> JobQuery:
+    """The one place the live endpoints turn a request into a JobQuery, scoped to the caller's projects."""
+    pairs = ((k, v) for k, v in request.query_params.multi_items() if k != RESUME_PARAM)
+    return scope(parse_query(pairs), principal)
 
 
 def resume_position(request: Request[Any, Any, Any]) -> Position | None:
@@ -97,9 +101,10 @@ def resume_position(request: Request[Any, Any, Any]) -> Position | None:
 class _Session:
     """One open watch: its SSE body, and a cleanup that runs once however the stream ends."""
 
-    def __init__(self, watch: Watch, metrics: LiveMetrics) -> None:
+    def __init__(self, watch: Watch, metrics: LiveMetrics, expires_at: int | None = None) -> None:
         self.watch = watch
         self.metrics = metrics
+        self.expires_at = expires_at  # the caller's token expiry: the stream ends there
         self.closed = False
         metrics.watch_connections += 1
 
@@ -115,6 +120,14 @@ class _Session:
             # The position first: a client that reconnects before any event resumes from here.
             yield f"retry: {RETRY_MS}\nid: {format_position(w.position)}\n: watching\n\n".encode()
             async for item in w.batches():
+                if self.expires_at is not None and time.time() >= self.expires_at:
+                    # A stream outliving its token would keep serving a caller no longer
+                    # authenticated; the client reconnects with a fresh token and its Last-Event-ID.
+                    body = msgspec.json.encode(
+                        {"status": "fail", "code": "401", "message": "token expired; reconnect with a fresh token"}
+                    )
+                    yield b"event: expired\ndata: " + body + b"\n\n"
+                    return
                 if isinstance(item, Bookmark):
                     # An id with no data moves the client's Last-Event-ID without an event, so a
                     # filtered watcher's resume point keeps up with changes it was not sent.
@@ -165,16 +178,12 @@ class LiveController(Controller):
             "get a comment heartbeat that also carries the current position as `id`."
         ),
         media_type="text/event-stream",
-        responses={410: _GONE, 422: _INVALID, 503: _UNAVAILABLE},
+        responses={401: _UNAUTHORIZED, 410: _GONE, 422: _INVALID, 503: _UNAVAILABLE},
     )
-    async def watch(
-        self,
-        request: Request[Any, Any, Any],
-        state: State,
-    ) -> Stream:
+    async def watch(self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal) -> Stream:
         services: Services = state.services
         live: Live = state.live
-        query = job_query(request)
+        query = job_query(request, principal)
         after = resume_position(request)
         watch = Watch(
             live.feed,
@@ -189,7 +198,7 @@ class LiveController(Controller):
         except ResumeGone:
             live.metrics.watch_gone += 1
             raise
-        session = _Session(watch, live.metrics)
+        session = _Session(watch, live.metrics, principal.expires_at)
         return Stream(
             session.body(),
             media_type="text/event-stream",
@@ -201,11 +210,11 @@ class LiveController(Controller):
         "/stats",
         summary="Counts by status and origin, and pipeline health",
         description="Exact counts of the jobs matching the filters (ordering and paging ignored).",
-        responses={422: _INVALID, 503: _UNAVAILABLE},
+        responses={401: _UNAUTHORIZED, 422: _INVALID, 503: _UNAVAILABLE},
     )
-    async def stats(self, request: Request[Any, Any, Any], state: State) -> StatsResponse:
+    async def stats(self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal) -> StatsResponse:
         services: Services = state.services
-        query = job_query(request)
+        query = job_query(request, principal)
         counts = await services.executor.counts(plan(query, services.keys))
         health = await pipeline_health(services.redis, services.keys, services.settings.group)
         return StatsResponse(

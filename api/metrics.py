@@ -7,8 +7,10 @@ from collections import defaultdict
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.auth import CurrentPrincipal
 from api.controllers import Services
 from api.live import Live
 from registry.health import pipeline_health
@@ -44,7 +46,10 @@ class QueryTimes:
 
 
 @get("/metrics", summary="Prometheus metrics", tags=["ops"], include_in_schema=True, media_type=CONTENT_TYPE)
-async def metrics(state: State) -> Response[str]:
+async def metrics(state: State, principal: CurrentPrincipal) -> Response[str]:
+    if not principal.is_admin:
+        # Fleet-wide counts of every project's jobs: for operators (an admin token), not users.
+        raise PermissionDeniedException("metrics need an operator (admin) token")
     services: Services = state.services
     live: Live = state.live
     times: QueryTimes = state.query_times

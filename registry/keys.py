@@ -56,9 +56,17 @@ class Keys:
         assert kind in MEMBER_KINDS
         return f"{self._t}:mb:{kind}:{value}"
 
+    def column(self, field: str) -> str:
+        """Fixed-width array of ``field`` by handle: a signed 64-bit value at bit offset 64*h (BITFIELD #h)."""
+        return f"{self._t}:col:{field}"
+
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
-        return f"{self._t}:bsi:{field}:{bit}"
+        return f"{self.slice_prefix(field)}{bit}"
+
+    def slice_prefix(self, field: str) -> str:
+        """``slice(field, bit)`` is this plus the bit number (the apply script appends it)."""
+        return f"{self._t}:bsi:{field}:"
 
     def arq_job(self, name: str) -> str:
         """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the prefix."""

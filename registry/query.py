@@ -54,6 +54,9 @@ class Page(msgspec.Struct, kw_only=True):
 
     total: int
     job_ids: list[str]
+    # How the executor answered, e.g. "candidates: project (1500 jobs), checked in 1 call";
+    # the API returns it in the X-Jobreg-Plan header, so a slow query explains itself.
+    strategy: str = ""
 
 
 class Counts(msgspec.Struct, kw_only=True):

@@ -11,7 +11,7 @@ const rowsEl = $("rows");
 
 let jobs = new Map();       // id -> job, the rows on screen
 let selected = null;        // id shown in the detail panel
-let source = null;          // the EventSource
+let source = null;          // AbortController of the open watch stream
 let generation = 0;         // bumps on every relist, so stale callbacks do nothing
 let statsTimer = null;
 const received = [];        // arrival times of recent changes, for the rate
@@ -39,6 +39,40 @@ function withParams(path, extra) {
   for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
   const q = p.toString();
   return q ? `${path}?${q}` : path;
+}
+
+// -- authentication -----------------------------------------------------------------
+// With auth on, every API call carries the operator's bearer token (kept for this tab only).
+// That is also why the watch is read with fetch() rather than EventSource: EventSource
+// cannot send an Authorization header, and a token in the URL would end up in logs.
+
+function authHeaders(extra) {
+  const token = sessionStorage.getItem("jobreg-token");
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : { ...extra };
+}
+
+function askToken(message) {
+  setConn("error", "token needed");
+  const box = $("auth");
+  box.hidden = false;
+  $("auth-message").textContent = message;
+}
+
+$("auth").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const token = $("auth-token").value.trim();
+  if (token) sessionStorage.setItem("jobreg-token", token);
+  $("auth").hidden = true;
+  relist();
+});
+
+async function api(path) {
+  const r = await fetch(path, { headers: authHeaders() });
+  if (r.status === 401 || r.status === 403) {
+    const body = await r.json().catch(() => ({}));
+    askToken(body.message || "This API needs a bearer token.");
+  }
+  return r;
 }
 
 // -- rendering ----------------------------------------------------------------------
@@ -161,7 +195,7 @@ async function refreshStats() {
   const gen = generation;
   let body;
   try {
-    const r = await fetch(withParams("/api/v2/jobs/stats"));
+    const r = await api(withParams("/api/v2/jobs/stats"));
     if (!r.ok) return;
     body = (await r.json()).data;
   } catch (e) {
@@ -197,12 +231,12 @@ function scheduleStats(delay) {
 
 async function relist() {
   const gen = ++generation;
-  if (source) { source.close(); source = null; }
+  if (source) { source.abort(); source = null; }
   setConn("relisting", "listing");
   $("filter-error").textContent = "";
   let r;
   try {
-    r = await fetch(withParams("/api/v2/jobs", { limit: String(MAX_ROWS), order_by: "created_at" }));
+    r = await api(withParams("/api/v2/jobs", { limit: String(MAX_ROWS), order_by: "created_at" }));
   } catch (e) {
     setConn("error", "API unreachable");
     setTimeout(() => gen === generation && relist(), 3000);
@@ -215,6 +249,7 @@ async function relist() {
     setConn("error", "bad filter");
     return;
   }
+  if (r.status === 401 || r.status === 403) return;
   if (!r.ok) {
     setConn("error", `list failed (${r.status})`);
     setTimeout(() => gen === generation && relist(), 3000);
@@ -230,31 +265,87 @@ async function relist() {
 }
 
 function watch(gen, position) {
-  const es = new EventSource(withParams("/api/v2/jobs/watch", position ? { resource_version: position } : {}));
-  source = es;
-  es.onopen = () => gen === generation && setConn("live");
-  const onChange = (ev) => {
-    if (gen !== generation) return;
-    const msg = JSON.parse(ev.data);
+  // Server-Sent Events read with fetch: the same protocol EventSource speaks (id, event,
+  // data, retry, comments), with the token in a header and Last-Event-ID sent on reconnect.
+  const controller = new AbortController();
+  source = controller;
+  let lastId = position;
+  let retryMs = 2000;
+  const url = withParams("/api/v2/jobs/watch");
+
+  // Returns false when the stream must not go on.
+  const dispatch = (event, data, id) => {
+    if (gen !== generation) return false;
+    if (event === "gone") { relist(); return false; }     // our position left the change log
+    if (event === "expired") { askToken("The token expired: paste a fresh one."); return false; }
+    if (!data) return true;                                // heartbeat: only the position moved
+    const msg = JSON.parse(data);
     received.push(performance.now());
-    $("position").textContent = ev.lastEventId;
+    $("position").textContent = id;
     if (msg.type === "removed") remove(msg.job);
     else upsert(msg.job, msg.type === "added");
     scheduleStats(1000);
+    return true;
   };
-  for (const kind of ["added", "modified", "removed"]) es.addEventListener(kind, onChange);
-  // The server says our position fell out of the change log: list again.
-  es.addEventListener("gone", () => gen === generation && relist());
-  es.onerror = () => {
-    if (gen !== generation) return;
-    if (es.readyState === EventSource.CLOSED) {
-      // Not a drop the browser retries by itself (e.g. 410 on reconnect): list again shortly.
-      setConn("relisting", "relisting");
-      setTimeout(() => gen === generation && relist(), 2000);
-    } else {
-      setConn("connecting", "reconnecting");
+
+  const connect = async () => {
+    let r;
+    try {
+      r = await fetch(url, {
+        headers: authHeaders({ Accept: "text/event-stream", ...(lastId ? { "Last-Event-ID": lastId } : {}) }),
+        signal: controller.signal,
+      });
+    } catch (e) {
+      return controller.signal.aborted ? null : "retry";
     }
+    if (r.status === 410) return "relist";
+    if (r.status === 401 || r.status === 403) { askToken("The watch needs a valid token."); return null; }
+    if (!r.ok) return "retry";
+    if (gen === generation) setConn("live");
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "", data = [], event = "", id = null;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).replace(/\r$/, "");
+          buf = buf.slice(nl + 1);
+          if (line === "") {
+            if (id !== null) lastId = id;
+            const ended = dispatch(event || "message", data.join("\n"), lastId);
+            data = []; event = ""; id = null;
+            if (ended === false) return null;
+            continue;
+          }
+          if (line.startsWith(":")) continue;
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let val = colon < 0 ? "" : line.slice(colon + 1);
+          if (val.startsWith(" ")) val = val.slice(1);
+          if (field === "data") data.push(val);
+          else if (field === "event") event = val;
+          else if (field === "id") id = val;
+          else if (field === "retry" && /^\d+$/.test(val)) retryMs = Number(val);
+        }
+      }
+    } catch (e) {
+      if (controller.signal.aborted) return null;
+    }
+    return "retry";
   };
+
+  (async () => {
+    while (gen === generation && !controller.signal.aborted) {
+      const next = await connect();
+      if (next === null || gen !== generation || controller.signal.aborted) return;
+      if (next === "relist") { relist(); return; }
+      setConn("connecting", "reconnecting");
+      await new Promise((ok) => setTimeout(ok, retryMs));
+    }
+  })();
 }
 
 // -- wiring -------------------------------------------------------------------------

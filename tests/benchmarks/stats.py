@@ -61,7 +61,7 @@ def main() -> None:
         print(f"loading {args.jobs:,} jobs ...", flush=True)
         print(f"loaded in {asyncio.run(load(server.url, args.jobs)):.0f} s", flush=True)
         env = {**os.environ, "JOBREG_REDIS_URL": server.url, "JOBREG_PREFIX": PREFIX, "JOBREG_LOG_LEVEL": "WARNING"}
-        api = subprocess.Popen([sys.executable, "-m", "registry.cli", "api", "--port", str(port)], env=env)
+        api = subprocess.Popen([sys.executable, "-m", "registry.cli", "api", "--port", str(port), "--no-auth"], env=env)
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:

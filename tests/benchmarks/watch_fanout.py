@@ -186,7 +186,7 @@ def main() -> None:
         ["-m", "cProfile", "-o", os.environ["JOBREG_BENCH_PROFILE"]] if "JOBREG_BENCH_PROFILE" in os.environ else []
     )
     api = subprocess.Popen(
-        [sys.executable, *profile, "-m", "registry.cli", "api", "--port", str(port)], env=env, cwd=ROOT
+        [sys.executable, *profile, "-m", "registry.cli", "api", "--port", str(port), "--no-auth"], env=env, cwd=ROOT
     )
     try:
         for _ in range(200):

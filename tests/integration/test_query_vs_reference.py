@@ -35,16 +35,20 @@ async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> 
     return {j: int(h) for j, h in zip(job_ids, await pipe.execute(), strict=True) if h}
 
 
-@pytest.mark.parametrize("collect_threshold", [0, 3000])
+@pytest.mark.parametrize(
+    ("collect_threshold", "select_offset"),
+    [(0, 5000), (3000, 5000), (0, 0)],
+    ids=["bitmaps-and-walks", "candidates", "walks-start-by-counting"],
+)
 async def test_random_queries_match_reference(
-    aredis: aioredis.Redis, settings: Settings, keys: Keys, collect_threshold: int
+    aredis: aioredis.Redis, settings: Settings, keys: Keys, collect_threshold: int, select_offset: int
 ) -> None:
-    rng = random.Random(7 + collect_threshold)
+    rng = random.Random(7 + collect_threshold + select_offset)
     traffic = make_traffic(rng, 400)
     ref = Reference()
     for e in traffic:
         ref.add(e)
-    proj = Projection(aredis, keys, set_to_bitmap_threshold=20)
+    proj = Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=5)
     events = decode_all(traffic)
     for i in range(0, len(events), 97):
         await proj.apply(events[i : i + 97])
@@ -56,6 +60,8 @@ async def test_random_queries_match_reference(
         **{
             **{f: getattr(settings, f) for f in settings.__struct_fields__},
             "collect_threshold": collect_threshold,
+            "candidate_threshold": collect_threshold,
+            "select_offset": select_offset,
             "walk_chunk": 50,
         }
     )

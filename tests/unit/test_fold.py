@@ -36,7 +36,7 @@ def event_sets(draw: st.DrawFn) -> list[Event]:
     return out
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # timing is not what this checks; CI machines are noisy
 @given(event_sets(), st.randoms(use_true_random=False))
 def test_any_order_and_duplication_give_the_same_state(events: list[Event], rnd: random.Random) -> None:
     reference = fold(JOB, events)
