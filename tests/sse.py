@@ -61,10 +61,14 @@ class SseStream:
 
 
 async def open_stream(
-    client: httpx.AsyncClient, url: str, params: Any = None, last_event_id: str | None = None
+    client: httpx.AsyncClient,
+    url: str,
+    params: Any = None,
+    last_event_id: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[httpx.Response, SseStream]:
     """Open a watch; the caller must close the response (``await resp.aclose()``)."""
-    headers = {"Accept": "text/event-stream"}
+    headers = {"Accept": "text/event-stream", **(headers or {})}
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
     req = client.build_request("GET", url, params=params, headers=headers)

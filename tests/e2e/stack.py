@@ -100,7 +100,9 @@ def running_stack(
     stack = Stack(f"http://127.0.0.1:{port}", redis_server.url, prefix, full_env, logs)
     try:
         stack.procs = [spawn(["worker"], full_env, logs / f"worker{i}.log") for i in range(workers)]
-        api = ["api", "--host", "127.0.0.1", "--port", str(port), "--no-auth"]
+        api = ["api", "--host", "127.0.0.1", "--port", str(port)]
+        if not any(k.startswith("JOBREG_AUTH_") for k in (env or {})):
+            api.append("--no-auth")
         stack.procs.append(spawn(api, full_env, logs / "api.log"))
         deadline = time.monotonic() + 30
         while True:
