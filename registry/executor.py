@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 import sys
 import uuid as _uuid
@@ -14,7 +16,7 @@ import redis.asyncio as aioredis
 
 from registry import scripts
 from registry.fold import to_job
-from registry.indexes import RUNS_BITS, SECOND_BITS, SECOND_US
+from registry.indexes import RUNS_BITS, SECOND_BITS, SECOND_US, ZONE_FIELDS, ZONE_SIZE
 from registry.keys import Keys
 from registry.model import Job, JobState, Origin, Status
 from registry.planner import (
@@ -38,6 +40,7 @@ _NONZERO = re.compile(rb"[^\x00]")
 _CHUNK_BYTES = 4096
 _TTL_MS = 60_000
 _BOUND = 1 << 62  # an open end of a range: beyond any column value
+_MAX_STRADDLING = 24  # zone blocks a range may read value by value before the BSI is cheaper
 
 
 def _packed(handles: Sequence[int]) -> bytes:
@@ -46,6 +49,15 @@ def _packed(handles: Sequence[int]) -> bytes:
     if sys.byteorder == "little":
         packed.byteswap()
     return packed.tobytes()
+
+
+def _i64s(data: bytes) -> list[int]:
+    """A BITFIELD i64 column (big-endian) as integers."""
+    values = array("q")
+    values.frombytes(data[: len(data) // 8 * 8])
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values.tolist()
 
 
 def _handle(member: bytes) -> int:
@@ -301,6 +313,9 @@ class Executor:
         if not preds and plan.order is OrderBy.CREATION_ORDER:
             present = [(h, h) for h in handles]  # nothing to check and the handle is the order
             handles = []
+        elif not preds and self._scannable(plan) and len(handles) > plan.offset + plan.limit:
+            page = await self._scan(plan, len(handles), handles=handles)
+            return msgspec.structs.replace(page, strategy=f"{how}; {page.strategy}")
         for i in range(0, len(handles), step):
             keys = [self.keys.uuids, plan.order_column or ""]
             prog = self._program(preds, keys)
@@ -392,6 +407,9 @@ class Executor:
         if plan.offset >= total:
             return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
         strategy = refine(plan, total, listed, self.settings.collect_threshold)
+        if strategy != "bitmap-handles" and self._scannable(plan) and not no_filter:
+            page = await self._scan(plan, total, bitmap=f)
+            return msgspec.structs.replace(page, strategy=f"{source}, counted; {page.strategy}")
         if strategy == "bitmap-collect":
             handles = bit_positions(await self.redis.get(f) or b"", 0, total, False)
             return await self._collect(plan, handles, [], how=f"{source}, counted")
@@ -423,6 +441,81 @@ class Executor:
                 self.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members)
             )
         return Page(total=total, job_ids=[_member_id(m) for m in members], strategy=how)
+
+    def _scannable(self, plan: Plan) -> bool:
+        """Ordered by a zone-mapped field, with a page near the top: scan in handle order."""
+        return (
+            plan.order.value in ZONE_FIELDS
+            and plan.nonnull is None  # nullable orders end with their nulls, which no zone bounds
+            and plan.offset + plan.limit <= self.settings.select_offset
+        )
+
+    async def _scan(self, plan: Plan, total: int, *, bitmap: str = "", handles: Sequence[int] = ()) -> Page:
+        """The page, from the matches (a bitmap, or sorted handles) read block by block in handle order.
+
+        Handles follow arrival and so does the order field, so the first blocks read (the
+        newest for DESC, the oldest for ASC) hold the page. The zone map bounds what every
+        unread block could hold; once the page's last value beats that bound, the rest of
+        the matches cannot enter the page and are never read.
+        """
+        field, desc, k = plan.order.value, plan.desc, plan.offset + plan.limit
+        zone = self.keys.zone(field) + ("max" if desc else "min")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(zone)
+        pipe.get(self.keys.seq)
+        raw, seq = await pipe.execute()
+        bounds = _i64s(raw or b"")
+        n_blocks = int(seq or 0) // ZONE_SIZE + 1
+        bounds += [0] * (n_blocks - len(bounds))
+        # rest[b]: the best value any block before b (in scan order) could hold.
+        order = range(n_blocks - 1, -1, -1) if desc else range(n_blocks)
+        rest: list[float] = [0.0] * (n_blocks + 1)
+        best = -math.inf if desc else math.inf
+        for b in reversed(order):
+            rest[b] = best
+            v = bounds[b]
+            if desc:
+                best = max(best, v)
+            elif v:
+                best = min(best, v - 1)
+        present: list[tuple[Any, int]] = []
+        blocks = list(order)
+        i, step, rounds = 0, 8, 0
+        sorted_handles = list(handles)
+        while i < len(blocks):
+            chunk = blocks[i : i + step]
+            i += len(chunk)
+            rounds += 1
+            lo_b, hi_b = min(chunk), max(chunk) + 1
+            if bitmap:
+                data = await self.redis.getrange(bitmap, lo_b * ZONE_SIZE // 8, hi_b * ZONE_SIZE // 8 - 1)
+                found = [lo_b * ZONE_SIZE + p for p in bit_positions(data, 0, len(data) * 8, False)]
+            else:
+                found = sorted_handles[
+                    bisect.bisect_left(sorted_handles, lo_b * ZONE_SIZE) : bisect.bisect_left(
+                        sorted_handles, hi_b * ZONE_SIZE
+                    )
+                ]
+            present += await self._values(plan, found)
+            step = min(step * 4, 256)
+            if len(present) >= k:
+                present.sort(key=lambda row: row[0], reverse=desc)
+                kth = present[k - 1][0]
+                bound = rest[chunk[-1]]
+                if (kth > bound) if desc else (kth < bound):
+                    break
+        ids = await self._arrange(plan, present, [], {}, False)
+        how = f"scanned {len(present)} matches in handle order in {rounds} reads, bounded by the {field} zone map"
+        return Page(total=total, job_ids=ids, strategy=how)
+
+    async def _values(self, plan: Plan, handles: list[int]) -> list[tuple[Any, int]]:
+        """(order value, handle) of each handle, read from the order field's column."""
+        out: list[tuple[Any, int]] = []
+        for i in range(0, len(handles), self.settings.walk_chunk):
+            chunk = handles[i : i + self.settings.walk_chunk]
+            reply = await self._check(keys=[self.keys.uuids, plan.order_column or ""], args=[_packed(chunk), 0])
+            out += [(int(reply[j + 1]), int(reply[j])) for j in range(0, len(reply), 2)]
+        return out
 
     async def _select_start(self, plan: Plan, f: str, count: int, skip: int, temps: list[str]) -> tuple[int, int]:
         """(rank to start walking at, matches left to skip there) for a deep offset, by BSI rank selection."""
@@ -553,6 +646,54 @@ class Executor:
         return dest
 
     async def _range_bitmap(self, pred: Range, temps: list[str]) -> str:
+        """The jobs in a range: from the zone map when its blocks decide almost all of them, else by BSI."""
+        if pred.field != "runs":
+            zoned = await self._zone_range_bitmap(pred, temps)
+            if zoned is not None:
+                return zoned
+        return await self._bsi_range_bitmap(pred, temps)
+
+    async def _zone_range_bitmap(self, pred: Range, temps: list[str]) -> str | None:
+        """Blocks whose bounds lie inside the range are taken whole, blocks outside skipped, and only
+        the few straddling a boundary read from the column; None when too many straddle."""
+        zone = self.keys.zone(pred.column.rsplit(":", 1)[-1])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(zone + "max")
+        pipe.get(zone + "min")
+        highs, lows = (_i64s(raw or b"") for raw in await pipe.execute())
+        lo = -math.inf if pred.lo is None else pred.lo
+        hi = math.inf if pred.hi is None else pred.hi
+        whole: list[int] = []
+        straddling: list[int] = []
+        for b, (high, low) in enumerate(zip(highs, lows, strict=False)):
+            if low == 0 or high < lo or low - 1 > hi:
+                continue  # no value in the block, or none in range
+            (whole if lo <= low - 1 and high <= hi else straddling).append(b)
+        if len(straddling) > _MAX_STRADDLING:
+            return None
+        block_bytes = ZONE_SIZE // 8
+        bits = bytearray(len(highs) * block_bytes)
+        for b in whole:
+            bits[b * block_bytes : (b + 1) * block_bytes] = b"\xff" * block_bytes
+        pipe = self.redis.pipeline(transaction=False)
+        for b in straddling:
+            pipe.getrange(pred.column, b * ZONE_SIZE * 8, (b + 1) * ZONE_SIZE * 8 - 1)
+        for b, raw in zip(straddling, await pipe.execute(), strict=True):
+            for j, v in enumerate(_i64s(raw)):
+                value = v - 1 if pred.nullable else v  # nullable columns hold value + 1, 0 for null
+                if (v or not pred.nullable) and lo <= value <= hi:
+                    h = b * ZONE_SIZE + j
+                    bits[h >> 3] |= 0x80 >> (h & 7)
+        dest = self._temp(temps)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(dest, bytes(bits), px=_TTL_MS)
+        # Whole blocks include their jobs without a value (null start or end): drop them.
+        nonnull = self.keys.started if pred.field == "start" else self.keys.ended
+        pipe.bitop("AND", dest, dest, nonnull)
+        await pipe.execute()
+        return dest
+
+    async def _bsi_range_bitmap(self, pred: Range, temps: list[str]) -> str:
         """A range over a bit-sliced index, exact to the second, plus the boundary second from the sort set."""
         if pred.field == "runs":
             width, exists, scale = RUNS_BITS, self.keys.all, 1

@@ -18,6 +18,11 @@ SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "
 # lookup per job. Nullable values are stored as value + 1, with 0 for null.
 COLUMNS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs")
 NULLABLE_COLUMNS = frozenset({"start_timestamp", "end_timestamp"})
+# Zone maps: per block of ZONE_SIZE handles, bounds of these fields' values. Handles follow
+# arrival, and so do these timestamps, so a block's bounds are tight and a scan in handle
+# order can stop as soon as no unread block can beat the page found so far.
+ZONE_SIZE = 1024
+ZONE_FIELDS = ("created_at", "start_timestamp", "end_timestamp")
 # Order fields with a bit-sliced index (seconds, or runs): deep offsets select by counting.
 BSI_OF_ORDER = {"created_at": "created", "start_timestamp": "start", "end_timestamp": "end", "runs": "runs"}
 
@@ -130,6 +135,7 @@ def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[Op]:
       ["Z", zset, "score"] / ["z", zset]   add to / remove from a sort set
       ["C", column, "value"]               the handle's slot in a value column
       ["M", set, bitmap, 1|0]              add to / remove from a member index
+      ["Q", zone, "v", "v + 1", block size]  widen the bounds of the handle's block in a zone map
     Scores and column values travel as strings: Lua numbers would print them rounded.
     """
     ops: list[Op] = []
@@ -156,6 +162,11 @@ def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[Op]:
             value = column_value(new, field)
             if old is None or column_value(old, field) != value:
                 ops.append(["C", keys.column(field), str(value)])
+    if new is not None:
+        for field in ZONE_FIELDS:
+            zoned = sort_score(new, field)
+            if zoned is not None and (old is None or sort_score(old, field) != zoned):
+                ops.append(["Q", keys.zone(field), str(zoned), str(zoned + 1), ZONE_SIZE])
     for kind in ("project", "batch", "user"):
         b_val = getattr(old, kind) if old else None
         a_val = getattr(new, kind) if new else None

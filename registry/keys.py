@@ -60,6 +60,11 @@ class Keys:
         """Fixed-width array of ``field`` by handle: a signed 64-bit value at bit offset 64*h (BITFIELD #h)."""
         return f"{self._t}:col:{field}"
 
+    def zone(self, field: str) -> str:
+        """Zone map of ``field``: ``zone + "max"`` / ``zone + "min"`` hold, per block of handles, an
+        upper bound of its values and a lower bound plus one (0: no value yet), as i64 columns."""
+        return f"{self._t}:zone:{field}:"
+
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
         return f"{self.slice_prefix(field)}{bit}"

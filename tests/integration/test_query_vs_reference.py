@@ -8,6 +8,7 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
+from registry import executor, indexes
 from registry.errors import InvalidEvent
 from registry.events import decode_event
 from registry.executor import Executor
@@ -36,14 +37,23 @@ async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> 
 
 
 @pytest.mark.parametrize(
-    ("collect_threshold", "select_offset"),
-    [(0, 5000), (3000, 5000), (0, 0)],
-    ids=["bitmaps-and-walks", "candidates", "walks-start-by-counting"],
+    ("collect_threshold", "select_offset", "zone_size"),
+    [(0, 5000, 1024), (3000, 5000, 1024), (0, 0, 1024), (0, 5000, 8), (3000, 5000, 8)],
+    ids=["bitmaps-and-walks", "candidates", "walks-start-by-counting", "scans-small-zones", "candidates-small-zones"],
 )
 async def test_random_queries_match_reference(
-    aredis: aioredis.Redis, settings: Settings, keys: Keys, collect_threshold: int, select_offset: int
+    aredis: aioredis.Redis,
+    settings: Settings,
+    keys: Keys,
+    collect_threshold: int,
+    select_offset: int,
+    zone_size: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rng = random.Random(7 + collect_threshold + select_offset)
+    # Small zones make the scans cross many blocks (and stop early) even on a few hundred jobs.
+    monkeypatch.setattr(indexes, "ZONE_SIZE", zone_size)
+    monkeypatch.setattr(executor, "ZONE_SIZE", zone_size)
+    rng = random.Random(7 + collect_threshold + select_offset + zone_size)
     traffic = make_traffic(rng, 400)
     ref = Reference()
     for e in traffic:
