@@ -16,8 +16,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, Services, healthz
+from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
+from api.live import Live, LiveController, LiveMetrics
+from api.metrics import QueryTimes, metrics
 from registry.executor import Executor
+from registry.feed import ChangeFeed
 from registry.keys import Keys
 from registry.settings import Settings
 from registry.tokens import Verifier
@@ -61,21 +65,35 @@ def create_app(settings: Settings) -> Litestar:
     if verifier is None:
         log.warning("authentication is OFF: every caller sees every project's jobs")
 
+    query_times = QueryTimes()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         app.state.services = Services(settings, client, keys, Executor(client, keys, settings))
+        # The feed's blocking read gets its own connection (see registry/feed.py).
+        feed = ChangeFeed(
+            lambda: redis_client(settings.redis_url),
+            keys,
+            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
+            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
+            count=min(1000, settings.change_log_retention),
+        )
+        app.state.live = Live(feed, LiveMetrics())
+        app.state.query_times = query_times
         try:
             yield
         finally:
+            await feed.close()
             await client.aclose()
 
     return Litestar(
-        route_handlers=[JobListController, JobController, healthz],
+        route_handlers=[JobListController, LiveController, JobController, healthz, metrics, *dashboard_routes()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[] if verifier is None else [auth_middleware(verifier)],
+        # Authentication outermost; the timing sees only requests that got through it.
+        middleware=[*([] if verifier is None else [auth_middleware(verifier)]), query_times.middleware],
         dependencies={"principal": principal_dependency(enabled=verifier is not None)},
         openapi_config=OpenAPIConfig(
             title="jobreg",

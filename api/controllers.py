@@ -13,15 +13,16 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, QueryParameter
-from redis.exceptions import ResponseError
 
 from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import parse_query
 from registry.auth import can_see, scope
+from registry.changes import current_position, format_position
 from registry.errors import JobNotFound
 from registry.events import UUID_RE
 from registry.executor import Executor
+from registry.health import group_backlog
 from registry.keys import Keys
 from registry.model import Job, Origin, Status
 from registry.planner import plan
@@ -145,6 +146,14 @@ class JobListController(Controller):
                 documentation_only=True,
                 description="how the query was answered (strategy and sizes), for diagnosing slow queries",
             ),
+            ResponseHeader(
+                name="X-Resource-Version",
+                documentation_only=True,
+                description=(
+                    "Change log position read before the query: watch from it to miss nothing "
+                    "(absent when the filters can never match)"
+                ),
+            ),
         ],
     )
     async def list_jobs(
@@ -152,7 +161,11 @@ class JobListController(Controller):
     ) -> Response[JobsPage]:
         services: Services = state.services
         query = scope(parse_query(request.query_params.multi_items()), principal)
-        page = await services.executor.run(plan(query, services.keys))
+        job_plan = plan(query, services.keys)
+        # Read before the query: every change the list might not reflect comes after it. Not
+        # for filters that can never match (the watch has nothing to send; they cost no Redis call).
+        position = None if job_plan.empty else await current_position(services.redis, services.keys)
+        page = await services.executor.run(job_plan)
         jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
         start, end = query.offset, query.offset + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
@@ -160,8 +173,10 @@ class JobListController(Controller):
         headers = {
             "Content-Range": content_range,
             "X-Jobreg-Plan": page.strategy,
-            "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan",
+            "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan, X-Resource-Version",
         }
+        if position is not None:
+            headers["X-Resource-Version"] = format_position(position)
         return Response(body, headers=headers)
 
 
@@ -194,25 +209,6 @@ class JobController(Controller):
 )
 async def healthz(state: State) -> Health:
     services: Services = state.services
-    lag, pending = await _group_backlog(services.redis, services.keys.events, services.settings.group)
+    lag, pending = await group_backlog(services.redis, services.keys.events, services.settings.group)
     dead = int(await services.redis.xlen(services.keys.dead))
     return Health(consumer_lag=lag, pending=pending, dead_letters=dead)
-
-
-async def _group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple[int | None, int]:
-    """(entries not yet delivered to the group, entries delivered but not acknowledged).
-
-    Lag is None when Redis cannot compute it (entries deleted in the middle of the stream).
-    """
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return 0, 0
-        raise
-    for info in groups:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            lag = info.get("lag")
-            return (None if lag is None else int(lag)), int(info.get("pending") or 0)
-    return int(await redis.xlen(stream)), 0

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import challenge
+from registry.changes import ResumeGone
 from registry.errors import InvalidQuery, JobNotFound, StoreUnavailable, Unauthorized
 
 log = logging.getLogger("jobreg.api")
@@ -78,6 +79,10 @@ def _not_found(_: Request[Any, Any, Any], exc: JobNotFound) -> Response[JSendErr
     return jsend_error(404, str(exc))
 
 
+def _gone(_: Request[Any, Any, Any], exc: ResumeGone) -> Response[JSendError]:
+    return jsend_error(410, str(exc))
+
+
 def _unauthorized(_: Request[Any, Any, Any], exc: Unauthorized) -> Response[JSendError]:
     return jsend_error(401, exc.reason, headers={"WWW-Authenticate": challenge(exc)})
 
@@ -101,6 +106,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     InvalidQuery: _invalid_query,
     ValidationException: _invalid_request,
     JobNotFound: _not_found,
+    ResumeGone: _gone,
     Unauthorized: _unauthorized,
     StoreUnavailable: _unavailable,
     RedisConnectionError: _unavailable,

@@ -1,4 +1,4 @@
-"""The `jobreg` command line: up, api, worker, publish, dead-letters, token."""
+"""The `jobreg` command line: up, api, worker, publish, dead-letters, token, top."""
 
 from __future__ import annotations
 
@@ -96,6 +96,7 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
             subprocess.Popen([*me, "api", "--host", host, "--port", str(port), "--no-auth"], env=api_env),
         ]
         print(f"jobreg: API on http://{host}:{port}/api/v2/jobs  (OpenAPI: http://{host}:{port}/schema)", flush=True)
+        print(f"jobreg: live dashboard on http://{host}:{port}/  (or `jobreg top` in a terminal)", flush=True)
         print(
             "jobreg: auth is OFF in this embedded mode (no token needed, every project visible); "
             "run `jobreg api` with JOBREG_AUTH_* set to authenticate. Press Ctrl-C to stop",
@@ -169,6 +170,18 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_top(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.top import run_top
+
+    try:
+        return asyncio.run(run_top(settings, interval=ns.interval, frames=ns.frames, once=ns.once))
+    except KeyboardInterrupt:
+        return 0
+    except redis.RedisError as exc:
+        print(f"jobreg top: cannot read {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobreg", description="Event-driven job registry (see README.md)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--admin", action="store_true", help="an operator token: sees every project")
     tok.add_argument("--ttl", help="lifetime: seconds, or 30m, 12h, 7d (default JOBREG_AUTH_TOKEN_TTL_S)")
     tok.set_defaults(func=cmd_token)
+    top = sub.add_parser("top", help="live terminal view: job counts, throughput, lag, latest changes")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one frame (after two samples for throughput) and exit")
+    top.add_argument("--frames", type=int, help="exit after this many refreshes")
+    top.set_defaults(func=cmd_top)
     return p
 
 

@@ -36,6 +36,10 @@ class Keys:
         self.status = {s: f"{tag}:bm:status:{s.value}" for s in Status}
         self.origin = {o: f"{tag}:bm:origin:{o.value}" for o in Origin}
         self.stats = f"{tag}:stats"
+        # Change log: one entry per change of a listed job, written by the apply script (so tagged).
+        self.changes = f"{tag}:changes"
+        # Workers' counters and histogram buckets, exposed by the API's /metrics.
+        self.metrics = f"{prefix}:metrics"
 
     def job(self, job_id: str) -> str:
         return f"{self._t}:job:{job_id}"

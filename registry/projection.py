@@ -20,8 +20,9 @@ _encode_json = msgspec.json.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(JobState).decode
 
 # Several jobs per call. Each job is a compare-and-set on its record version: its new state,
-# record and every index change, or nothing. KEYS: seq, uuids, then one record per job.
-# ARGV[1] = set->bitmap threshold, then four per job: expected version, state blob, uuid16
+# record and every index change, or nothing. KEYS: seq, uuids, change log, then one record per
+# job. ARGV[1] = set->bitmap threshold, ARGV[2] = change-log retention, then four per job:
+# expected version, state blob, uuid16
 # ('' while the job is not listed) and its index ops as JSON (see registry.indexes.index_ops;
 # decoded by cjson in C, far cheaper than parsing in Lua). Every key an op names lives in the
 # records' {prefix} slot. Returns per job: -1 when its version moved (the caller folds again),
@@ -29,19 +30,32 @@ _decode_state = msgspec.msgpack.Decoder(JobState).decode
 APPLY_LUA = """
 local threshold = tonumber(ARGV[1])
 local result = {}
-for j = 1, #KEYS - 2 do
-  local rec, a = KEYS[j + 2], 4 * j - 2
+for j = 1, #KEYS - 3 do
+  local rec, a = KEYS[j + 3], 4 * j - 1
   local v = redis.call('HGET', rec, 'v')
   if (v or '') ~= ARGV[a] then
     result[j] = -1
   else
     local uuid = ARGV[a + 2]
     local h = redis.call('HGET', rec, 'h')
+    local listed_before = h ~= false and h ~= nil
     if (not h) and uuid ~= '' then
       h = redis.call('INCR', KEYS[1])
       redis.call('SETRANGE', KEYS[2], h * 16, uuid)
       redis.call('HSET', rec, 'h', h)
     end
+    -- >>> change log (registry/changes.py): one entry per change of a listed job, in the same
+    -- atomic step as the change itself; 'o' (the state before) lets filtered watchers tell
+    -- when a job leaves their selection.
+    if h then
+      if listed_before then
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'm', 'h', h, 's', ARGV[a + 1],
+          'o', redis.call('HGET', rec, 's'))
+      else
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'a', 'h', h, 's', ARGV[a + 1])
+      end
+    end
+    -- <<< change log
     redis.call('HSET', rec, 's', ARGV[a + 1], 'v', tostring(tonumber(v or '0') + 1))
     if not h then
       result[j] = 0
@@ -113,11 +127,19 @@ class ApplyResult:
 class Projection:
     """Writes folded job states to Redis; one instance per process."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, set_to_bitmap_threshold: int = 2048, chunk: int = 32) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        set_to_bitmap_threshold: int = 2048,
+        chunk: int = 32,
+        change_log_retention: int = 100_000,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.threshold = set_to_bitmap_threshold
         self.chunk = chunk
+        self.change_log_retention = change_log_retention
         self._sha: str | None = None
 
     async def load(self, job_ids: Sequence[str]) -> dict[str, tuple[str, JobState | None]]:
@@ -174,8 +196,9 @@ class Projection:
         calls = []
         for i in range(0, len(payloads), self.chunk):
             part = payloads[i : i + self.chunk]
-            keys = [self.keys.seq, self.keys.uuids, *[self.keys.job(job_id) for job_id, _ in part]]
-            calls.append((keys, [self.threshold, *[arg for _, job_args in part for arg in job_args]]))
+            keys = [self.keys.seq, self.keys.uuids, self.keys.changes, *[self.keys.job(job_id) for job_id, _ in part]]
+            args = [self.threshold, self.change_log_retention, *[arg for _, job_args in part for arg in job_args]]
+            calls.append((keys, args))
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
             for keys, args in calls:

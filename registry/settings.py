@@ -32,6 +32,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # An offset past this many matches finds where to start walking the sort set by counting
     # over the order field's bit-sliced index, instead of walking the skipped jobs.
     select_offset: int = 5000
+    # Change log entries kept for watch resumption (~0.5 KB each); older resume points get 410.
+    change_log_retention: int = 100_000
+    # Seconds between heartbeats (and resume-position bookmarks) on idle watch streams.
+    watch_heartbeat_s: float = 15.0
+    # Changes buffered per watcher before a slow one falls back to reading the log itself.
+    watch_buffer: int = 10_000
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"

@@ -7,7 +7,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -20,6 +21,7 @@ from registry.deadletter import dead_letter
 from registry.errors import InvalidEvent
 from registry.events import decode_event
 from registry.keys import Keys
+from registry.metrics import record_batch
 from registry.model import Event
 from registry.projection import Projection
 from registry.settings import Settings
@@ -46,7 +48,9 @@ class Consumer:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.name = settings.consumer or default_consumer_name()
-        self.projection = Projection(redis, self.keys, settings.set_to_bitmap_threshold)
+        self.projection = Projection(
+            redis, self.keys, settings.set_to_bitmap_threshold, change_log_retention=settings.change_log_retention
+        )
         self.consumed = 0  # entries read from the stream (redeliveries included)
         self.dead_lettered = 0
         self.applied_batches = 0
@@ -57,6 +61,8 @@ class Consumer:
         # Re-read our own pending entries (id 0 onwards) before new ones: after a start or
         # an error, entries delivered to this name may never have been applied.
         self._backlog_from: str | None = "0"
+        self._changed = 0  # job changes applied since the last acknowledgement (for /metrics)
+        self._apply_s = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -154,14 +160,19 @@ class Consumer:
                 done.append(entry_id)
         if valid:
             done += await self._apply(valid)
-        await self._ack(done)
+        consumed = Counter(event.type.value for _, event in valid)
+        invalid = len(entries) - len(valid) - sum(1 for _, fields in entries if not fields)
+        await self._ack(done, consumed=consumed, invalid=invalid, applied=bool(valid))
         return len(done)
 
     async def _apply(self, valid: list[tuple[bytes, Event]]) -> list[bytes]:
         """Apply the batch; on failure, job by job so one poison job cannot hold back the rest."""
+        started = time.perf_counter()
         try:
-            await self.projection.apply([event for _, event in valid])
+            result = await self.projection.apply([event for _, event in valid])
             self.applied_batches += 1
+            self._changed += result.changed
+            self._apply_s += time.perf_counter() - started
             return [entry_id for entry_id, _ in valid]
         except UNREACHABLE:
             raise
@@ -174,7 +185,8 @@ class Consumer:
         for job_id, items in by_job.items():
             ids = [entry_id for entry_id, _ in items]
             try:
-                await self.projection.apply([event for _, event in items])
+                result = await self.projection.apply([event for _, event in items])
+                self._changed += result.changed
                 applied += ids
             except UNREACHABLE:
                 raise
@@ -190,11 +202,24 @@ class Consumer:
         with contextlib.suppress(*UNREACHABLE):  # only the dead-letter reason's detail would be lost
             await self.redis.hset(self.keys.failures, mapping=dict.fromkeys(ids, reason))  # type: ignore[misc]
 
-    async def _ack(self, ids: list[bytes]) -> None:
+    async def _ack(
+        self, ids: list[bytes], *, consumed: Counter[str] | None = None, invalid: int = 0, applied: bool = False
+    ) -> None:
         if not ids:
             return
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(self.keys.events, self.settings.group, *ids)
         # Forget recorded failures of entries that finally went through (usually a no-op).
         pipe.hdel(self.keys.failures, *ids)  # type: ignore[arg-type]
+        now_ms = time.time() * 1000
+        record_batch(
+            pipe,
+            self.keys,
+            consumed=consumed,
+            dead_lettered={"invalid": invalid},
+            changed=self._changed,
+            apply_seconds=self._apply_s or None,
+            delays=[max(0.0, (now_ms - int(i.split(b"-")[0])) / 1000) for i in ids] if applied else (),
+        )
+        self._changed, self._apply_s = 0, 0.0
         await pipe.execute()

@@ -8,6 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from registry.deadletter import dead_letter
+from registry.metrics import record_batch
 from registry.settings import Settings
 from workers.consumer import Consumer, Entry
 
@@ -81,5 +82,6 @@ async def _give_up(redis: aioredis.Redis, settings: Settings, consumer: Consumer
         pipe = redis.pipeline(transaction=False)
         pipe.xack(keys.events, settings.group, *ids)
         pipe.hdel(keys.failures, *ids)  # type: ignore[arg-type]
+        record_batch(pipe, keys, dead_lettered={"undeliverable": sum(1 for _, fields in claimed if fields)})
         await pipe.execute()
     return handled

@@ -103,7 +103,7 @@ def check_page(ds: Dataset, params: list[tuple[str, str]], resp: Any) -> list[st
     assert body["data"] == [ds.rendered(i) for i in want_ids]
     want_range = f"{offset + 1}-{offset + len(want_ids)}/{want_total}" if want_ids else f"0-0/{want_total}"
     assert resp.headers["content-range"] == want_range
-    assert resp.headers["access-control-expose-headers"] == "Content-Range, X-Jobreg-Plan"
+    assert resp.headers["access-control-expose-headers"] == "Content-Range, X-Jobreg-Plan, X-Resource-Version"
     return want_ids
 
 
