@@ -14,6 +14,10 @@ RUNS_BITS = 31
 SECOND_US = 1_000_000
 SECOND_BITS = 34  # seconds since 1970, up to year 2514
 SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs", "id")
+# Bumped whenever what the projection stores changes shape (index ops, key names, record
+# encoding), so copies kept by the benchmark (--keep) are known to be stale.
+LAYOUT = 4
+
 # Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
 # lookup per job. Nullable values are stored as value + 1, with 0 for null.
 COLUMNS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs")
