@@ -40,6 +40,8 @@ _NONZERO = re.compile(rb"[^\x00]")
 _CHUNK_BYTES = 4096
 _TTL_MS = 60_000
 _BOUND = 1 << 62  # an open end of a range: beyond any column value
+# Rank selection narrows the value range until this few sort-set entries are left to walk.
+_SELECT_STOP = 256
 _MAX_STRADDLING = 24  # zone blocks a range may read value by value before the BSI is cheaper
 
 
@@ -542,7 +544,7 @@ class Executor:
         await pipe.execute()
         rank, above = await self._select(
             keys=[cand, scratch, plan.order_zset, *[k for k, _ in bits]],
-            args=[skip, int(plan.desc), scale, 2 * self.settings.walk_chunk, count, *[b for _, b in bits]],
+            args=[skip, int(plan.desc), scale, _SELECT_STOP, count, *[b for _, b in bits]],
         )
         await self.redis.pexpire(scratch, _TTL_MS)
         return int(rank), skip - int(above)
@@ -689,12 +691,14 @@ class Executor:
         pipe = self.redis.pipeline(transaction=False)
         for b in straddling:
             pipe.getrange(pred.column, b * ZONE_SIZE * 8, (b + 1) * ZONE_SIZE * 8 - 1)
+        # Nullable columns hold value + 1 (0 for null, which no range admits).
+        shift = 1 if pred.nullable else 0
+        low_stored, high_stored = max(lo + shift, shift), hi + shift
         for b, raw in zip(straddling, await pipe.execute(), strict=True):
-            for j, v in enumerate(_i64s(raw)):
-                value = v - 1 if pred.nullable else v  # nullable columns hold value + 1, 0 for null
-                if (v or not pred.nullable) and lo <= value <= hi:
-                    h = b * ZONE_SIZE + j
-                    bits[h >> 3] |= 0x80 >> (h & 7)
+            base = b * ZONE_SIZE
+            for j in [j for j, v in enumerate(_i64s(raw)) if low_stored <= v <= high_stored]:
+                h = base + j
+                bits[h >> 3] |= 0x80 >> (h & 7)
         dest = self._temp(temps)
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(dest, bytes(bits), px=_TTL_MS)
