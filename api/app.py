@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, Services, healthz
+from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
+from api.live import Live, LiveController, LiveMetrics
+from api.metrics import QueryTimes, metrics
 from registry.executor import Executor
+from registry.feed import ChangeFeed
 from registry.keys import Keys
 from registry.settings import Settings
+from registry.tokens import Verifier
+
+log = logging.getLogger("jobreg.api")
 
 # A down Redis must answer 503 fast: refused connections fail at once, unreachable hosts
 # after the connect timeout. One immediate retry on a connection error lets a request that
@@ -25,6 +35,12 @@ from registry.settings import Settings
 # reconnects after a restart (redis/redis-py#3745) and the request fails with a 500.
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 3.0
+
+
+BEARER = "BearerToken"
+BEARER_SCHEME = SecurityScheme(
+    type="http", scheme="bearer", bearer_format="JWT", description="A JWT; see README, Authentication."
+)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -39,25 +55,51 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down."""
+    """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
+
+    With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
+    (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
+    Raises AuthConfigError for unusable auth settings.
+    """
+    verifier = Verifier.from_settings(settings)
+    if verifier is None:
+        log.warning("authentication is OFF: every caller sees every project's jobs")
+
+    query_times = QueryTimes()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         app.state.services = Services(settings, client, keys, Executor(client, keys, settings))
+        # The feed's blocking read gets its own connection (see registry/feed.py).
+        feed = ChangeFeed(
+            lambda: redis_client(settings.redis_url),
+            keys,
+            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
+            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
+            count=min(1000, settings.change_log_retention),
+        )
+        app.state.live = Live(feed, LiveMetrics())
+        app.state.query_times = query_times
         try:
             yield
         finally:
+            await feed.close()
             await client.aclose()
 
     return Litestar(
-        route_handlers=[JobListController, JobController, healthz],
+        route_handlers=[JobListController, LiveController, JobController, healthz, metrics, *dashboard_routes()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        # Authentication outermost; the timing sees only requests that got through it.
+        middleware=[*([] if verifier is None else [auth_middleware(verifier)]), query_times.middleware],
+        dependencies={"principal": principal_dependency(enabled=verifier is not None)},
         openapi_config=OpenAPIConfig(
             title="jobreg",
             version="2",
             description="Event-driven job registry; GET /api/v2/jobs is compatible with Pasqal Cloud's core API.",
+            components=Components(security_schemes={BEARER: BEARER_SCHEME} if verifier else None),
+            security=[{BEARER: []}] if verifier else None,
         ),
     )

@@ -13,13 +13,16 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, QueryParameter
-from redis.exceptions import ResponseError
 
+from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import check_query_size, parse_query
+from registry.auth import can_see, scope
+from registry.changes import current_position, format_position
 from registry.errors import JobNotFound
 from registry.events import UUID_RE
 from registry.executor import Executor
+from registry.health import group_backlog
 from registry.keys import Keys
 from registry.model import Job, Origin, Status
 from registry.planner import plan
@@ -98,7 +101,8 @@ _OFFSET = Schema(type=OpenAPIType.INTEGER, minimum=0, default=0)
 
 _INVALID = ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named")
 _UNAVAILABLE = ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds")
-_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job")
+_NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job, or one of another project")
+_UNAUTHORIZED = ResponseSpec(JSendError, description="Missing, malformed, badly signed or expired bearer token")
 _TOO_LONG = ResponseSpec(JSendError, description="Query string longer than any valid query needs")
 
 JOB_QUERY_PARAMETERS: dict[str, Any] = {
@@ -131,41 +135,70 @@ class JobListController(Controller):
         "/",
         summary="List jobs",
         description="Filter (all filters AND-ed; a list means any of), order and page the registry's jobs.",
-        responses={414: _TOO_LONG, 422: _INVALID, 503: _UNAVAILABLE},
+        responses={401: _UNAUTHORIZED, 414: _TOO_LONG, 422: _INVALID, 503: _UNAVAILABLE},
         response_headers=[
             ResponseHeader(
                 name="Content-Range",
                 documentation_only=True,
                 description="{start+1}-{end}/{total}, or 0-0/{total} for an empty page",
-            )
+            ),
+            ResponseHeader(
+                name="X-Jobreg-Plan",
+                documentation_only=True,
+                description="how the query was answered (strategy and sizes), for diagnosing slow queries",
+            ),
+            ResponseHeader(
+                name="X-Resource-Version",
+                documentation_only=True,
+                description=(
+                    "Change log position read before the query: watch from it to miss nothing "
+                    "(absent when the filters can never match)"
+                ),
+            ),
         ],
     )
-    async def list_jobs(self, request: Request[Any, Any, Any], state: State) -> Response[JobsPage]:
+    async def list_jobs(
+        self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal
+    ) -> Response[JobsPage]:
         services: Services = state.services
         check_query_size(request.scope.get("query_string", b""))
-        query = parse_query(request.query_params.multi_items())
-        page = await services.executor.run(plan(query, services.keys))
+        query = scope(parse_query(request.query_params.multi_items()), principal)
+        job_plan = plan(query, services.keys)
+        # Read before the query: every change the list might not reflect comes after it. Not
+        # for filters that can never match (the watch has nothing to send; they cost no Redis call).
+        position = None if job_plan.empty else await current_position(services.redis, services.keys)
+        page = await services.executor.run(job_plan)
         jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
         start, end = query.offset, query.offset + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
         body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
-        return Response(
-            body, headers={"Content-Range": content_range, "Access-Control-Expose-Headers": "Content-Range"}
-        )
+        headers = {
+            "Content-Range": content_range,
+            "X-Jobreg-Plan": page.strategy,
+            "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan, X-Resource-Version",
+        }
+        if position is not None:
+            headers["X-Resource-Version"] = format_position(position)
+        return Response(body, headers=headers)
 
 
 class JobController(Controller):
     path = "/api/v2/jobs"
     tags = ["jobs"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @get("/{id:str}", summary="Get one job", responses={404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE})
-    async def get_job(self, state: State, id: FromPath[str]) -> OneJob:
+    @get(
+        "/{id:str}",
+        summary="Get one job",
+        responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def get_job(self, state: State, id: FromPath[str], principal: CurrentPrincipal) -> OneJob:
         if not UUID_RE.fullmatch(id):
             raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
         services: Services = state.services
         job_id = id.lower()
         (job,) = await services.executor.jobs([job_id])
-        if job is None:
+        # Another project's job gets the very same 404 as a missing one.
+        if job is None or not can_see(principal, job.project_id):
             raise JobNotFound(job_id)
         return OneJob(data=job)
 
@@ -178,25 +211,6 @@ class JobController(Controller):
 )
 async def healthz(state: State) -> Health:
     services: Services = state.services
-    lag, pending = await _group_backlog(services.redis, services.keys.events, services.settings.group)
+    lag, pending = await group_backlog(services.redis, services.keys.events, services.settings.group)
     dead = int(await services.redis.xlen(services.keys.dead))
     return Health(consumer_lag=lag, pending=pending, dead_letters=dead)
-
-
-async def _group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple[int | None, int]:
-    """(entries not yet delivered to the group, entries delivered but not acknowledged).
-
-    Lag is None when Redis cannot compute it (entries deleted in the middle of the stream).
-    """
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return 0, 0
-        raise
-    for info in groups:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == group:
-            lag = info.get("lag")
-            return (None if lag is None else int(lag)), int(info.get("pending") or 0)
-    return int(await redis.xlen(stream)), 0

@@ -12,7 +12,9 @@ from litestar.types import ExceptionHandlersMap
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable
+from api.auth import challenge
+from registry.changes import ResumeGone
+from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, Unauthorized
 
 log = logging.getLogger("jobreg.api")
 
@@ -81,6 +83,14 @@ def _too_long(_: Request[Any, Any, Any], exc: QueryTooLong) -> Response[JSendErr
     return jsend_error(414, str(exc))
 
 
+def _gone(_: Request[Any, Any, Any], exc: ResumeGone) -> Response[JSendError]:
+    return jsend_error(410, str(exc))
+
+
+def _unauthorized(_: Request[Any, Any, Any], exc: Unauthorized) -> Response[JSendError]:
+    return jsend_error(401, exc.reason, headers={"WWW-Authenticate": challenge(exc)})
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -101,6 +111,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ValidationException: _invalid_request,
     JobNotFound: _not_found,
     QueryTooLong: _too_long,
+    ResumeGone: _gone,
+    Unauthorized: _unauthorized,
     StoreUnavailable: _unavailable,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,

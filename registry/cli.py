@@ -1,4 +1,4 @@
-"""The `jobreg` command line: up, api, worker, publish, dead-letters."""
+"""The `jobreg` command line: up, api, worker, publish, dead-letters, token, top."""
 
 from __future__ import annotations
 
@@ -18,20 +18,55 @@ from typing import Any
 import msgspec
 import redis
 
-from registry.errors import InvalidEvent
+from registry.errors import AuthConfigError, InvalidEvent
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
 
 log = logging.getLogger("jobreg")
 
 
-def _serve(module: str, func: str, *args: Any) -> None:
+def _serve(module: str, func: str, *args: Any, **kwargs: Any) -> None:
     # The core never imports the web or queue framework; the CLI loads them by name on demand.
-    getattr(importlib.import_module(module), func)(*args)
+    getattr(importlib.import_module(module), func)(*args, **kwargs)
+
+
+# Key material that `jobreg up` keeps away from its API child, which always runs with auth off.
+AUTH_KEY_VARS = ("JOBREG_AUTH_SECRET", "JOBREG_AUTH_PUBLIC_KEY_FILE", "JOBREG_AUTH_JWKS_FILE", "JOBREG_AUTH_ALGORITHMS")
 
 
 def cmd_api(settings: Settings, ns: argparse.Namespace) -> int:
-    _serve("api.server", "run_api", settings, ns.host or settings.api_host, ns.port or settings.api_port)
+    from registry.tokens import serving_verifier
+
+    try:
+        serving_verifier(settings, ns.no_auth)
+    except AuthConfigError as exc:
+        print(f"jobreg api: {exc}", file=sys.stderr)
+        return 2
+    if ns.no_auth:
+        print(
+            "jobreg api: WARNING: --no-auth: authentication is OFF; anyone who can reach this port "
+            "sees every project's jobs",
+            file=sys.stderr,
+            flush=True,
+        )
+    host, port = ns.host or settings.api_host, ns.port or settings.api_port
+    _serve("api.server", "run_api", settings, host, port, no_auth=ns.no_auth)
+    return 0
+
+
+def cmd_token(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.tokens import mint, parse_ttl
+
+    if not ns.project and not ns.admin:
+        print("jobreg token: a user token needs at least one --project (or --admin)", file=sys.stderr)
+        return 2
+    try:
+        ttl = parse_ttl(ns.ttl) if ns.ttl else None
+        token = mint(settings, ns.user, ns.project, admin=ns.admin, ttl_s=ttl)
+    except (AuthConfigError, ValueError) as exc:
+        print(f"jobreg token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -54,13 +89,19 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
         if "MEMORY ONLY" in description:
             print("jobreg: WARNING: install redis-server to keep data across restarts", file=sys.stderr, flush=True)
         env = {**os.environ, "JOBREG_REDIS_URL": url, "JOBREG_PREFIX": settings.prefix}
+        api_env = {k: v for k, v in env.items() if k not in AUTH_KEY_VARS}
         me = [sys.executable, "-m", "registry.cli"]
         procs = [
             subprocess.Popen([*me, "worker"], env=env),
-            subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], env=env),
+            subprocess.Popen([*me, "api", "--host", host, "--port", str(port), "--no-auth"], env=api_env),
         ]
         print(f"jobreg: API on http://{host}:{port}/api/v2/jobs  (OpenAPI: http://{host}:{port}/schema)", flush=True)
-        print("jobreg: auth is off in this embedded mode; press Ctrl-C to stop", flush=True)
+        print(f"jobreg: live dashboard on http://{host}:{port}/  (or `jobreg top` in a terminal)", flush=True)
+        print(
+            "jobreg: auth is OFF in this embedded mode (no token needed, every project visible); "
+            "run `jobreg api` with JOBREG_AUTH_* set to authenticate. Press Ctrl-C to stop",
+            flush=True,
+        )
         try:
             if ns.demo:
                 from registry.demo import run_demo
@@ -130,6 +171,18 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_top(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.top import run_top
+
+    try:
+        return asyncio.run(run_top(settings, interval=ns.interval, frames=ns.frames, once=ns.once))
+    except KeyboardInterrupt:
+        return 0
+    except redis.RedisError as exc:
+        print(f"jobreg top: cannot read {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobreg", description="Event-driven job registry (see README.md)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -142,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API (reads JOBREG_REDIS_URL)")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
+    api.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without authentication (every caller sees every project); needed when no JOBREG_AUTH_* key is set",
+    )
     api.set_defaults(func=cmd_api)
     worker = sub.add_parser("worker", help="consume the events stream (reads JOBREG_REDIS_URL)")
     worker.set_defaults(func=cmd_worker)
@@ -168,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--count", type=int, default=100)
     dead.add_argument("--json", action="store_true")
     dead.set_defaults(func=cmd_dead_letters)
+    tok = sub.add_parser("token", help="mint a development bearer token with JOBREG_AUTH_SECRET (HS256)")
+    tok.add_argument("--user", required=True, help="user id (the token's subject)")
+    tok.add_argument("--project", action="append", default=[], metavar="UUID", help="a project of the user; repeat")
+    tok.add_argument("--admin", action="store_true", help="an operator token: sees every project")
+    tok.add_argument("--ttl", help="lifetime: seconds, or 30m, 12h, 7d (default JOBREG_AUTH_TOKEN_TTL_S)")
+    tok.set_defaults(func=cmd_token)
+    top = sub.add_parser("top", help="live terminal view: job counts, throughput, lag, latest changes")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one frame (after two samples for throughput) and exit")
+    top.add_argument("--frames", type=int, help="exit after this many refreshes")
+    top.set_defaults(func=cmd_top)
     return p
 
 

@@ -39,3 +39,20 @@ class JobNotFound(JobregError):
 
 class StoreUnavailable(JobregError):
     """Redis could not be reached; callers answer 503 and retry later."""
+
+
+class Unauthorized(JobregError):
+    """A request without acceptable credentials; ``reason`` is fixed text, never the token itself.
+
+    ``presented`` tells whether a bearer token was offered at all (RFC 6750: only then does the
+    challenge carry ``error="invalid_token"``).
+    """
+
+    def __init__(self, reason: str, *, presented: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.presented = presented
+
+
+class AuthConfigError(JobregError):
+    """The JOBREG_AUTH_* settings are incomplete, inconsistent or point at unusable key material."""

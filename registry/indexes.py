@@ -14,6 +14,21 @@ RUNS_BITS = 31
 SECOND_US = 1_000_000
 SECOND_BITS = 34  # seconds since 1970, up to year 2514
 SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs", "id")
+# Bumped whenever what the projection stores changes shape (index ops, key names, record
+# encoding), so copies kept by the benchmark (--keep) are known to be stale.
+LAYOUT = 4
+
+# Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
+# lookup per job. Nullable values are stored as value + 1, with 0 for null.
+COLUMNS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs")
+NULLABLE_COLUMNS = frozenset({"start_timestamp", "end_timestamp"})
+# Zone maps: per block of ZONE_SIZE handles, bounds of these fields' values. Handles follow
+# arrival, and so do these timestamps, so a block's bounds are tight and a scan in handle
+# order can stop as soon as no unread block can beat the page found so far.
+ZONE_SIZE = 1024
+ZONE_FIELDS = ("created_at", "start_timestamp", "end_timestamp")
+# Order fields with a bit-sliced index (seconds, or runs): deep offsets select by counting.
+BSI_OF_ORDER = {"created_at": "created", "start_timestamp": "start", "end_timestamp": "end", "runs": "runs"}
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,17 +80,19 @@ def sort_score(row: Row, field: str) -> int | None:
     }[field]
 
 
-def _bits(value: int | None, width: int) -> list[int]:
-    if value is None:
-        return [0] * width
-    return [(value >> i) & 1 for i in range(width)]
+def column_value(row: Row, field: str) -> int:
+    value = sort_score(row, field)
+    if field in NULLABLE_COLUMNS:
+        return 0 if value is None else value + 1
+    assert value is not None
+    return value
 
 
 def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
-    """Every bitmap the job's handle is set in (value 1), plus BSI slices with their bit."""
+    """Every plain bitmap the job's handle is set in (1) or clear in (0)."""
     if row is None:
         return {}
-    out = {
+    return {
         keys.all: 1,
         keys.status[row.status]: 1,
         keys.origin[row.origin]: 1,
@@ -83,42 +100,84 @@ def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
         keys.started: int(row.start is not None),
         keys.ended: int(row.end is not None),
     }
-    for field, value, width in (
-        ("runs", row.runs, RUNS_BITS),
-        ("start", None if row.start is None else row.start // SECOND_US, SECOND_BITS),
-        ("end", None if row.end is None else row.end // SECOND_US, SECOND_BITS),
-    ):
-        for i, bit in enumerate(_bits(value, width)):
-            out[keys.slice(field, i)] = bit
+
+
+def _sliced(row: Row | None) -> dict[str, int]:
+    """The value each bit-sliced index holds for the job; null sets no bit, like 0."""
+    if row is None:
+        return {}
+    return {
+        "runs": row.runs,
+        "created": row.created_at // SECOND_US,
+        "start": 0 if row.start is None else row.start // SECOND_US,
+        "end": 0 if row.end is None else row.end // SECOND_US,
+    }
+
+
+def _flips(old: int, new: int) -> list[int]:
+    """The slice bits that differ: bit i becoming 1 is i + 1, becoming 0 is -(i + 1)."""
+    out, diff, i = [], old ^ new, 0
+    while diff:
+        if diff & 1:
+            out.append(i + 1 if (new >> i) & 1 else -(i + 1))
+        diff >>= 1
+        i += 1
     return out
 
 
-def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[str | bytes | int]:
-    """Flat op list for the apply script: bitmaps, sort sets and member indexes.
+BSI_WIDTH = {"runs": RUNS_BITS, "created": SECOND_BITS, "start": SECOND_BITS, "end": SECOND_BITS}
 
-    The script substitutes the job's handle, so ops never name it.
+Op = list[str | int | list[int]]
+
+
+def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[Op]:
+    """The apply script's ops that move every index from ``old`` to ``new``.
+
+    The script substitutes the job's handle, so ops never name it:
+      ["B", bitmap, bit]                   set or clear the handle's bit
+      ["S", slice prefix, [flip...]]       bit-sliced index: the bits that change (see _flips)
+      ["Z", zset, "score"] / ["z", zset]   add to / remove from a sort set
+      ["C", column, "value"]               the handle's slot in a value column
+      ["M", set, bitmap, 1|0]              add to / remove from a member index
+      ["Q", zone, "v", "v + 1", block size]  widen the bounds of the handle's block in a zone map
+    Scores and column values travel as strings: Lua numbers would print them rounded.
     """
-    ops: list[str | bytes | int] = []
+    ops: list[Op] = []
     before, after = _bitmaps(keys, old), _bitmaps(keys, new)
     for key in sorted(before.keys() | after.keys()):
         b, a = before.get(key, 0), after.get(key, 0)
         if a != b:
-            ops += ["B", key, a]
+            ops.append(["B", key, a])
+    sliced_before, sliced_after = _sliced(old), _sliced(new)
+    for field in BSI_WIDTH:
+        b, a = sliced_before.get(field, 0), sliced_after.get(field, 0)
+        if a != b:
+            ops.append(["S", keys.slice_prefix(field), _flips(b, a)])
     for field in SORT_FIELDS:
         key = keys.sort(field)
         b_score = sort_score(old, field) if old else None
         a_score = sort_score(new, field) if new else None
         if a_score is not None and (a_score != b_score or old is None):
-            ops += ["Z", key, a_score]
+            ops.append(["Z", key, str(a_score)])
         elif a_score is None and b_score is not None:
-            ops += ["z", key, 0]
+            ops.append(["z", key])
+    if new is not None:
+        for field in COLUMNS:
+            value = column_value(new, field)
+            if old is None or column_value(old, field) != value:
+                ops.append(["C", keys.column(field), str(value)])
+    if new is not None:
+        for field in ZONE_FIELDS:
+            zoned = sort_score(new, field)
+            if zoned is not None and (old is None or sort_score(old, field) != zoned):
+                ops.append(["Q", keys.zone(field), str(zoned), str(zoned + 1), ZONE_SIZE])
     for kind in ("project", "batch", "user"):
         b_val = getattr(old, kind) if old else None
         a_val = getattr(new, kind) if new else None
         if b_val == a_val:
             continue
         if b_val is not None:
-            ops += ["M", keys.member_set(kind, b_val), keys.member_bitmap(kind, b_val), 0]
+            ops.append(["M", keys.member_set(kind, b_val), keys.member_bitmap(kind, b_val), 0])
         if a_val is not None:
-            ops += ["M", keys.member_set(kind, a_val), keys.member_bitmap(kind, a_val), 1]
+            ops.append(["M", keys.member_set(kind, a_val), keys.member_bitmap(kind, a_val), 1])
     return ops

@@ -38,6 +38,10 @@ class Keys:
         self.status = {s: f"{tag}:bm:status:{s.value}" for s in Status}
         self.origin = {o: f"{tag}:bm:origin:{o.value}" for o in Origin}
         self.stats = f"{tag}:stats"
+        # Change log: one entry per change of a listed job, written by the apply script (so tagged).
+        self.changes = f"{tag}:changes"
+        # Workers' counters and histogram buckets, exposed by the API's /metrics.
+        self.metrics = f"{prefix}:metrics"
 
     def job(self, job_id: str) -> str:
         return f"{self._t}:job:{job_id}"
@@ -54,9 +58,22 @@ class Keys:
         assert kind in MEMBER_KINDS
         return f"{self._t}:mb:{kind}:{value}"
 
+    def column(self, field: str) -> str:
+        """Fixed-width array of ``field`` by handle: a signed 64-bit value at bit offset 64*h (BITFIELD #h)."""
+        return f"{self._t}:col:{field}"
+
+    def zone(self, field: str) -> str:
+        """Zone map of ``field``: ``zone + "max"`` / ``zone + "min"`` hold, per block of handles, an
+        upper bound of its values and a lower bound plus one (0: no value yet), as i64 columns."""
+        return f"{self._t}:zone:{field}:"
+
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
-        return f"{self._t}:bsi:{field}:{bit}"
+        return f"{self.slice_prefix(field)}{bit}"
+
+    def slice_prefix(self, field: str) -> str:
+        """``slice(field, bit)`` is this plus the bit number (the apply script appends it)."""
+        return f"{self._t}:bsi:{field}:"
 
     def arq_job(self, name: str) -> str:
         """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the prefix."""

@@ -65,7 +65,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     errors: tuple[str, ...] = ()
 
 
-class Created(msgspec.Struct, frozen=True, kw_only=True):
+# The fold's structs are stored in every job record: array_like encodes them as msgpack
+# arrays without field names, which keeps records a third smaller.
+class Created(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     event_id: str
     occurred_at: int
     batch_id: str
@@ -77,14 +79,14 @@ class Created(msgspec.Struct, frozen=True, kw_only=True):
     variables: dict[str, Any] | None
 
 
-class Terminal(msgspec.Struct, frozen=True, kw_only=True):
+class Terminal(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     event_id: str
     occurred_at: int
     status: Status
     errors: tuple[str, ...]
 
 
-class JobState(msgspec.Struct, frozen=True, kw_only=True):
+class JobState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Everything the fold keeps about a job: a join-semilattice over its events.
 
     Each field is a min, max or or of its events, so merging is commutative,

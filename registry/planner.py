@@ -7,6 +7,7 @@ from typing import Literal
 
 import msgspec
 
+from registry.indexes import BSI_OF_ORDER, COLUMNS
 from registry.keys import Keys
 from registry.query import Direction, JobQuery, OrderBy
 
@@ -48,6 +49,8 @@ class Range(msgspec.Struct, frozen=True):
 
     field: Literal["runs", "start", "end"]
     zset: str
+    column: str  # per-handle values, for checking a few candidates
+    nullable: bool
     lo: int | None
     hi: int | None
 
@@ -60,7 +63,10 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
 
     empty: bool = False
     predicates: tuple[Predicate, ...] = ()
+    order: OrderBy
     order_zset: str | None  # None: creation_order, which is the handle itself
+    order_column: str | None  # per-handle values of the order field; None for creation_order and id
+    order_bsi: str | None  # bit-sliced index of the order field, for deep offsets by counting
     desc: bool
     nonnull: str | None  # bitmap of jobs whose sort value is not null, when it can be null
     offset: int
@@ -89,7 +95,9 @@ def prefix_range(text: str) -> tuple[bytes, bytes] | None:
 
 def plan(query: JobQuery, keys: Keys) -> Plan:
     preds: list[Predicate] = []
-    empty = False
+    # An empty "any of" list matches nothing (scoping a user to no visible project yields one).
+    lists = (query.ids, query.batch_ids, query.project_ids, query.user_ids, query.statuses, query.origins)
+    empty = any(values is not None and not values for values in lists)
     if query.ids is not None:
         preds.append(IdIn(tuple(dict.fromkeys(query.ids))))
     if query.id_prefix:
@@ -123,18 +131,23 @@ def plan(query: JobQuery, keys: Keys) -> Plan:
     if query.min_runs is not None or query.max_runs is not None:
         if query.min_runs is not None and query.max_runs is not None and query.min_runs > query.max_runs:
             empty = True
-        preds.append(Range("runs", keys.sort("runs"), query.min_runs, query.max_runs))
+        preds.append(Range("runs", keys.sort("runs"), keys.column("runs"), False, query.min_runs, query.max_runs))
     if query.start_date is not None:
-        preds.append(Range("start", keys.sort("start_timestamp"), query.start_date, None))
+        preds.append(
+            Range("start", keys.sort("start_timestamp"), keys.column("start_timestamp"), True, query.start_date, None)
+        )
     if query.end_date is not None:
-        preds.append(Range("end", keys.sort("end_timestamp"), None, query.end_date))
+        preds.append(Range("end", keys.sort("end_timestamp"), keys.column("end_timestamp"), True, None, query.end_date))
 
     order = query.order_by
     nonnull = {OrderBy.START_TIMESTAMP: keys.started, OrderBy.END_TIMESTAMP: keys.ended}.get(order)
     return Plan(
         empty=empty,
         predicates=tuple(preds),
+        order=order,
         order_zset=None if order is OrderBy.CREATION_ORDER else keys.sort(order.value),
+        order_column=keys.column(order.value) if order.value in COLUMNS else None,
+        order_bsi=BSI_OF_ORDER.get(order.value),
         desc=query.direction is Direction.DESC,
         nonnull=nonnull,
         offset=query.offset,
@@ -149,22 +162,40 @@ def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
     if isinstance(pred, IdPrefix):
         return sizes.get(pred.text)
     if isinstance(pred, Members):
-        total = 0
-        for set_key, bitmap in zip(pred.sets, pred.bitmaps, strict=True):
-            if sizes.get(bitmap):
-                return None  # a value large enough to be a bitmap: not a small driver
-            total += sizes.get(set_key) or 0
-        return total
+        # A value's jobs are in a small set or, once many, a bitmap (its size is a BITCOUNT).
+        return sum((sizes.get(s) or 0) + (sizes.get(b) or 0) for s, b in zip(pred.sets, pred.bitmaps, strict=True))
     return None
 
 
-def choose(plan: Plan, sizes: dict[str, int | None], collect_threshold: int) -> tuple[Strategy, Predicate | None]:
+def prune(plan: Plan, sizes: dict[str, int | None]) -> Plan:
+    """Drop project/batch/user values that index no job; a list left with none matches nothing.
+
+    A user scoped to hundreds of projects, most of them without jobs, then costs no more than
+    the projects that have some.
+    """
+    preds: list[Predicate] = []
+    for pred in plan.predicates:
+        if isinstance(pred, Members):
+            kept = [(s, b) for s, b in zip(pred.sets, pred.bitmaps, strict=True) if sizes.get(s) or sizes.get(b)]
+            if not kept:
+                return msgspec.structs.replace(plan, empty=True)
+            if len(kept) < len(pred.sets):
+                pred = Members(pred.kind, tuple(s for s, _ in kept), tuple(b for _, b in kept))
+        preds.append(pred)
+    return msgspec.structs.replace(plan, predicates=tuple(preds))
+
+
+def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -> tuple[Strategy, Predicate | None]:
     """Pick the execution strategy (and the driving predicate, for ``candidates``).
 
-    - candidates: some predicate admits few jobs; check each against every predicate.
+    - candidates: some predicate admits few jobs; check each against the other predicates
+      in one bounded script per chunk, then sort the matches by their column values.
     - rank: no predicates at all, so the page is a plain rank range of the sort set.
-    - bitmap-*: AND the predicates' bitmaps, count them, then read the page by
-      collecting (few matches), by handle (creation_order) or by walking the sort set.
+    - bitmap-*: AND the predicates' bitmaps (ranges last: when the rest already leaves few
+      jobs, those are checked against the ranges' columns instead), count them, then read
+      the page by collecting (few matches), by handle (creation_order) or by walking the
+      sort set (a deep offset first selects its value range by counting over the order
+      field's bit-sliced index, so the walk starts near the page).
     """
     if plan.empty:
         return "empty", None
@@ -173,17 +204,23 @@ def choose(plan: Plan, sizes: dict[str, int | None], collect_threshold: int) -> 
         size = driver_size(pred, sizes)
         if size is not None and (best is None or size < best[0]):
             best = (size, pred)
-    if best is not None and best[0] <= collect_threshold:
+    if best is not None and best[0] <= candidate_threshold:
         return "candidates", best[1]
     if not plan.predicates:
         return "rank", None
     return "bitmap-walk", None  # refined after counting, see refine()
 
 
-def refine(plan: Plan, total: int, collect_threshold: int) -> Strategy:
-    """After the filter bitmap is counted: collect small results, else read by handle or walk."""
-    if total <= collect_threshold:
-        return "bitmap-collect"
+def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strategy:
+    """After the filter bitmap is counted: read by handle, collect the matches, or walk.
+
+    creation_order is the handle, so the bitmap itself is the order. Otherwise collecting
+    reads every match's value, while a walk reads about (offset + limit) * listed / total
+    sort-set entries (it meets matches at the filter's density): pick the smaller.
+    """
     if plan.order_zset is None:
         return "bitmap-handles"
+    walk = (plan.offset + plan.limit) * listed / max(total, 1)
+    if total <= collect_threshold and total <= walk:
+        return "bitmap-collect"
     return "bitmap-walk"

@@ -54,3 +54,14 @@ class Page(msgspec.Struct, kw_only=True):
 
     total: int
     job_ids: list[str]
+    # How the executor answered, e.g. "candidates: project (1500 jobs), checked in 1 call";
+    # the API returns it in the X-Jobreg-Plan header, so a slow query explains itself.
+    strategy: str = ""
+
+
+class Counts(msgspec.Struct, kw_only=True):
+    """Exact counts of the jobs matching a query's filters: in all, by status and by origin."""
+
+    total: int
+    by_status: dict[str, int]
+    by_origin: dict[str, int]

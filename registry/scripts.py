@@ -44,21 +44,36 @@ return out
 """
 )
 
-# Check candidate handles (ARGV[2..1+n]) against a predicate program and return, for each
-# match, its sort member and score (false when null). KEYS[1] = uuids array, KEYS[2] = the
-# sort set ('' score when creation_order). Program ops after the handles:
-#   A n k...      bit set in any of n bitmaps      N k     bit clear
-#   M n (s b)...  member of any set s or bitmap b  R z lo hi  score in [lo, hi]
-CHECK = """
-local n = tonumber(ARGV[1])
-local prog_start = n + 2
+# Handles travel packed, four big-endian bytes each, in one argument: a long argument list
+# costs the client far more to encode and send than one string.
+_HANDLES = """
+local function handles(blob)
+  local out = {}
+  for k = 1, #blob, 4 do
+    local a, b, c, d = string.byte(blob, k, k + 3)
+    out[#out + 1] = ((a * 256 + b) * 256 + c) * 256 + d
+  end
+  return out
+end
+"""
+
+# Check candidate handles (packed in ARGV[1]) against a predicate program; return, for each
+# match, its handle, its order value (from the column KEYS[2]; the handle itself when KEYS[2]
+# is '') and, when ARGV[2] is '1', its uuid (from the array KEYS[1]). Cheap bit tests run
+# first and nothing is read for a job that fails them. Program ops from ARGV[3]:
+#   A n k...      bit set in any of n bitmaps      N k             bit clear
+#   M n (s b)...  member of any set s or bitmap b  R col lo hi nullable  column value in [lo, hi]
+CHECK = (
+    _HANDLES
+    + """
+local want_uuid = ARGV[2] == '1'
+local prog_start = 3
+local function column(key, h)
+  return redis.call('BITFIELD', key, 'GET', 'i64', '#' .. h)[1]
+end
 local out = {}
-for c = 2, n + 1 do
-  local h = tonumber(ARGV[c])
-  local uuid = redis.call('GETRANGE', KEYS[1], h * 16, h * 16 + 15)
-  local ok = string.len(uuid) == 16
-  local member = uuid .. string.char(math.floor(h / 16777216) % 256, math.floor(h / 65536) % 256,
-    math.floor(h / 256) % 256, h % 256)
+for _, h in ipairs(handles(ARGV[1])) do
+  local ok = true
   local i = prog_start
   while ok and i <= #ARGV do
     local op = ARGV[i]
@@ -83,31 +98,104 @@ for c = 2, n + 1 do
       ok = any
       i = i + 2 + 2 * cnt
     elseif op == 'R' then
-      local score = redis.call('ZSCORE', KEYS[tonumber(ARGV[i + 1])], member)
-      ok = score ~= false and score ~= nil and tonumber(score) >= tonumber(ARGV[i + 2]) and tonumber(score) <= tonumber(ARGV[i + 3])
-      i = i + 4
+      local v = column(KEYS[tonumber(ARGV[i + 1])], h)
+      if ARGV[i + 4] == '1' then
+        if v == 0 then ok = false else v = v - 1 end
+      end
+      ok = ok and v >= tonumber(ARGV[i + 2]) and v <= tonumber(ARGV[i + 3])
+      i = i + 5
     end
   end
   if ok then
-    out[#out + 1] = member
-    if KEYS[2] ~= '' then
-      out[#out + 1] = redis.call('ZSCORE', KEYS[2], member) or ''
-    else
-      out[#out + 1] = tostring(h)
-    end
+    out[#out + 1] = h
+    if KEYS[2] ~= '' then out[#out + 1] = column(KEYS[2], h) else out[#out + 1] = h end
+    if want_uuid then out[#out + 1] = redis.call('GETRANGE', KEYS[1], h * 16, h * 16 + 15) end
   end
 end
 return out
 """
+)
 
-# SETBIT KEYS[1] for each handle in ARGV, or for each member of the set KEYS[2] when no ARGV.
-HANDLES_TO_BITMAP = """
-local handles = ARGV
-if #KEYS > 1 then handles = redis.call('SMEMBERS', KEYS[2]) end
-for _, h in ipairs(handles) do redis.call('SETBIT', KEYS[1], h, 1) end
-redis.call('PEXPIRE', KEYS[1], 60000)
-return #handles
+# The uuids of the handles packed in ARGV[1], concatenated (16 bytes each), from the array KEYS[1].
+UUIDS = (
+    _HANDLES
+    + """
+local out = {}
+for i, h in ipairs(handles(ARGV[1])) do out[i] = redis.call('GETRANGE', KEYS[1], h * 16, h * 16 + 15) end
+return table.concat(out)
 """
+)
+
+# Rank selection over a bit-sliced index, for deep offsets: which value range holds the
+# (skip+1)-th job of the candidate bitmap in value order, found by counting instead of walking.
+# KEYS[1] = candidates (consumed), KEYS[2] = scratch, KEYS[3] = the order's sort set,
+# KEYS[4..] = slices from the highest bit down (ARGV[6..] = their bit numbers).
+# ARGV: skip, desc, scale (sort-set units per BSI unit), stop (sort-set entries in the range
+# small enough to walk), candidate count. Each step is one or two BITOPs, a BITCOUNT and a ZCOUNT.
+# Returns {rank of the range's first entry in walk order, matches before it (above), done}.
+SELECT = """
+local skip, desc, scale, stop, count = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cand, scratch = KEYS[1], KEYS[2]
+local above, prefix, low = 0, 0, 64
+local function bounds()
+  return string.format('%.0f', prefix * scale), string.format('%.0f', (prefix + 2 ^ low) * scale - 1)
+end
+for k = 4, #KEYS do
+  local b = tonumber(ARGV[k + 2])
+  redis.call('BITOP', 'AND', scratch, cand, KEYS[k])
+  local ones = redis.call('BITCOUNT', scratch)
+  local zeros = count - ones
+  local first = desc and ones or zeros
+  local take_ones
+  if above + first > skip then
+    take_ones = desc
+  else
+    above = above + first
+    take_ones = not desc
+  end
+  if take_ones then
+    cand, scratch = scratch, cand
+    count = ones
+    prefix = prefix + 2 ^ b
+  else
+    redis.call('BITOP', 'XOR', cand, cand, scratch)
+    count = zeros
+  end
+  low = b
+  local lo, hi = bounds()
+  if redis.call('ZCOUNT', KEYS[3], lo, hi) <= stop then break end
+end
+local lo, hi = bounds()
+local rank
+if desc then
+  rank = redis.call('ZCOUNT', KEYS[3], '(' .. hi, '+inf')
+else
+  rank = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. lo)
+end
+return {rank, above}
+"""
+
+# The handle and state of each record KEYS[i]: one call instead of a command per job.
+RECORDS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local hs = redis.call('HMGET', key, 'h', 's')
+  out[2 * i - 1], out[2 * i] = hs[1], hs[2]
+end
+return out
+"""
+
+# SETBIT KEYS[1] for each handle packed in ARGV[1], or for each member of the set KEYS[2].
+HANDLES_TO_BITMAP = (
+    _HANDLES
+    + """
+local list
+if #KEYS > 1 then list = redis.call('SMEMBERS', KEYS[2]) else list = handles(ARGV[1]) end
+for _, h in ipairs(list) do redis.call('SETBIT', KEYS[1], h, 1) end
+redis.call('PEXPIRE', KEYS[1], 60000)
+return #list
+"""
+)
 
 # SETBIT KEYS[1] for sort-set members of KEYS[2] in a lex (ARGV[1] = 'lex') or score range
 # ARGV[2]..ARGV[3], ARGV[4] from offset, at most ARGV[5]. Returns how many were read.

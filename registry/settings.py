@@ -35,13 +35,47 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     set_to_bitmap_threshold: int = 2048
     # A query whose filter matches at most this many jobs is sorted in the client.
     collect_threshold: int = 3000
-    walk_chunk: int = 2000
+    # A filter (project/batch/user values, ids, id prefix) naming at most this many jobs
+    # drives the query: those jobs are checked against the rest instead of intersecting bitmaps.
+    candidate_threshold: int = 10_000
+    # Jobs one query-path script call reads at most (each call stays well under 5 ms).
+    walk_chunk: int = 1000
+    # An offset past this many matches finds where to start walking the sort set by counting
+    # over the order field's bit-sliced index, instead of walking the skipped jobs.
+    select_offset: int = 5000
+    # Change log entries kept for watch resumption (~0.5 KB each); older resume points get 410.
+    change_log_retention: int = 100_000
+    # Seconds between heartbeats (and resume-position bookmarks) on idle watch streams.
+    watch_heartbeat_s: float = 15.0
+    # Changes buffered per watcher before a slow one falls back to reading the log itself.
+    watch_buffer: int = 10_000
     # Workers lower their CPU priority by this much (os.nice): where API and workers share cores, ingest
     # bursts then queue in the stream instead of slowing queries down.
     worker_nice: int = 0
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    # -- Authentication (README "Authentication"). With no key material configured the API has
+    # no authentication, which `jobreg api` accepts only with an explicit --no-auth.
+    auth_secret: str = ""  # HS256 shared secret, at least 32 bytes
+    auth_public_key_file: str = ""  # PEM public key or certificate: RSA -> RS256, EC P-256 -> ES256
+    auth_jwks_file: str = ""  # local JWKS file, read at start (never fetched over the network)
+    auth_algorithms: str = ""  # comma-separated allow-list; empty: one per configured key
+    auth_issuer: str = "jobreg"  # required `iss`
+    auth_audience: str = "jobreg"  # required `aud` (one of the token's audiences)
+    auth_leeway_s: int = 30  # clock skew tolerated on exp / nbf / iat
+    auth_user_claim: str = "sub"
+    auth_projects_claim: str = "projects"  # list of project UUIDs the user belongs to
+    auth_role_claim: str = "role"  # "user" (default when absent) or the admin role
+    auth_admin_role: str = "admin"
+    auth_token_ttl_s: int = 3600  # default lifetime of `jobreg token`
+
+    def __repr__(self) -> str:
+        # Settings get printed in debugging sessions and tracebacks; the shared secret must not.
+        shown = {f: getattr(self, f) for f in self.__struct_fields__}
+        if shown["auth_secret"]:
+            shown["auth_secret"] = "***"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 _ENV_PREFIX = "JOBREG_"

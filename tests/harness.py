@@ -111,7 +111,8 @@ class Cluster:
 
     def start_api(self, port: int) -> None:
         self.api_url = f"http://127.0.0.1:{port}"
-        self.api = spawn(["api", "--host", "127.0.0.1", "--port", str(port)], self.env, self.logs / "api.log")
+        args = ["api", "--host", "127.0.0.1", "--port", str(port), "--no-auth"]
+        self.api = spawn(args, self.env, self.logs / "api.log")
         wait_for(self._api_up, 30, "API start-up", self.log_tail)
 
     def _api_up(self) -> bool:

@@ -372,12 +372,18 @@ def _job_traffic(rng: random.Random, pools: dict[str, list[Any]]) -> list[Event]
 
 
 def make_traffic(
-    rng: random.Random, n_jobs: int, *, dup_rate: float = 0.05, bad_rate: float = 0.02
+    rng: random.Random,
+    n_jobs: int,
+    *,
+    dup_rate: float = 0.05,
+    bad_rate: float = 0.02,
+    n_projects: int = 3,
+    n_batches: int = 6,
 ) -> list[dict[str, str]]:
     """Raw wire entries (all str values) for n_jobs jobs: shuffled, with duplicates and junk."""
-    projects = [_new_uuid(rng) for _ in range(3)]
+    projects = [_new_uuid(rng) for _ in range(n_projects)]
     pools: dict[str, list[Any]] = {
-        "batches": [(_new_uuid(rng), rng.choice(projects)) for _ in range(6)],
+        "batches": [(_new_uuid(rng), rng.choice(projects)) for _ in range(n_batches)],
         "users": ["alice", "bob", "carol@example.com", "user-ü"],
         "ids": [],
     }

@@ -7,7 +7,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -20,6 +21,7 @@ from registry.deadletter import DeadLetterer
 from registry.errors import InvalidEvent
 from registry.events import decode_event
 from registry.keys import Keys
+from registry.metrics import record_batch
 from registry.model import Event
 from registry.projection import Projection
 from registry.settings import Settings
@@ -71,13 +73,17 @@ class Consumer:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.name = settings.consumer or default_consumer_name()
-        self.projection = Projection(redis, self.keys, settings.set_to_bitmap_threshold)
+        self.projection = Projection(
+            redis, self.keys, settings.set_to_bitmap_threshold, change_log_retention=settings.change_log_retention
+        )
         self.dead_letterer = DeadLetterer(redis, self.keys, settings.group, settings.dead_letter_maxlen)
         self.consumed = 0  # entries read from the stream (redeliveries included)
         self.dead_lettered = 0
         self.applied_batches = 0
         self.apply_failures = 0  # entries left pending because applying them failed
         self.errors = 0  # loop iterations that ended in an error (and a back-off)
+        self._changed = 0  # job changes applied since the last acknowledgement (for /metrics)
+        self._apply_s = 0.0
         self._stop = asyncio.Event()
         self._group_ready = False
         # Re-read our own pending entries (id 0 onwards) before new ones: after a start or
@@ -178,13 +184,15 @@ class Consumer:
             except InvalidEvent as exc:
                 invalid.append((entry_id, fields, exc.reason))
         # Dead-letter copy and acknowledgement are one atomic step per entry.
-        self.dead_lettered += await self.dead_letterer(invalid)
+        moved = await self.dead_letterer(invalid)
+        self.dead_lettered += moved
         handled = len(invalid)
         if valid:
             applied, given_up = await self._apply(valid)
             done += applied
             handled += given_up
-        await self._ack(done)
+        consumed = Counter(event.type.value for _, event in valid)
+        await self._ack(done, consumed=consumed, dead={"invalid": moved}, applied=bool(valid))
         return handled + len(done)
 
     async def _apply(self, valid: list[tuple[bytes, Event]]) -> tuple[list[bytes], int]:
@@ -192,9 +200,12 @@ class Consumer:
 
         Returns the entry ids applied (to acknowledge) and how many entries were dead-lettered.
         """
+        started = time.perf_counter()
         try:
-            await self.projection.apply([event for _, event in valid])
+            result = await self.projection.apply([event for _, event in valid])
             self.applied_batches += 1
+            self._changed += result.changed
+            self._apply_s += time.perf_counter() - started
             return [entry_id for entry_id, _ in valid], 0
         except UNREACHABLE:
             raise
@@ -212,7 +223,8 @@ class Consumer:
         for job_id, items in by_job.items():
             ids = [entry_id for entry_id, _ in items]
             try:
-                await self.projection.apply([event for _, event in items])
+                result = await self.projection.apply([event for _, event in items])
+                self._changed += result.changed
                 applied += ids
             except UNREACHABLE:
                 raise
@@ -251,7 +263,8 @@ class Consumer:
         detail = f"applying failed {self.settings.max_apply_failures} times: {reason}"
         moved = await self.dead_letterer([(i, fields[i], detail) for i in over if fields.get(i)])
         self.dead_lettered += moved
-        await self._ack([i for i in over if not fields.get(i)])  # trimmed away meanwhile: nothing to keep
+        # Entries trimmed away meanwhile have nothing left to keep: just acknowledge them.
+        await self._ack([i for i in over if not fields.get(i)], dead={"undeliverable": moved})
         return len(over)
 
     async def _fields(self, ids: list[bytes]) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -260,12 +273,33 @@ class Consumer:
             pipe.xrange(self.keys.events, min=entry_id, max=entry_id, count=1)
         return [rows[0] for rows in await pipe.execute() if rows]
 
-    async def _ack(self, ids: list[bytes]) -> None:
-        if not ids:
+    async def _ack(
+        self,
+        ids: list[bytes],
+        *,
+        consumed: Counter[str] | None = None,
+        dead: dict[str, int] | None = None,
+        applied: bool = False,
+    ) -> None:
+        """Acknowledge ``ids`` and record the batch's counters for /metrics in the same round trip."""
+        dead = {k: n for k, n in (dead or {}).items() if n}
+        if not ids and not dead:
             return
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(self.keys.events, self.settings.group, *ids)
-        # Forget recorded failures of entries that finally went through (usually a no-op).
-        pipe.hdel(self.keys.failures, *ids)  # type: ignore[arg-type]
-        pipe.hdel(self.keys.failure_counts, *ids)  # type: ignore[arg-type]
+        if ids:
+            pipe.xack(self.keys.events, self.settings.group, *ids)
+            # Forget recorded failures of entries that finally went through (usually a no-op).
+            pipe.hdel(self.keys.failures, *ids)  # type: ignore[arg-type]
+            pipe.hdel(self.keys.failure_counts, *ids)  # type: ignore[arg-type]
+        now_ms = time.time() * 1000
+        record_batch(
+            pipe,
+            self.keys,
+            consumed=consumed,
+            dead_lettered=dead,
+            changed=self._changed,
+            apply_seconds=self._apply_s or None,
+            delays=[max(0.0, (now_ms - int(i.split(b"-")[0])) / 1000) for i in ids] if applied else (),
+        )
+        self._changed, self._apply_s = 0, 0.0
         await pipe.execute()

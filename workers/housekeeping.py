@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from registry.keys import Keys
+from registry.metrics import record_batch
 from registry.settings import Settings
 from workers.consumer import Consumer, Entry
 
@@ -88,9 +89,13 @@ async def _give_up(redis: aioredis.Redis, settings: Settings, consumer: Consumer
             else:  # deleted from the stream meanwhile: only the acknowledgement is left to do
                 gone.append(entry_id)
             handled += 1
-        consumer.dead_lettered += await consumer.dead_letterer(items)
+        moved = await consumer.dead_letterer(items)
+        consumer.dead_lettered += moved
+        pipe = redis.pipeline(transaction=False)
         if gone:
-            await redis.xack(keys.events, settings.group, *gone)
+            pipe.xack(keys.events, settings.group, *gone)
+        record_batch(pipe, keys, dead_lettered={"undeliverable": moved})
+        await pipe.execute()
     return handled
 
 

@@ -67,7 +67,7 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(f"http://127.0.0.1:{port}", prefix, env, tmp_path)
     try:
         c.workers = [spawn(["worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
-        c.api = spawn(["api", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "api.log")
+        c.api = spawn(["api", "--host", "127.0.0.1", "--port", str(port), "--no-auth"], env, tmp_path / "api.log")
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -1,4 +1,4 @@
-"""The real pasqal-cloud SDK against a live `run_api` uvicorn server backed by a private Redis."""
+"""The real pasqal-cloud SDK against a live `jobreg api` server (bearer auth on) backed by a private Redis."""
 
 from __future__ import annotations
 
@@ -18,20 +18,30 @@ import httpx
 import pytest
 from pasqal_cloud.authentication import TokenProvider
 from pasqal_cloud.endpoints import Endpoints
+from pasqal_cloud.errors import JobFetchingError
 from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
 from pasqal_cloud.utils.constants import JobStatus
 from pasqal_cloud.utils.filters import JobFilters, PaginationParams
 
+from registry.settings import load_settings
+from registry.tokens import mint
 from tests.conftest import RedisServer, free_port
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic, render_job
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-sdk-shared-secret-" + "q" * 32
+SIGNER = load_settings({}, auth_secret=SECRET)
 
 
-class DevToken(TokenProvider):
+class StaticToken(TokenProvider):
+    """What an SDK user plugs in: a provider handing out a bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
     def get_token(self) -> str:
-        return "dev-token"
+        return self.token
 
 
 @dataclass
@@ -39,10 +49,11 @@ class Live:
     url: str
     ref: Reference
     orders: dict[str, int]
+    log: Path
 
 
 @pytest.fixture(scope="module")
-def live(redis_server: RedisServer) -> Iterator[Live]:
+def live(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     prefix = f"e2e{os.urandom(4).hex()}"
     traffic = make_traffic(random.Random(23), 800)
     ref = Reference()
@@ -50,12 +61,22 @@ def live(redis_server: RedisServer) -> Iterator[Live]:
         ref.add(entry)
     orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
     port = free_port()
-    env = {**os.environ, "JOBREG_REDIS_URL": redis_server.url, "JOBREG_PREFIX": prefix, "JOBREG_LOG_LEVEL": "WARNING"}
-    code = (
-        "from api.server import run_api; from registry.settings import load_settings; "
-        f"run_api(load_settings(), '127.0.0.1', {port})"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    env = {
+        **os.environ,
+        "JOBREG_REDIS_URL": redis_server.url,
+        "JOBREG_PREFIX": prefix,
+        "JOBREG_LOG_LEVEL": "INFO",  # rejections and access lines are logged: none may hold a token
+        "JOBREG_AUTH_SECRET": SECRET,
+    }
+    log = tmp_path_factory.mktemp("sdk") / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "registry.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -66,9 +87,9 @@ def live(redis_server: RedisServer) -> Iterator[Live]:
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("API server did not come up")
+                raise RuntimeError(f"API server did not come up\n{log.read_text()}")
             time.sleep(0.05)
-        yield Live(url, ref, orders)
+        yield Live(url, ref, orders, log)
     finally:
         proc.terminate()
         try:
@@ -78,9 +99,14 @@ def live(redis_server: RedisServer) -> Iterator[Live]:
             proc.wait()
 
 
+def client(live: Live, token: str) -> PasqalCloudClient:
+    return PasqalCloudClient(token_provider=StaticToken(token), endpoints=Endpoints(core=live.url))
+
+
 @pytest.fixture(scope="module")
 def sdk(live: Live) -> PasqalCloudClient:
-    return PasqalCloudClient(token_provider=DevToken(), endpoints=Endpoints(core=live.url))
+    """An operator: sees every project, so the reference over all jobs applies."""
+    return client(live, mint(SIGNER, "operator", [], admin=True))
 
 
 def params_of(filters: dict[str, Any], offset: int, limit: int) -> list[tuple[str, str]]:
@@ -170,3 +196,63 @@ def test_get_batch_jobs_pages_through_in_creation_order(sdk: PasqalCloudClient, 
 def test_get_single_job(sdk: PasqalCloudClient, live: Live) -> None:
     job_id = sorted(live.ref.jobs())[3]
     assert sdk._client.get_job(job_id) == render_job(live.ref.jobs()[job_id], live.orders[job_id])
+
+
+# -- authentication through the SDK --------------------------------------------------------
+
+
+def test_user_token_sees_only_its_projects(live: Live) -> None:
+    jobs = live.ref.jobs()
+    projects = sorted({j["project_id"] for j in jobs.values()})
+    mine, theirs = projects[0], projects[1]
+    user = client(live, mint(SIGNER, "alice", [mine]))
+    resp = user.get_jobs(pagination_params=PaginationParams(limit=100))
+    visible = sorted((j for j in jobs.values() if j["project_id"] == mine), key=lambda j: (j["created_at"], j["id"]))
+    assert resp.total == len(visible) > 100
+    assert [j.id for j in resp.results] == [j["id"] for j in reversed(visible)][:100]
+    assert {j.project_id for j in resp.results} == {mine}
+    # Asking for another project's jobs is not an error, just nothing.
+    other = user.get_jobs(filters=JobFilters(project_id=theirs))
+    assert (other.total, other.results) == (0, [])
+    batch = next(j["batch_id"] for j in jobs.values() if j["project_id"] == theirs)
+    assert user._client.get_batch_jobs(batch) == []
+    theirs_job = next(j["id"] for j in jobs.values() if j["project_id"] == theirs)
+    with pytest.raises(JobFetchingError, match="404"):
+        user.get_job(theirs_job)
+    mine_job = next(j["id"] for j in jobs.values() if j["project_id"] == mine)
+    assert user.get_job(mine_job).id == mine_job
+
+
+BAD_TOKENS = {
+    "garbage": lambda: "not-a-token",
+    "wrong secret": lambda: mint(load_settings({}, auth_secret="w" * 40), "alice", [], admin=True),
+    "expired": lambda: mint(SIGNER, "alice", [], admin=True, now=int(time.time()) - 86400, ttl_s=60),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TOKENS))
+def test_bad_token_gets_the_sdk_usual_http_error(live: Live, kind: str) -> None:
+    token = BAD_TOKENS[kind]()
+    bad = client(live, token)
+    with pytest.raises(JobFetchingError, match="401") as info:
+        bad.get_jobs()
+    assert token not in str(info.value)
+    with pytest.raises(JobFetchingError, match="401"):
+        bad.get_job(sorted(live.ref.jobs())[0])
+    resp = httpx.get(f"{live.url}/api/v2/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith('Bearer realm="jobreg"')
+
+
+def test_server_log_never_holds_a_token(live: Live) -> None:
+    tokens = [mint(SIGNER, "alice", [], admin=True), *(make() for make in BAD_TOKENS.values())]
+    for token in tokens:
+        httpx.get(f"{live.url}/api/v2/jobs", headers={"Authorization": f"Bearer {token}"}, params={"limit": 1})
+    deadline = time.monotonic() + 5
+    while "rejected GET /api/v2/jobs" not in live.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = live.log.read_text()
+    assert "rejected GET /api/v2/jobs: token expired" in text
+    assert '"GET /api/v2/jobs?limit=1 HTTP/1.1" 200' in text  # the access log is on
+    for token in tokens:
+        for part in token.split("."):
+            assert part not in text

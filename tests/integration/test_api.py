@@ -93,7 +93,7 @@ def check_page(ds: Dataset, params: list[tuple[str, str]], resp: Any) -> list[st
     assert body["data"] == [ds.rendered(i) for i in want_ids]
     want_range = f"{offset + 1}-{offset + len(want_ids)}/{want_total}" if want_ids else f"0-0/{want_total}"
     assert resp.headers["content-range"] == want_range
-    assert resp.headers["access-control-expose-headers"] == "Content-Range"
+    assert resp.headers["access-control-expose-headers"] == "Content-Range, X-Jobreg-Plan, X-Resource-Version"
     return want_ids
 
 
@@ -102,7 +102,9 @@ def check_page(ds: Dataset, params: list[tuple[str, str]], resp: Any) -> list[st
 
 @pytest.mark.parametrize("collect_threshold", [0, 3000])
 async def test_random_queries_match_reference(dataset: Dataset, collect_threshold: int) -> None:
-    settings = msgspec.structs.replace(dataset.settings, collect_threshold=collect_threshold, walk_chunk=50)
+    settings = msgspec.structs.replace(
+        dataset.settings, collect_threshold=collect_threshold, candidate_threshold=collect_threshold, walk_chunk=50
+    )
     rng = random.Random(3 + collect_threshold)
     async with AsyncTestClient(create_app(settings)) as c:
         for _ in range(200):

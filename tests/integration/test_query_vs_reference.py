@@ -7,6 +7,7 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
+from registry import executor, indexes
 from registry.executor import Executor
 from registry.keys import Keys
 from registry.planner import plan
@@ -24,16 +25,29 @@ async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> 
     return {j: int(h) for j, h in zip(job_ids, await pipe.execute(), strict=True) if h}
 
 
-@pytest.mark.parametrize("collect_threshold", [0, 3000])
+@pytest.mark.parametrize(
+    ("collect_threshold", "select_offset", "zone_size"),
+    [(0, 5000, 1024), (3000, 5000, 1024), (0, 0, 1024), (0, 5000, 8), (3000, 5000, 8)],
+    ids=["bitmaps-and-walks", "candidates", "walks-start-by-counting", "scans-small-zones", "candidates-small-zones"],
+)
 async def test_random_queries_match_reference(
-    aredis: aioredis.Redis, settings: Settings, keys: Keys, collect_threshold: int
+    aredis: aioredis.Redis,
+    settings: Settings,
+    keys: Keys,
+    collect_threshold: int,
+    select_offset: int,
+    zone_size: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rng = random.Random(7 + collect_threshold)
+    # Small zones make the scans cross many blocks (and stop early) even on a few hundred jobs.
+    monkeypatch.setattr(indexes, "ZONE_SIZE", zone_size)
+    monkeypatch.setattr(executor, "ZONE_SIZE", zone_size)
+    rng = random.Random(7 + collect_threshold + select_offset + zone_size)
     traffic = make_traffic(rng, 400)
     ref = Reference()
     for e in traffic:
         ref.add(e)
-    proj = Projection(aredis, keys, set_to_bitmap_threshold=20)
+    proj = Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=5)
     events = decode_all(traffic)
     for i in range(0, len(events), 97):
         await proj.apply(events[i : i + 97])
@@ -45,6 +59,8 @@ async def test_random_queries_match_reference(
         **{
             **{f: getattr(settings, f) for f in settings.__struct_fields__},
             "collect_threshold": collect_threshold,
+            "candidate_threshold": collect_threshold,
+            "select_offset": select_offset,
             "walk_chunk": 50,
         }
     )

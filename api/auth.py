@@ -1,0 +1,89 @@
+"""Bearer authentication for the app: the middleware that verifies tokens and the `principal` dependency."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency, Provide
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp, Scope
+
+from registry.auth import UNAUTHENTICATED, Principal
+from registry.errors import Unauthorized
+from registry.tokens import Verifier
+
+log = logging.getLogger("jobreg.api.auth")
+
+REALM = "jobreg"
+# Routes any caller may reach: liveness, and the OpenAPI schema (the public contract, and where
+# the Swagger UI's "Authorize" button takes a token).
+PUBLIC_PATHS = ["^/healthz$", "^/schema"]
+# RFC 6750 b64token; anything else after "Bearer " is malformed.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
+    if header is None or not header.strip():
+        raise Unauthorized("missing bearer token", presented=False)
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise Unauthorized("authorization scheme must be Bearer", presented=False)
+    token = token.strip()
+    if not _TOKEN_RE.fullmatch(token):
+        raise Unauthorized("malformed token")
+    return token
+
+
+def challenge(exc: Unauthorized) -> str:
+    """The WWW-Authenticate value for a rejection (RFC 6750 section 3)."""
+    if not exc.presented:
+        return f'Bearer realm="{REALM}"'
+    return f'Bearer realm="{REALM}", error="invalid_token", error_description="{exc.reason}"'
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Verifies the bearer token of every request except PUBLIC_PATHS and routes opting out.
+
+    A route opts out with ``opt={"exclude_from_auth": True}``; new routes are protected by default.
+    """
+
+    def __init__(self, app: ASGIApp, verifier: Verifier, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.verifier = verifier
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        try:
+            principal = self.verifier.verify(bearer_token(connection.headers.get("authorization")))
+        except Unauthorized as exc:
+            # The reason is fixed text: the token never reaches the logs.
+            log.info("rejected %s %s: %s", connection.scope.get("method", "WS"), connection.url.path, exc.reason)
+            raise
+        return AuthenticationResult(user=principal, auth=None)
+
+
+# How a handler asks for the caller: ``principal: CurrentPrincipal`` (provided app-wide).
+CurrentPrincipal = NamedDependency[Principal]
+
+
+def auth_middleware(verifier: Verifier) -> DefineMiddleware:
+    return DefineMiddleware(BearerAuthMiddleware, verifier=verifier, exclude=PUBLIC_PATHS)
+
+
+def principal_dependency(enabled: bool) -> Provide:
+    """Provides ``principal: Principal`` to handlers: the verified caller, or everyone-is-operator when auth is off."""
+
+    def provide(scope: Scope) -> Principal:
+        user = scope.get("user")
+        if isinstance(user, Principal):
+            return user
+        if enabled:
+            # A public route asked who the caller is: never fall back to the all-seeing principal.
+            raise Unauthorized("missing bearer token", presented=False)
+        return UNAUTHENTICATED
+
+    return Provide(provide, sync_to_thread=False)

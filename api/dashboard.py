@@ -1,0 +1,31 @@
+"""The operators' live dashboard: one static page (HTML, JS, CSS shipped in the package), served at /."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Response, Router, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.static_files import create_static_files_router
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+# The page and its assets hold no data, and a browser navigating to them cannot send a bearer
+# token: they are public. Everything the page shows comes from the API with the user's token.
+PUBLIC = {"exclude_from_auth": True}
+
+
+@get("/", summary="Live dashboard", include_in_schema=False, media_type="text/html", opt=PUBLIC)
+async def dashboard() -> Response[bytes]:
+    # Read on each request (a few KB) so the page never goes stale behind a restart-less upgrade.
+    return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+
+def dashboard_routes() -> list[Router | HTTPRouteHandler]:
+    return [
+        dashboard,
+        create_static_files_router(
+            path="/static", directories=[STATIC_DIR], name="static", include_in_schema=False, opt=PUBLIC
+        ),
+    ]

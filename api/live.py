@@ -1,0 +1,222 @@
+"""HTTP handlers for operators: the watch stream (Server-Sent Events) and counts by status and origin."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.params import QueryParameter
+from litestar.response import Stream
+from redis.exceptions import RedisError
+
+from api.auth import CurrentPrincipal
+from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services
+from api.errors import JSendError
+from api.params import parse_query
+from registry.auth import Principal, scope
+from registry.changes import Position, ResumeGone, format_position, parse_position
+from registry.errors import InvalidQuery
+from registry.feed import ChangeFeed
+from registry.health import PipelineHealth, pipeline_health
+from registry.planner import plan
+from registry.query import JobQuery
+from registry.watch import Bookmark, Watch
+
+log = logging.getLogger("jobreg.api.live")
+
+# Reconnect delay EventSource clients are told to use, in milliseconds.
+RETRY_MS = 2000
+RESUME_PARAM = "resource_version"
+_POSITION_MSG = "must be a change log position like 1700000000000-0"
+_GONE = ResponseSpec(JSendError, description="The resume point is older than the change log keeps: list again")
+
+
+@dataclass
+class LiveMetrics:
+    """Per-process counters of the live endpoints, rendered by /metrics."""
+
+    watch_connections: int = 0
+    watch_events_sent: int = 0
+    watch_gone: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the live handlers use besides Services; built in the app's lifespan (``app.state.live``)."""
+
+    feed: ChangeFeed
+    metrics: LiveMetrics
+
+
+class StatsData(msgspec.Struct, kw_only=True):
+    total: int
+    by_status: dict[str, int]
+    by_origin: dict[str, int]
+    pipeline: PipelineHealth
+
+
+class StatsResponse(msgspec.Struct, kw_only=True):
+    status: str = "success"
+    message: str = "OK."
+    code: str = "200"
+    data: StatsData
+
+
+def job_query(request: Request[Any, Any, Any], principal: Principal) -> JobQuery:
+    """The one place the live endpoints turn a request into a JobQuery, scoped to the caller's projects."""
+    pairs = ((k, v) for k, v in request.query_params.multi_items() if k != RESUME_PARAM)
+    return scope(parse_query(pairs), principal)
+
+
+def resume_position(request: Request[Any, Any, Any]) -> Position | None:
+    """Last-Event-ID (an EventSource reconnecting) wins over ``resource_version`` (the URL it first opened)."""
+    header = request.headers.get("last-event-id")
+    if header is not None and header.strip():
+        pos = parse_position(header)
+        if pos is None:
+            raise ValidationException(
+                detail="invalid Last-Event-ID",
+                extra=[{"source": "header", "key": "Last-Event-ID", "message": _POSITION_MSG, "type": "value_error"}],
+            )
+        return pos
+    raw = request.query_params.get(RESUME_PARAM)
+    if raw is None:
+        return None
+    pos = parse_position(raw)
+    if pos is None:
+        raise InvalidQuery([(RESUME_PARAM, _POSITION_MSG, "value_error")])
+    return pos
+
+
+class _Session:
+    """One open watch: its SSE body, and a cleanup that runs once however the stream ends."""
+
+    def __init__(self, watch: Watch, metrics: LiveMetrics, expires_at: int | None = None) -> None:
+        self.watch = watch
+        self.metrics = metrics
+        self.expires_at = expires_at  # the caller's token expiry: the stream ends there
+        self.closed = False
+        metrics.watch_connections += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.watch.close()
+            self.metrics.watch_connections -= 1
+
+    async def body(self) -> AsyncIterator[bytes]:
+        w, m = self.watch, self.metrics
+        try:
+            # The position first: a client that reconnects before any event resumes from here.
+            yield f"retry: {RETRY_MS}\nid: {format_position(w.position)}\n: watching\n\n".encode()
+            async for item in w.batches():
+                if self.expires_at is not None and time.time() >= self.expires_at:
+                    # A stream outliving its token would keep serving a caller no longer
+                    # authenticated; the client reconnects with a fresh token and its Last-Event-ID.
+                    body = msgspec.json.encode(
+                        {"status": "fail", "code": "401", "message": "token expired; reconnect with a fresh token"}
+                    )
+                    yield b"event: expired\ndata: " + body + b"\n\n"
+                    return
+                if isinstance(item, Bookmark):
+                    # An id with no data moves the client's Last-Event-ID without an event, so a
+                    # filtered watcher's resume point keeps up with changes it was not sent.
+                    yield f": heartbeat\nid: {format_position(item.position)}\n\n".encode()
+                    continue
+                parts: list[bytes] = []
+                for event in item:
+                    kind = event.kind.value.encode()
+                    parts += (b"id: ", event.change.id.encode(), b"\nevent: ", kind, b'\ndata: {"type":"', kind)
+                    parts += (b'","job":', event.change.job_json, b"}\n\n")
+                    m.kinds[event.kind.value] = m.kinds.get(event.kind.value, 0) + 1
+                m.watch_events_sent += len(item)
+                yield b"".join(parts)  # one write for all the events that were waiting
+        except ResumeGone as exc:
+            m.watch_gone += 1
+            body = msgspec.json.encode({"status": "fail", "code": "410", "message": str(exc), "data": None})
+            yield b"event: gone\ndata: " + body + b"\n\n"
+        except RedisError as exc:
+            # The client reconnects with its Last-Event-ID and resumes where it was.
+            log.warning("watch stream ended by a store error: %s", exc)
+        finally:
+            self.close()
+
+
+class LiveController(Controller):
+    path = "/api/v2/jobs"
+    tags = ["live"]  # noqa: RUF012 (Litestar reads it as a class attribute)
+    # Documented here, read by job_query / resume_position.
+    parameters = {  # noqa: RUF012 (Litestar reads it as a class attribute)
+        **JOB_QUERY_PARAMETERS,
+        RESUME_PARAM: QueryParameter(
+            annotation=str | None,
+            default=None,
+            required=False,
+            description="watch: resume after this change log position (Last-Event-ID takes precedence)",
+        ),
+    }
+
+    @get(
+        "/watch",
+        summary="Watch job changes (Server-Sent Events)",
+        description=(
+            "One SSE event per job change, in order: `id` is the change's position, `event` is `added`, "
+            "`modified` or (filtered watches) `removed`, `data` is `{type, job}` with the job as listed. "
+            "Resume with the `Last-Event-ID` header or `resource_version` (e.g. the `X-Resource-Version` "
+            "header of a list): every change after it, without gaps or duplicates. A position older than "
+            "the change log keeps gives 410 (or, mid-stream, an `event: gone`): list again. Idle streams "
+            "get a comment heartbeat that also carries the current position as `id`."
+        ),
+        media_type="text/event-stream",
+        responses={401: _UNAUTHORIZED, 410: _GONE, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def watch(self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal) -> Stream:
+        services: Services = state.services
+        live: Live = state.live
+        query = job_query(request, principal)
+        after = resume_position(request)
+        watch = Watch(
+            live.feed,
+            services.redis,
+            services.keys,
+            query,
+            heartbeat_s=services.settings.watch_heartbeat_s,
+            buffer=services.settings.watch_buffer,
+        )
+        try:
+            await watch.open(after)
+        except ResumeGone:
+            live.metrics.watch_gone += 1
+            raise
+        session = _Session(watch, live.metrics, principal.expires_at)
+        return Stream(
+            session.body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(session.close),
+        )
+
+    @get(
+        "/stats",
+        summary="Counts by status and origin, and pipeline health",
+        description="Exact counts of the jobs matching the filters (ordering and paging ignored).",
+        responses={401: _UNAUTHORIZED, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def stats(self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal) -> StatsResponse:
+        services: Services = state.services
+        query = job_query(request, principal)
+        counts = await services.executor.counts(plan(query, services.keys))
+        health = await pipeline_health(services.redis, services.keys, services.settings.group)
+        return StatsResponse(
+            data=StatsData(total=counts.total, by_status=counts.by_status, by_origin=counts.by_origin, pipeline=health)
+        )

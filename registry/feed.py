@@ -1,0 +1,194 @@
+"""The change feed: one blocking read of the change log per process, handed to every subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from registry.changes import (
+    Change,
+    Position,
+    ResumeGone,
+    check_retained,
+    current_position,
+    decode_entries,
+    format_position,
+    log_info,
+)
+from registry.errors import StoreUnavailable
+from registry.keys import Keys
+
+log = logging.getLogger("jobreg.feed")
+
+MAX_BACKOFF_S = 5.0
+
+
+class Overflow(Exception):
+    """The subscriber fell too far behind the feed; it must read the log itself from its own position."""
+
+
+class Subscription:
+    """Changes after ``start``, as the feed reads them, buffered up to ``maxsize`` for one watcher."""
+
+    def __init__(self, start: Position, maxsize: int) -> None:
+        self.start = start
+        self.maxsize = maxsize
+        self._items: deque[Change] = deque()
+        self._ready = asyncio.Event()
+        self._overflowed = False
+
+    def push(self, changes: list[Change]) -> None:
+        if self._overflowed:
+            return
+        if len(self._items) + len(changes) > self.maxsize:
+            # Dropping the buffer (rather than blocking the feed) keeps one slow client from
+            # slowing every other; it catches up from Redis at its own pace instead.
+            self._overflowed = True
+            self._items.clear()
+        else:
+            self._items.extend(changes)
+        self._ready.set()
+
+    def tick(self) -> None:
+        """Wake the watcher with nothing new, so it can send a heartbeat when one is due."""
+        self._ready.set()
+
+    def overflow(self) -> None:
+        self._overflowed = True
+        self._items.clear()
+        self._ready.set()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+    def take(self) -> list[Change]:
+        """Everything buffered so far (possibly nothing); raises Overflow if changes were dropped."""
+        if self._overflowed:
+            raise Overflow
+        items = list(self._items)
+        self._items.clear()
+        self._ready.clear()
+        return items
+
+
+class ChangeFeed:
+    """Reads the change log with XREAD BLOCK on its own connection and fans each batch out in memory.
+
+    One reader per process, however many watchers: Redis sees one blocked client, and a
+    change is decoded (and rendered) once. When a read times out with nothing new (or
+    fails), every subscriber is ticked, which is what paces the watchers' heartbeats
+    without a timer per watcher.
+    """
+
+    def __init__(
+        self,
+        redis_factory: Callable[[], aioredis.Redis],
+        keys: Keys,
+        *,
+        block_ms: int = 1000,
+        count: int = 1000,
+    ) -> None:
+        self._factory = redis_factory
+        self.keys = keys
+        self.block_ms = block_ms
+        self.count = count
+        self.position: Position | None = None
+        self._subs: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._redis: aioredis.Redis | None = None
+        self.reads = 0  # XREAD replies with at least one change
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def subscribe(self, maxsize: int, start_timeout: float = 3.0) -> Subscription:
+        """A subscription starting at the feed's current position (the feed starts on first use).
+
+        Raises StoreUnavailable if the feed cannot learn its starting position in time.
+        """
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="jobreg-change-feed")
+        try:
+            await asyncio.wait_for(self._started.wait(), start_timeout)
+        except TimeoutError:
+            raise StoreUnavailable("the change feed cannot read the change log") from None
+        assert self.position is not None
+        # No await between reading the position and registering: nothing can be dispatched
+        # in between, so the subscription holds exactly the changes after ``start``.
+        sub = Subscription(self.position, maxsize)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        self._redis = self._factory()
+        while True:
+            try:
+                if self.position is None:
+                    self.position = await current_position(self._redis, self.keys)
+                    self._started.set()
+                await self._step(self._redis)
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._tick_all()
+                backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
+                level = logging.WARNING if isinstance(exc, RedisError | OSError) else logging.ERROR
+                log.log(level, "change feed read failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+
+    async def _step(self, redis: aioredis.Redis) -> None:
+        assert self.position is not None
+        after = self.position
+        reply = await redis.xread({self.keys.changes: format_position(after)}, count=self.count, block=self.block_ms)
+        entries = reply[0][1] if reply else []
+        if not entries:
+            self._tick_all()
+            return
+        if len(entries) >= self.count:
+            # A full batch may mean the feed fell behind far enough for the head to be trimmed
+            # past it (a partial one cannot: retention keeps at least `count` newest entries).
+            try:
+                check_retained(log_info(await _xinfo(redis, self.keys.changes)), after)
+            except ResumeGone:
+                log.warning("change feed fell behind the log's retention; subscribers re-read on their own")
+                for sub in self._subs:
+                    sub.overflow()
+        changes = decode_entries(entries)
+        self.position = changes[-1].position
+        self.reads += 1
+        for sub in list(self._subs):
+            sub.push(changes)
+
+    def _tick_all(self) -> None:
+        for sub in self._subs:
+            sub.tick()
+
+
+async def _xinfo(redis: aioredis.Redis, key: str) -> dict[str, Any] | Exception:
+    try:
+        info: dict[str, Any] = await redis.xinfo_stream(key)
+        return info
+    except RedisError as exc:
+        return exc

@@ -1,0 +1,99 @@
+"""`jobreg top` as a real process against a running registry: counts, throughput, lag, latest changes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import RedisServer
+from tests.e2e.stack import ROOT, running_stack
+from tests.reference import Reference, make_traffic
+
+
+def top(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry.cli", "top", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_top_shows_counts_throughput_and_latest_changes(redis_server: RedisServer, tmp_path: Path) -> None:
+    traffic = make_traffic(random.Random(21), 80)
+    ref = Reference()
+    for entry in traffic:
+        ref.add(entry)
+    with running_stack(redis_server, tmp_path) as stack:
+        stack.publish(traffic)
+        stack.wait_drained()
+
+        once = top(stack.env, "--once", "--interval", "0.2")
+        assert once.returncode == 0, once.stderr
+        out = once.stdout
+        assert "\x1b[" not in out, "no screen control codes when not on a terminal"
+        statuses = Counter(j["status"] for j in ref.jobs().values())
+        assert re.search(rf"^jobs\s+{len(ref.jobs())}\s", out, re.M), out
+        for status in ("PENDING", "RUNNING", "DONE", "ERROR", "CANCELED"):
+            assert f"{status} {statuses[status]:,}" in out, (status, out)
+        assert re.search(r"lag 0\s+pending 0\s+dead letters " + str(ref.invalid), out), out
+        assert "events 0.0/s" in out  # drained: nothing moves
+        latest = [line for line in out.splitlines() if re.match(r"^\s+\d\d:\d\d:\d\d\.\d{3}\s+(added|modified)", line)]
+        assert len(latest) == 12
+
+        # Live: two refreshes while events flow; the second one shows a throughput.
+        more = make_traffic(random.Random(22), 200, bad_rate=0)
+        stop = threading.Event()
+
+        def feed() -> None:
+            for i in range(0, len(more), 10):
+                if stop.is_set():
+                    return
+                stack.publish(more[i : i + 10])
+                time.sleep(0.02)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        try:
+            live = top(stack.env, "--frames", "2", "--interval", "0.7")
+        finally:
+            stop.set()
+            feeder.join()
+        assert live.returncode == 0, live.stderr
+        frames = [f for f in live.stdout.split("jobreg top ·") if f.strip()]
+        assert len(frames) == 2
+        rates = re.findall(r"events ([\d,.]+)/s", frames[1])
+        assert rates and float(rates[0].replace(",", "")) > 0, frames[1]
+
+        # On a terminal it redraws in place.
+        leader, follower = pty.openpty()
+        proc = subprocess.run(
+            [sys.executable, "-m", "registry.cli", "top", "--frames", "1", "--interval", "0.1"],
+            env=stack.env,
+            cwd=ROOT,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+        os.close(follower)
+        screen = os.read(leader, 65536).decode(errors="replace")
+        os.close(leader)
+        assert proc.returncode == 0
+        assert screen.startswith("\x1b[H\x1b[2J") and "latest changes" in screen
+
+
+def test_top_reports_an_unreachable_store(tmp_path: Path) -> None:
+    env = {**os.environ, "JOBREG_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = top(env, "--once", "--interval", "0")
+    assert result.returncode == 1
+    assert "cannot read redis://127.0.0.1:1/0" in result.stderr

@@ -1,0 +1,106 @@
+"""The live endpoints' HTTP edges in-process against a real Redis: positions, 410/422, /metrics, the page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from api.dashboard import STATIC_DIR
+from registry.changes import current_position, format_position
+from registry.events import decode_event
+from registry.keys import Keys
+from registry.projection import Projection
+from registry.settings import Settings
+from tests.conftest import free_port
+
+Client = AsyncTestClient[Litestar]
+WATCH = "/api/v2/jobs/watch"
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with AsyncTestClient(create_app(settings)) as c:
+        yield c
+
+
+async def add_job(redis: aioredis.Redis, keys: Keys, job_id: str) -> None:
+    created = {
+        "event_id": f"c-{job_id}",
+        "type": "created",
+        "job_id": job_id,
+        "occurred_at": "2026-11-23T10:00:00Z",
+        "batch_id": job_id,
+        "project_id": job_id,
+        "user_id": "ann",
+        "runs": "3",
+    }
+    await Projection(redis, keys).apply([decode_event(created)])
+
+
+async def test_list_tells_the_change_log_position(client: Client, aredis: aioredis.Redis, keys: Keys) -> None:
+    r = await client.get("/api/v2/jobs")
+    assert r.headers["x-resource-version"] == "0-0"  # nothing logged yet
+    await add_job(aredis, keys, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")
+    r = await client.get("/api/v2/jobs", params={"status": "PENDING"})
+    assert r.headers["x-resource-version"] == format_position(await current_position(aredis, keys))
+    assert "Content-Range" in r.headers["access-control-expose-headers"].split(", ")
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "loc"),
+    [
+        ({"resource_version": "yesterday"}, {}, ["query", "resource_version"]),
+        ({}, {"Last-Event-ID": "12-ab"}, ["header", "Last-Event-ID"]),
+        ({"status": "LOST"}, {}, ["query", "status"]),
+        ({"min_runs": "many", "resource_version": "1-0"}, {}, ["query", "min_runs"]),
+    ],
+)
+async def test_watch_rejects_bad_input_with_422(
+    client: Client, params: dict[str, str], headers: dict[str, str], loc: list[str]
+) -> None:
+    r = await client.get(WATCH, params=params, headers=headers)
+    assert r.status_code == 422, r.text
+    assert [d["loc"] for d in r.json()["detail"]] == [loc]
+
+
+async def test_watch_from_a_reset_log_is_410(client: Client, aredis: aioredis.Redis, keys: Keys) -> None:
+    await add_job(aredis, keys, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")
+    r = await client.get(WATCH, headers={"Last-Event-ID": "99999999999999-0"})
+    assert r.status_code == 410
+    assert r.json()["code"] == "410" and "list again" in r.json()["message"]
+
+
+async def test_metrics_is_prometheus_text(client: Client) -> None:
+    await client.get("/api/v2/jobs")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'jobreg_query_duration_seconds_count{endpoint="/api/v2/jobs"} 1' in r.text
+    assert "jobreg_watch_connections 0" in r.text
+
+
+async def test_dashboard_is_served_without_external_resources(client: Client) -> None:
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+        r = await client.get(asset)
+        assert r.status_code == 200, asset
+    assert {p.name for p in STATIC_DIR.iterdir()} >= {"index.html", "dashboard.js", "dashboard.css"}
+    for path in STATIC_DIR.iterdir():
+        assert not re.search(r"https?://", path.read_text()), f"{path.name} loads something from the network"
+
+
+async def test_live_endpoints_answer_503_while_redis_is_down(settings: Settings) -> None:
+    down = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with AsyncTestClient(create_app(down)) as c:
+        for path in (WATCH, "/api/v2/jobs/stats", "/metrics"):
+            r = await c.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.headers["retry-after"]
