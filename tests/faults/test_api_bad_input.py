@@ -53,7 +53,8 @@ def api_schema(api: Cluster) -> schemathesis.BaseSchema:
 
 def test_api_conforms_to_its_own_schema(api_schema: schemathesis.BaseSchema, api: Cluster) -> None:
     # Driven by hand rather than by schemathesis' pytest plugin, which does not support this pytest.
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    # The watch endpoint is a Server-Sent Events stream that never ends by design (its own tests cover it).
+    operations = [op for op in (r.ok() for r in api_schema.get_all_operations()) if not op.path.endswith("/watch")]
     assert {op.path for op in operations} >= {"/api/v2/jobs", "/api/v2/jobs/{id}", "/healthz"}
     codes: Counter[int] = Counter()
     ran: list[str] = []
@@ -65,7 +66,9 @@ def test_api_conforms_to_its_own_schema(api_schema: schemathesis.BaseSchema, api
             # Every response documented and matching its schema, and no 5xx whatever the input. Data the
             # schema allows but the contract rejects (e.g. `limit` given twice) may get a 422.
             # Negative data the API accepts anyway (e.g. a query parameter declared once, given twice) is fine.
-            response = case.call_and_validate(excluded_checks=[positive_data_acceptance, negative_data_rejection])
+            response = case.call_and_validate(
+                excluded_checks=[positive_data_acceptance, negative_data_rejection], timeout=30
+            )
             codes[response.status_code] += 1
             assert response.status_code < 500, response.text
 
