@@ -474,3 +474,27 @@ def test_arq_worker_process_applies_events_and_stops_on_sigterm(settings: Settin
     # arq's queue and health key live under our prefix, not in arq's shared defaults.
     assert not r.exists("arq:queue")
     r.close()
+
+
+async def test_dead_lettering_is_once_and_keeps_colliding_fields(
+    aredis: aioredis.Redis, settings: Settings, keys: Keys
+) -> None:
+    s = tuned(settings, block_ms=50, consumer="c1")
+    consumer = Consumer(aredis, s)
+    await consumer.ensure_group()
+    original = {"type": "paused", "error": "theirs", "source_id": "x-1", "~tilde": "t", "job_id": new_id()}
+    [entry_id] = await publish(aredis, keys, [original])
+    await aredis.xreadgroup(s.group, "c1", {keys.events: ">"}, count=10)
+    fields = {k.encode(): v.encode() for k, v in original.items()}
+    # Twice, as after a lost reply or when two workers race on the entry: one copy only.
+    assert await consumer.dead_letterer([(entry_id, fields, "first")]) == 1
+    assert await consumer.dead_letterer([(entry_id, fields, "second")]) == 0
+    [(_, raw)] = await aredis.xrange(keys.dead)
+    assert raw[b"error"] == b"first" and raw[b"source_id"] == entry_id
+    assert raw[b"~error"] == b"theirs" and raw[b"~source_id"] == b"x-1" and raw[b"~~tilde"] == b"t"
+    [dead] = await list_dead(aredis, keys)
+    assert dead.fields == original
+    assert await pending(aredis, keys, settings) == 0
+    assert await replay(aredis, keys) == 1
+    tail = (await aredis.xrevrange(keys.events, count=1))[0][1]
+    assert {k.decode(): v.decode() for k, v in tail.items()} == original
