@@ -142,7 +142,7 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(redis_url: str, prefix: str, logs: Path, **extra_env: str) -> Iterator[Cluster]:
+def cluster(redis_url: str, prefix: str, logs: Path, **extra_env: object) -> Iterator[Cluster]:
     c = Cluster(redis_url, prefix, logs, {f"JOBREG_{k.upper()}": str(v) for k, v in extra_env.items()})
     try:
         yield c

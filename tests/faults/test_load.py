@@ -95,6 +95,12 @@ class Traffic:
         return r.choice(shapes)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -178,7 +184,7 @@ async def _publish(url: str, stream: str, events: list[dict[str, str]], seconds:
             await asyncio.sleep(max(0.0, start + i * TICK_S - time.perf_counter()))
             pipe = client.pipeline(transaction=False)
             for entry in events[offset : offset + per_tick]:
-                pipe.xadd(stream, entry)  # type: ignore[arg-type]
+                pipe.xadd(stream, entry)
             sent += len(await pipe.execute())
     finally:
         await client.aclose()
@@ -212,7 +218,13 @@ def test_ingest_and_queries_under_load(own_redis: RedisServer, tmp_path: Path) -
             )
             return rate, lat, outcomes
 
+        procs = {"redis": own_redis.process, "api": c.api, **{f"worker {n}": p for n, p in c.workers.items()}}
+        before = {name: _cpu_s(p.pid) for name, p in procs.items() if p is not None}
+        started = time.perf_counter()
         rate, loaded, outcomes = asyncio.run(burst_phase())
+        elapsed = time.perf_counter() - started
+        # Where the 2 cores went during the burst (share of one core per process).
+        cpu = {name: round((_cpu_s(p.pid) - before[name]) / elapsed, 2) for name, p in procs.items() if p}
         backlog_at_end = client.xinfo_groups(keys.events)[0]["lag"]  # type: ignore[index]
         recover_s = wait_for(lambda: drained(client, keys, group), 120, "lag back to zero", c.log_tail)
         # Idle again, now over the registry grown by the burst: the baseline for its data size.
@@ -241,6 +253,7 @@ def test_ingest_and_queries_under_load(own_redis: RedisServer, tmp_path: Path) -
         "p99_load_ms": round(p99_load * 1000, 1),
         "backlog_at_burst_end": backlog_at_end,
         "lag_recovered_s": round(recover_s, 2),
+        "cpu_cores_during_burst": cpu,
         "jobs": jobs,
         "errors": sum(n for k, n in (outcomes + idle_outcomes).items() if k not in ("200", "404")),
     }
