@@ -38,12 +38,19 @@ class RedisServer:
             self.process.wait()
 
 
-def start_redis_server(appendonly: bool = False, appendfsync: str = "everysec") -> RedisServer:
-    """Start a private redis-server on a free port; its data dies with it."""
+def start_redis_server(
+    appendonly: bool = False,
+    appendfsync: str = "everysec",
+    *,
+    workdir: str | None = None,
+    dbfilename: str = "dump.rdb",
+    start_timeout_s: float = 4,
+) -> RedisServer:
+    """Start a private redis-server on a free port; its data dies with it unless ``workdir`` keeps it."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not on PATH")
-    workdir = tempfile.mkdtemp(prefix="jobreg-redis-")
+    workdir = workdir or tempfile.mkdtemp(prefix="jobreg-redis-")
     port = free_port()
     args = [
         binary,
@@ -54,7 +61,9 @@ def start_redis_server(appendonly: bool = False, appendfsync: str = "everysec") 
         "--save",
         "",
         "--dir",
-        workdir,
+        os.path.abspath(workdir),
+        "--dbfilename",
+        dbfilename,
         "--appendonly",
         "yes" if appendonly else "no",
         "--appendfsync",
@@ -64,15 +73,16 @@ def start_redis_server(appendonly: bool = False, appendfsync: str = "everysec") 
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
-    for _ in range(200):
+    deadline = time.monotonic() + start_timeout_s
+    while True:
         try:
             client.ping()
             break
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.BusyLoadingError):  # BusyLoading: still reading a kept dump
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
             time.sleep(0.02)
-    else:
-        proc.kill()
-        raise RuntimeError("redis-server did not start")
     client.close()
     return RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, workdir)
 

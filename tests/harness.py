@@ -53,6 +53,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, on_fail: 
     return time.monotonic() - start
 
 
+def healthy(url: str) -> bool:
+    """The API at ``url`` answers ``/healthz`` with 200."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 # ---------------------------------------------------------------- processes
 
 

@@ -92,39 +92,7 @@ def layout_version() -> str:
 def start_kept_redis(directory: str) -> RedisServer:
     """A private redis-server whose data is saved in ``directory`` and reloaded on the next run."""
     os.makedirs(directory, exist_ok=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            os.path.abspath(directory),
-            "--dbfilename",
-            "bench.rdb",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            client.ping()
-            break
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.2)
-    client.close()
-    return RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, directory)
+    return start_redis_server(workdir=directory, dbfilename="bench.rdb", start_timeout_s=600)
 
 
 def jobreg_process(command: list[str], url: str, prefix: str) -> subprocess.Popen[bytes]:

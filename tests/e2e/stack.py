@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ import redis
 
 from registry.keys import Keys
 from tests.conftest import RedisServer, free_port
+from tests.harness import healthy, spawn, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,13 +76,6 @@ class Stack:
             client.close()
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "registry.cli", *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
 @contextmanager
 def running_stack(
     redis_server: RedisServer, logs: Path, *, workers: int = 1, env: dict[str, Any] | None = None
@@ -104,16 +97,7 @@ def running_stack(
         if not any(k.startswith("JOBREG_AUTH_") for k in (env or {})):
             api.append("--no-auth")
         stack.procs.append(spawn(api, full_env, logs / "api.log"))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{stack.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            stack.check_alive()
-            assert time.monotonic() < deadline, f"API did not come up\n{stack.log_tail()}"
-            time.sleep(0.05)
+        wait_for(lambda: (stack.check_alive(), healthy(stack.url))[1], 30, "API up", stack.log_tail)
         yield stack
     finally:
         for proc in stack.procs:

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
-from tests.harness import ROOT, publish, spawn
+from tests.harness import ROOT, healthy, publish, spawn, wait_for
 from tests.reference import Reference, make_traffic, random_query, render_job
 
 SEED = 4242
@@ -68,16 +68,7 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
     try:
         c.workers = [spawn(["worker"], env, tmp_path / f"worker{i}.log") for i in range(2)]
         c.api = spawn(["api", "--host", "127.0.0.1", "--port", str(port), "--no-auth"], env, tmp_path / "api.log")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{c.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            c.check_alive()
-            assert time.monotonic() < deadline, f"API did not come up\n{c.log_tail()}"
-            time.sleep(0.05)
+        wait_for(lambda: (c.check_alive(), healthy(c.url))[1], 30, "API up", c.log_tail)
         yield c
     finally:
         for proc in [*c.workers, c.api]:
