@@ -185,12 +185,11 @@ end
 return out
 """
 
-# SETBIT KEYS[1] for each handle packed in ARGV[1], or for each member of the set KEYS[2].
+# SETBIT KEYS[1] for each handle packed in ARGV[1].
 HANDLES_TO_BITMAP = (
     _HANDLES
     + """
-local list
-if #KEYS > 1 then list = redis.call('SMEMBERS', KEYS[2]) else list = handles(ARGV[1]) end
+local list = handles(ARGV[1])
 for _, h in ipairs(list) do redis.call('SETBIT', KEYS[1], h, 1) end
 redis.call('PEXPIRE', KEYS[1], 60000)
 return #list
