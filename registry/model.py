@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,9 +136,10 @@ def render_timestamp(us: int | None) -> str | None:
     """Microseconds since the epoch as RFC 3339 UTC, always with six fractional digits."""
     if us is None:
         return None
+    # gmtime and one format: half the cost of a datetime, and a page renders 400 of these.
     seconds, micros = divmod(us, 1_000_000)
-    dt = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
-    return dt.isoformat(timespec="microseconds")
+    t = time.gmtime(seconds)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00" % (t[0], t[1], t[2], t[3], t[4], t[5], micros)  # noqa: UP031
 
 
 def parse_timestamp(text: str) -> int:
