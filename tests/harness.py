@@ -76,6 +76,12 @@ def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pope
         )
 
 
+def jobreg(*args: str, env: Mapping[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m registry.cli ARGS`` to completion, capturing its text output."""
+    command = [sys.executable, "-m", "registry.cli", *args]
+    return subprocess.run(command, env=dict(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()

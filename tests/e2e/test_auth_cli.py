@@ -15,6 +15,7 @@ import pytest
 from registry.settings import load_settings
 from registry.tokens import Verifier
 from tests.conftest import RedisServer, free_port
+from tests.harness import jobreg
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "cli-test-shared-secret-" + "k" * 32
@@ -25,11 +26,6 @@ P2 = "22222222-2222-4222-8222-222222222222"
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBREG_")}
     return {**env, **extra}
-
-
-def jobreg(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "registry.cli", *args]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def wait_http(url: str, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
-from tests.harness import ROOT, healthy, publish, spawn, wait_for
+from tests.harness import healthy, jobreg, publish, spawn, wait_for
 from tests.reference import Reference, make_traffic, random_query, render_job
 
 SEED = 4242
@@ -152,28 +151,14 @@ def test_pipeline(cluster: Cluster) -> None:
         expected_dead = {eid: entry for eid, entry, ok in zip(entry_ids, traffic, valid, strict=True) if not ok}
         dead_rows = _check_dead_letters(client, dead_stream, expected_dead)
         assert len(dead_rows) == ref.invalid
-        cli = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "dead-letters", "--json", "--count", "100000"],
-            env=c.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        cli = jobreg("dead-letters", "--json", "--count", "100000", env=c.env)
         assert cli.returncode == 0, cli.stderr
         listed = [json.loads(line) for line in cli.stdout.splitlines() if line.strip()]
         assert {d["source_id"] for d in listed} == expected_dead.keys()
         for d in listed:
             assert d["error"]
             assert d["fields"] == expected_dead[d["source_id"]]
-        plain = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "dead-letters", "--count", "100000"],
-            env=c.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        plain = jobreg("dead-letters", "--count", "100000", env=c.env)
         assert plain.returncode == 0, plain.stderr
         for source in expected_dead:
             assert f"source={source}" in plain.stdout

@@ -15,18 +15,12 @@ from pathlib import Path
 
 from tests.conftest import RedisServer
 from tests.e2e.stack import ROOT, running_stack
+from tests.harness import jobreg
 from tests.reference import Reference, make_traffic
 
 
 def top(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "registry.cli", "top", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return jobreg("top", *args, env=env, timeout=timeout)
 
 
 def test_top_shows_counts_throughput_and_latest_changes(redis_server: RedisServer, tmp_path: Path) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import redis
 
 from tests.conftest import RedisServer
 from tests.faults.conftest import report
-from tests.harness import ROOT, assert_registry_matches, cluster, drained, publish, text_fields, wait_for
+from tests.harness import assert_registry_matches, cluster, drained, jobreg, publish, text_fields, wait_for
 from tests.reference import Reference, _malformed, decode, make_traffic
 
 SEED = 3
@@ -129,14 +127,7 @@ def test_garbage_is_dead_lettered_and_replayable(own_redis: RedisServer, tmp_pat
                 fixable[dead_id.decode()] = {**text, "runs": "7"}
         broken = next(d.decode() for d, _ in client.xrange(keys.dead, count=100) if d.decode() not in fixable)  # type: ignore[union-attr]
         assert len(fixable) > 100
-        cli = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "dead-letters", "replay", *fixable, broken, "--set", "runs=7"],
-            env=c.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        cli = jobreg("dead-letters", "replay", *fixable, broken, "--set", "runs=7", env=c.env, timeout=60)
         assert cli.returncode == 0, cli.stderr
         assert cli.stdout.strip() == f"replayed {len(fixable) + 1} entries"
         for fields in fixable.values():

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +17,12 @@ from registry.settings import load_settings
 from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import (
-    ROOT,
     assert_registry_matches,
     assert_registry_matches_async,
     cluster,
     drained,
     group_state,
+    jobreg,
     publish,
     wait_for,
 )
@@ -100,14 +98,7 @@ def test_poison_job_is_retried_then_dead_lettered(own_redis: RedisServer, tmp_pa
 
         # The operator repairs the key and replays: the job is applied, exactly once.
         client.delete(keys.job(poison))
-        out = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "dead-letters", "replay"],
-            env=c.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = jobreg("dead-letters", "replay", env=c.env, timeout=60)
         assert out.returncode == 0, out.stderr
         wait_for(lambda: drained(client, keys, group), 60, "replay applied", c.log_tail)
         assert client.xlen(keys.dead) == 0

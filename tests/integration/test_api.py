@@ -62,17 +62,22 @@ async def load(url: str, prefix: str, traffic: list[dict[str, str]], job_ids: li
         await r.aclose()
 
 
-@pytest.fixture(scope="module")
-def dataset(redis_server: RedisServer) -> Dataset:
+def make_dataset(redis_server: RedisServer, seed: int, n_jobs: int) -> Dataset:
+    """``n_jobs`` jobs of random traffic applied under a fresh prefix, with their reference."""
     prefix = f"t{os.urandom(4).hex()}"
     settings = load_settings({}, redis_url=redis_server.url, prefix=prefix)
-    traffic = make_traffic(random.Random(11), 400)
+    traffic = make_traffic(random.Random(seed), n_jobs)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
     orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
     assert len(orders) == len(ref.jobs())
     return Dataset(settings, ref, orders)
+
+
+@pytest.fixture(scope="module")
+def dataset(redis_server: RedisServer) -> Dataset:
+    return make_dataset(redis_server, 11, 400)
 
 
 @pytest.fixture

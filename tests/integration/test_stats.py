@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
 from collections import Counter
 
@@ -12,24 +10,16 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from registry.settings import load_settings
 from tests.conftest import RedisServer
-from tests.integration.test_api import ORPHAN, Dataset, load
-from tests.reference import STATUSES, Reference, make_traffic, random_query
+from tests.integration.test_api import ORPHAN, Dataset, make_dataset
+from tests.reference import STATUSES, random_query
 
 STATS = "/api/v2/jobs/stats"
 
 
 @pytest.fixture(scope="module")
 def stats_dataset(redis_server: RedisServer) -> Dataset:
-    prefix = f"t{os.urandom(4).hex()}"
-    settings = load_settings({}, redis_url=redis_server.url, prefix=prefix)
-    traffic = make_traffic(random.Random(17), 300)
-    ref = Reference()
-    for entry in traffic:
-        ref.add(entry)
-    orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
-    return Dataset(settings, ref, orders)
+    return make_dataset(redis_server, 17, 300)
 
 
 def expected(ds: Dataset, params: list[tuple[str, str]]) -> dict[str, object]:
