@@ -46,18 +46,20 @@ class Pagination(msgspec.Struct):
     end: int
 
 
-class JobsPage(msgspec.Struct, kw_only=True):
+class Success(msgspec.Struct, kw_only=True):
+    """The JSend envelope of every successful response (Pasqal's shape); subclasses add ``data``."""
+
     status: str = "success"
     message: str = "OK."
     code: str = "200"
+
+
+class JobsPage(Success, kw_only=True):
     data: list[Job]
     pagination: Pagination
 
 
-class OneJob(msgspec.Struct, kw_only=True):
-    status: str = "success"
-    message: str = "OK."
-    code: str = "200"
+class OneJob(Success, kw_only=True):
     data: Job
 
 

@@ -19,7 +19,7 @@ from litestar.response import Stream
 from redis.exceptions import RedisError
 
 from api.auth import CurrentPrincipal
-from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services
+from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services, Success
 from api.errors import JSendError
 from api.params import parse_query
 from registry.auth import Principal, scope
@@ -65,10 +65,7 @@ class StatsData(msgspec.Struct, kw_only=True):
     pipeline: PipelineHealth
 
 
-class StatsResponse(msgspec.Struct, kw_only=True):
-    status: str = "success"
-    message: str = "OK."
-    code: str = "200"
+class StatsResponse(Success, kw_only=True):
     data: StatsData
 
 
