@@ -20,11 +20,11 @@ from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.live import Live, LiveController, LiveMetrics
 from api.metrics import QueryTimes, metrics
-from registry.executor import Executor
-from registry.feed import ChangeFeed
+from registry.auth.tokens import Verifier
 from registry.keys import Keys
+from registry.live.feed import ChangeFeed
+from registry.query.executor import Executor
 from registry.settings import Settings
-from registry.tokens import Verifier
 
 log = logging.getLogger("jobreg.api")
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> Litestar:
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         app.state.services = Services(settings, client, keys, Executor(client, keys, settings))
-        # The feed's blocking read gets its own connection (see registry/feed.py).
+        # The feed's blocking read gets its own connection (see registry/live/feed.py).
         feed = ChangeFeed(
             lambda: redis_client(settings.redis_url),
             keys,

@@ -12,9 +12,9 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Scope
 
-from registry.auth import UNAUTHENTICATED, Principal
+from registry.auth.principal import UNAUTHENTICATED, Principal
+from registry.auth.tokens import Verifier
 from registry.errors import Unauthorized
-from registry.tokens import Verifier
 
 log = logging.getLogger("jobreg.api.auth")
 

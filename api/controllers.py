@@ -17,17 +17,17 @@ from litestar.params import FromPath, QueryParameter
 from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import check_query_size, parse_query
-from registry.auth import can_see, scope
-from registry.changes import current_position, format_position
+from registry.auth.principal import can_see, scope
+from registry.domain.model import Job, Origin, Status
 from registry.errors import JobNotFound
-from registry.events import UUID_RE
-from registry.executor import Executor
-from registry.health import group_backlog
 from registry.keys import Keys
-from registry.model import Job, Origin, Status
-from registry.planner import plan
-from registry.query import MAX_LIMIT, MAX_LIST, Direction, OrderBy
+from registry.live.changes import current_position, format_position
+from registry.ops.health import group_backlog
+from registry.query.executor import Executor
+from registry.query.planner import plan
+from registry.query.spec import MAX_LIMIT, MAX_LIST, Direction, OrderBy
 from registry.settings import Settings
+from registry.wire.events import UUID_RE
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import challenge
-from registry.changes import ResumeGone
 from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, Unauthorized
+from registry.live.changes import ResumeGone
 
 log = logging.getLogger("jobreg.api")
 

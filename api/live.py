@@ -22,14 +22,14 @@ from api.auth import CurrentPrincipal
 from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services, Success
 from api.errors import JSendError
 from api.params import parse_query
-from registry.auth import Principal, scope
-from registry.changes import Position, ResumeGone, format_position, parse_position
+from registry.auth.principal import Principal, scope
 from registry.errors import InvalidQuery
-from registry.feed import ChangeFeed
-from registry.health import PipelineHealth, pipeline_health
-from registry.planner import plan
-from registry.query import JobQuery
-from registry.watch import Bookmark, Watch
+from registry.live.changes import Position, ResumeGone, format_position, parse_position
+from registry.live.feed import ChangeFeed
+from registry.live.watch import Bookmark, Watch
+from registry.ops.health import PipelineHealth, pipeline_health
+from registry.query.planner import plan
+from registry.query.spec import JobQuery
 
 log = logging.getLogger("jobreg.api.live")
 

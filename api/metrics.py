@@ -13,11 +13,11 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from api.auth import CurrentPrincipal
 from api.controllers import Services
 from api.live import Live
-from registry.health import pipeline_health
-from registry.metrics import Exposition, Histogram, read_worker_counters, render_worker_counters
-from registry.model import EventType
-from registry.planner import plan
-from registry.query import JobQuery
+from registry.domain.model import EventType
+from registry.ops.health import pipeline_health
+from registry.ops.metrics import Exposition, Histogram, read_worker_counters, render_worker_counters
+from registry.query.planner import plan
+from registry.query.spec import JobQuery
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Streams and the page itself are not queries; their duration means nothing as a latency.

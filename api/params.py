@@ -7,10 +7,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from registry.domain.model import Origin, Status, parse_timestamp
 from registry.errors import InvalidQuery, QueryTooLong
-from registry.events import UUID_RE
-from registry.model import Origin, Status, parse_timestamp
-from registry.query import MAX_LIMIT, MAX_LIST, Direction, JobQuery, OrderBy
+from registry.query.spec import MAX_LIMIT, MAX_LIST, Direction, JobQuery, OrderBy
+from registry.wire.events import UUID_RE
 
 T = TypeVar("T")
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")

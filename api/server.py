@@ -5,8 +5,8 @@ from __future__ import annotations
 import uvicorn
 
 from api.app import create_app
+from registry.auth.tokens import serving_verifier
 from registry.settings import Settings
-from registry.tokens import serving_verifier
 
 
 def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False) -> None:

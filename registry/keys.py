@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid as _uuid
 
-from registry.model import MEMBER_KINDS, Origin, Status
+from registry.domain.model import MEMBER_KINDS, Origin, Status
 
 
 class Keys:

@@ -19,14 +19,14 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 
+from registry.domain.model import Event, Status
 from registry.errors import InvalidEvent
-from registry.events import decode_event
-from registry.executor import Executor
 from registry.keys import Keys
-from registry.model import Event, Status
-from registry.planner import plan
-from registry.query import JobQuery
+from registry.query.executor import Executor
+from registry.query.planner import plan
+from registry.query.spec import JobQuery
 from registry.settings import Settings, load_settings
+from registry.wire.events import decode_event
 from tests.conftest import RedisServer
 from tests.reference import Reference, render_job
 
@@ -65,10 +65,10 @@ def healthy(url: str) -> bool:
 
 
 def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Run ``python -m registry.cli ARGS`` with its output appended to ``log``."""
+    """Run ``python -m registry.ops.cli ARGS`` with its output appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "registry.cli", *args],
+            [sys.executable, "-m", "registry.ops.cli", *args],
             env=dict(env),
             cwd=ROOT,
             stdout=out,
@@ -77,8 +77,8 @@ def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pope
 
 
 def jobreg(*args: str, env: Mapping[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m registry.cli ARGS`` to completion, capturing its text output."""
-    command = [sys.executable, "-m", "registry.cli", *args]
+    """Run ``python -m registry.ops.cli ARGS`` to completion, capturing its text output."""
+    command = [sys.executable, "-m", "registry.ops.cli", *args]
     return subprocess.run(command, env=dict(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.params import parse_query
-from registry.query import JobQuery
+from registry.query.spec import JobQuery
 
 
 def parse_params(params: list[tuple[str, str]]) -> JobQuery:

@@ -17,14 +17,14 @@ from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from registry.deadletter import DeadLetterer
+from registry.domain.model import Event
 from registry.errors import InvalidEvent
-from registry.events import decode_event
 from registry.keys import Keys
-from registry.metrics import record_batch
-from registry.model import Event
-from registry.projection import Projection
+from registry.ops.metrics import record_batch
 from registry.settings import Settings
+from registry.store.projection import Projection
+from registry.wire.deadletter import DeadLetterer
+from registry.wire.events import decode_event
 
 log = logging.getLogger("jobreg.consumer")
 

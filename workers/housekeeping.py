@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from registry.keys import Keys
-from registry.metrics import record_batch
+from registry.ops.metrics import record_batch
 from registry.settings import Settings
 from workers.consumer import Consumer, Entry
 

@@ -18,14 +18,14 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from registry.auth import Principal, Role, scope
-from registry.events import decode_event
-from registry.executor import Executor
+from registry.auth.principal import Principal, Role, scope
 from registry.keys import Keys
-from registry.planner import plan
-from registry.projection import Projection
-from registry.query import JobQuery
+from registry.query.executor import Executor
+from registry.query.planner import plan
+from registry.query.spec import JobQuery
 from registry.settings import load_settings
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.benchmarks.datagen import iter_jobs, job_events, make_plan
 from tests.conftest import start_redis_server
 from tests.query_params import parse_params

@@ -29,12 +29,12 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from api.params import parse_query
-from registry.events import decode_event
-from registry.executor import Executor
 from registry.keys import Keys
-from registry.planner import plan as plan_query
-from registry.projection import Projection
+from registry.query.executor import Executor
+from registry.query.planner import plan as plan_query
 from registry.settings import load_settings
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.benchmarks import live, pg
 from tests.benchmarks.datagen import Plan, bench_info, iter_jobs, job_events, make_plan
 from tests.benchmarks.pg_only import percentile
@@ -84,7 +84,7 @@ def load_pg(conn: Any, plan: Plan, reuse: bool) -> None:
 
 def layout_version() -> str:
     """The stored layout's version: a copy kept with another one is stale."""
-    from registry.indexes import LAYOUT
+    from registry.store.indexes import LAYOUT
 
     return str(LAYOUT)
 
@@ -97,7 +97,7 @@ def start_kept_redis(directory: str) -> RedisServer:
 
 def jobreg_process(command: list[str], url: str, prefix: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "JOBREG_REDIS_URL": url, "JOBREG_PREFIX": prefix, "JOBREG_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "registry.cli", *command], env=env)
+    return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=env)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -23,9 +23,9 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 
-from registry.events import decode_event
 from registry.keys import Keys
-from registry.projection import Projection
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.benchmarks.datagen import bench_info, iter_jobs, job_events, make_plan
 from tests.benchmarks.shapes import shapes
 from tests.conftest import free_port, start_redis_server
@@ -61,7 +61,9 @@ def main() -> None:
         print(f"loading {args.jobs:,} jobs ...", flush=True)
         print(f"loaded in {asyncio.run(load(server.url, args.jobs)):.0f} s", flush=True)
         env = {**os.environ, "JOBREG_REDIS_URL": server.url, "JOBREG_PREFIX": PREFIX, "JOBREG_LOG_LEVEL": "WARNING"}
-        api = subprocess.Popen([sys.executable, "-m", "registry.cli", "api", "--port", str(port), "--no-auth"], env=env)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "registry.ops.cli", "api", "--port", str(port), "--no-auth"], env=env
+        )
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:

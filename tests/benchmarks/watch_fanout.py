@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from registry.events import decode_event
 from registry.keys import Keys
-from registry.projection import Projection
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.conftest import free_port, start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +186,7 @@ def main() -> None:
         ["-m", "cProfile", "-o", os.environ["JOBREG_BENCH_PROFILE"]] if "JOBREG_BENCH_PROFILE" in os.environ else []
     )
     api = subprocess.Popen(
-        [sys.executable, *profile, "-m", "registry.cli", "api", "--port", str(port), "--no-auth"], env=env, cwd=ROOT
+        [sys.executable, *profile, "-m", "registry.ops.cli", "api", "--port", str(port), "--no-auth"], env=env, cwd=ROOT
     )
     try:
         for _ in range(200):

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from registry.auth.tokens import Verifier
 from registry.settings import load_settings
-from registry.tokens import Verifier
 from tests.conftest import RedisServer, free_port
 from tests.harness import jobreg
 
@@ -68,7 +68,7 @@ def test_api_no_auth_warns_loudly_and_serves(redis_server: RedisServer) -> None:
     port = free_port()
     env = clean_env(JOBREG_REDIS_URL=redis_server.url, JOBREG_PREFIX=f"cli{os.urandom(3).hex()}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "api", "--port", str(port), "--no-auth"],
+        [sys.executable, "-m", "registry.ops.cli", "api", "--port", str(port), "--no-auth"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -112,7 +112,7 @@ def test_up_runs_with_auth_off_and_says_so(tmp_path: Path) -> None:
     # A secret in the environment (say, for minting) does not switch the embedded API to auth.
     env = clean_env(JOBREG_AUTH_SECRET=SECRET, JOBREG_PREFIX=f"up{os.urandom(3).hex()}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "registry.ops.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from registry.publisher import Publisher
+from registry.wire.publisher import Publisher
 from tests.conftest import RedisServer
 from tests.e2e.stack import ROOT, Stack, running_stack
 

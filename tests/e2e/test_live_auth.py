@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.changes import ORIGIN, parse_position
+from registry.auth.tokens import mint
+from registry.live.changes import ORIGIN, parse_position
 from registry.settings import load_settings
-from registry.tokens import mint
 from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
 from tests.reference import Reference, make_traffic, render_job

@@ -23,8 +23,8 @@ from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
 from pasqal_cloud.utils.constants import JobStatus
 from pasqal_cloud.utils.filters import JobFilters, PaginationParams
 
+from registry.auth.tokens import mint
 from registry.settings import load_settings
-from registry.tokens import mint
 from tests.conftest import RedisServer, free_port
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic, render_job
@@ -71,7 +71,7 @@ def live(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
     log = tmp_path_factory.mktemp("sdk") / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "registry.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "registry.ops.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -72,7 +72,7 @@ def test_top_shows_counts_throughput_and_latest_changes(redis_server: RedisServe
         # On a terminal it redraws in place.
         leader, follower = pty.openpty()
         proc = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "top", "--frames", "1", "--interval", "0.1"],
+            [sys.executable, "-m", "registry.ops.cli", "top", "--frames", "1", "--interval", "0.1"],
             env=stack.env,
             cwd=ROOT,
             stdout=follower,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry.changes import parse_position
+from registry.live.changes import parse_position
 from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
 from tests.reference import Reference, decode, make_traffic, render_job

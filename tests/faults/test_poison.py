@@ -12,8 +12,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError
 
-from registry.deadletter import ERROR_FIELD, SOURCE_FIELD
 from registry.settings import load_settings
+from registry.wire.deadletter import ERROR_FIELD, SOURCE_FIELD
 from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import (

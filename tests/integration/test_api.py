@@ -20,10 +20,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from registry.events import decode_event
 from registry.keys import Keys
-from registry.projection import Projection
 from registry.settings import Settings, load_settings
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.conftest import RedisServer, start_redis_server
 from tests.harness import decode_all
 from tests.reference import Reference, make_traffic, random_query, render_job

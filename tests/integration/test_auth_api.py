@@ -24,8 +24,8 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.auth import CurrentPrincipal
+from registry.auth.tokens import mint
 from registry.settings import Settings, load_settings
-from registry.tokens import mint
 from tests.conftest import RedisServer
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic, random_query, render_job

@@ -11,7 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.live import LiveMetrics, _Session
-from registry.changes import (
+from registry.domain.model import Event, Status
+from registry.keys import Keys
+from registry.live.changes import (
     ORIGIN,
     Position,
     ResumeGone,
@@ -20,14 +22,12 @@ from registry.changes import (
     parse_position,
     read_after,
 )
-from registry.events import decode_event
-from registry.feed import ChangeFeed
-from registry.keys import Keys
-from registry.model import Event, Status
-from registry.projection import Projection
-from registry.query import JobQuery
+from registry.live.feed import ChangeFeed
+from registry.live.watch import Bookmark, Kind, Watch, WatchEvent
+from registry.query.spec import JobQuery
 from registry.settings import Settings
-from registry.watch import Bookmark, Kind, Watch, WatchEvent
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.integration.test_api import decode_all
 from tests.reference import make_traffic
 

@@ -13,11 +13,11 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.dashboard import STATIC_DIR
-from registry.changes import current_position, format_position
-from registry.events import decode_event
 from registry.keys import Keys
-from registry.projection import Projection
+from registry.live.changes import current_position, format_position
 from registry.settings import Settings
+from registry.store.projection import Projection
+from registry.wire.events import decode_event
 from tests.conftest import free_port
 
 Client = AsyncTestClient[Litestar]

@@ -7,12 +7,13 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from registry import executor, indexes
-from registry.executor import Executor
 from registry.keys import Keys
-from registry.planner import plan
-from registry.projection import Projection
+from registry.query import executor
+from registry.query.executor import Executor
+from registry.query.planner import plan
 from registry.settings import Settings
+from registry.store import indexes
+from registry.store.projection import Projection
 from tests.harness import decode_all
 from tests.query_params import parse_params
 from tests.reference import Reference, make_traffic, random_query

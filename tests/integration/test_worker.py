@@ -22,14 +22,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from registry.deadletter import dead_letter, list_dead, replay
 from registry.errors import InvalidEvent
-from registry.events import decode_event
-from registry.executor import Executor
 from registry.keys import Keys
-from registry.projection import Projection
-from registry.publisher import AsyncPublisher, Publisher
+from registry.query.executor import Executor
 from registry.settings import Settings
+from registry.store.projection import Projection
+from registry.wire.deadletter import dead_letter, list_dead, replay
+from registry.wire.events import decode_event
+from registry.wire.publisher import AsyncPublisher, Publisher
 from tests.reference import Reference, make_traffic, render_job
 from workers.consumer import Consumer
 from workers.housekeeping import reclaim

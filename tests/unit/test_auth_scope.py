@@ -1,4 +1,4 @@
-"""Scoping queries to a principal's projects: pure properties of registry.auth and the planner's empty case."""
+"""Scoping queries to a principal's projects: pure properties of the auth scope and the planner's empty case."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.auth import UNAUTHENTICATED, Principal, Role, can_see, scope
+from registry.auth.principal import UNAUTHENTICATED, Principal, Role, can_see, scope
+from registry.auth.tokens import parse_ttl
 from registry.keys import Keys
-from registry.planner import Members, plan, prune
-from registry.query import JobQuery
-from registry.tokens import parse_ttl
+from registry.query.planner import Members, plan, prune
+from registry.query.spec import JobQuery
 
 POOL = [str(uuid.UUID(int=i + 1, version=4)) for i in range(12)]
 projects = st.lists(st.sampled_from(POOL), max_size=8)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from registry.errors import InvalidEvent
-from registry.events import decode_event
+from registry.wire.events import decode_event
 from tests.reference import decode
 
 JOB = "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59"

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from registry.domain.model import EventType, Origin
 from registry.errors import InvalidEvent
-from registry.events import decode_event
-from registry.model import EventType, Origin
+from registry.wire.events import decode_event
 
 J = "0F8E3F0C-1C6B-4C1A-9B7E-3E1D2C3B4A59"
 GOOD = {
-    "event_id": "e1", "type": "created", "job_id": J, "occurred_at": "2026-11-23T10:00:00.123456",
-    "batch_id": "11111111-1111-1111-1111-111111111111", "project_id": "22222222-2222-2222-2222-222222222222",
-    "user_id": "alice", "runs": "50", "origin": "CLIENT", "variables": '{"Omega_max": 14.4}',
+    "event_id": "e1",
+    "type": "created",
+    "job_id": J,
+    "occurred_at": "2026-11-23T10:00:00.123456",
+    "batch_id": "11111111-1111-1111-1111-111111111111",
+    "project_id": "22222222-2222-2222-2222-222222222222",
+    "user_id": "alice",
+    "runs": "50",
+    "origin": "CLIENT",
+    "variables": '{"Omega_max": 14.4}',
 }
 
 
@@ -58,6 +65,7 @@ def test_invalid_utf8() -> None:
 
 
 def test_non_created_events_need_no_creation_fields() -> None:
-    e = decode_event({"event_id": "x", "type": "failed", "job_id": J, "occurred_at": "2026-01-01T00:00:00Z",
-                      "errors": '["boom"]'})
+    e = decode_event(
+        {"event_id": "x", "type": "failed", "job_id": J, "occurred_at": "2026-01-01T00:00:00Z", "errors": '["boom"]'}
+    )
     assert e.errors == ("boom",) and e.batch_id is None

@@ -8,8 +8,8 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.fold import fold, to_job
-from registry.model import Event, EventType, Origin, Status
+from registry.domain.fold import fold, to_job
+from registry.domain.model import Event, EventType, Origin, Status
 
 JOB = str(uuid.UUID(int=1))
 TYPES = list(EventType)
@@ -87,7 +87,13 @@ def test_canceling_outranks_running_and_pending_until_created() -> None:
 
 
 def test_winning_terminal_errors() -> None:
-    s = fold(JOB, [ev("c", EventType.CREATED, 1), ev("b", EventType.FAILED, 9, errors=("e1", "e2")),
-                   ev("a", EventType.CANCELED, 10)])
+    s = fold(
+        JOB,
+        [
+            ev("c", EventType.CREATED, 1),
+            ev("b", EventType.FAILED, 9, errors=("e1", "e2")),
+            ev("a", EventType.CANCELED, 10),
+        ],
+    )
     job = to_job(s, 1)
     assert job is not None and job.status is Status.ERROR and job.errors == ["e1", "e2"]

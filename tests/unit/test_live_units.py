@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry.changes import Change, LogInfo, ResumeGone, check_retained, format_position, parse_position
-from registry.metrics import Exposition, Histogram, WorkerCounters, render_worker_counters
-from registry.model import Created, JobState, Origin, Status, Terminal
-from registry.query import JobQuery
-from registry.watch import Kind, classify
+from registry.domain.model import Created, JobState, Origin, Status, Terminal
+from registry.live.changes import Change, LogInfo, ResumeGone, check_retained, format_position, parse_position
+from registry.live.watch import Kind, classify
+from registry.ops.metrics import Exposition, Histogram, WorkerCounters, render_worker_counters
+from registry.query.spec import JobQuery
 
 JOB = "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59"
 
@@ -89,7 +89,7 @@ def state(status: Status, *, runs: int = 5, errors: tuple[str, ...] = ()) -> Job
     return JobState(
         job_id=JOB,
         created=created,
-        first_started_at=2 if status in (Status.RUNNING, Status.DONE) else None,
+        start_timestamp=2 if status in (Status.RUNNING, Status.DONE) else None,
         terminal=terminal,
         updated_at=3,
     )

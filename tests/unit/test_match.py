@@ -9,12 +9,12 @@ from collections import defaultdict
 import pytest
 
 from api.params import parse_query
+from registry.domain.fold import fold
+from registry.domain.model import Event, JobState
 from registry.errors import InvalidEvent
-from registry.events import decode_event
-from registry.fold import fold
-from registry.match import has_filters, matches
-from registry.model import Event, JobState
-from registry.query import JobQuery
+from registry.query.match import has_filters, matches
+from registry.query.spec import JobQuery
+from registry.wire.events import decode_event
 from tests.reference import Reference, make_traffic, random_query
 
 
@@ -51,7 +51,7 @@ def test_matches_agrees_with_reference_queries(seed: int) -> None:
 
 
 def test_unlisted_jobs_never_match() -> None:
-    state = JobState(job_id="0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59", first_started_at=1, updated_at=1)
+    state = JobState(job_id="0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59", start_timestamp=1, updated_at=1)
     assert not matches(state, JobQuery())
 
 

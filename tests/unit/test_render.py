@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.model import parse_timestamp, render_timestamp
+from registry.domain.model import parse_timestamp, render_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

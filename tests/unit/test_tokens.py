@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from registry.auth import Principal, Role
+from registry.auth.principal import Principal, Role
+from registry.auth.tokens import Verifier, mint, serving_verifier
 from registry.errors import AuthConfigError, Unauthorized
 from registry.settings import Settings, load_settings
-from registry.tokens import Verifier, mint, serving_verifier
 
 SECRET = "s3cret-" + "x" * 40
 P1 = "11111111-1111-4111-8111-111111111111"

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from registry.publisher import Publisher
+from registry.wire.publisher import Publisher
 
 USERS = ["ada", "grace", "alan", "marie", "enrico", "lise"]
 PROJECTS = [str(uuid.UUID(int=random.Random(i).getrandbits(128), version=4)) for i in range(4)]

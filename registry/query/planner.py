@@ -7,9 +7,9 @@ from typing import Literal
 
 import msgspec
 
-from registry.indexes import BSI_OF_ORDER, COLUMNS
 from registry.keys import Keys
-from registry.query import Direction, JobQuery, OrderBy
+from registry.query.spec import Direction, JobQuery, OrderBy
+from registry.store.indexes import BSI_OF_ORDER, COLUMNS
 
 
 class AnyBit(msgspec.Struct, frozen=True):

@@ -6,7 +6,7 @@ import enum
 
 import msgspec
 
-from registry.query import JobQuery
+from registry.query.spec import JobQuery
 
 
 class Role(enum.StrEnum):

@@ -10,10 +10,10 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from registry.fold import fold
-from registry.indexes import Row, index_ops, row_of
+from registry.domain.fold import fold
+from registry.domain.model import Event, JobState
 from registry.keys import Keys
-from registry.model import Event, JobState
+from registry.store.indexes import Row, index_ops, row_of
 
 _encode = msgspec.msgpack.Encoder().encode
 _encode_json = msgspec.json.Encoder().encode
@@ -23,7 +23,7 @@ _decode_state = msgspec.msgpack.Decoder(JobState).decode
 # record and every index change, or nothing. KEYS: seq, uuids, change log, then one record per
 # job. ARGV[1] = set->bitmap threshold, ARGV[2] = change-log retention, then four per job:
 # expected version, state blob, uuid16
-# ('' while the job is not listed) and its index ops as JSON (see registry.indexes.index_ops;
+# ('' while the job is not listed) and its index ops as JSON (see registry.store.indexes.index_ops;
 # decoded by cjson in C, far cheaper than parsing in Lua). Every key an op names lives in the
 # records' {prefix} slot. Returns per job: -1 when its version moved (the caller folds again),
 # else its handle (0 while not listed).
@@ -44,7 +44,7 @@ for j = 1, #KEYS - 3 do
       redis.call('SETRANGE', KEYS[2], h * 16, uuid)
       redis.call('HSET', rec, 'h', h)
     end
-    -- >>> change log (registry/changes.py): one entry per change of a listed job, in the same
+    -- >>> change log (registry/live/changes.py): one entry per change of a listed job, in the same
     -- atomic step as the change itself; 'o' (the state before) lets filtered watchers tell
     -- when a job leaves their selection.
     if h then

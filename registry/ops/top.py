@@ -11,14 +11,14 @@ from typing import TextIO
 
 import redis.asyncio as aioredis
 
-from registry.changes import decode_entries
-from registry.executor import Executor
-from registry.health import PipelineHealth, pipeline_health
+from registry.domain.model import Origin, Status
 from registry.keys import Keys
-from registry.metrics import read_worker_counters
-from registry.model import Origin, Status
-from registry.planner import plan
-from registry.query import Counts, JobQuery
+from registry.live.changes import decode_entries
+from registry.ops.health import PipelineHealth, pipeline_health
+from registry.ops.metrics import read_worker_counters
+from registry.query.executor import Executor
+from registry.query.planner import plan
+from registry.query.spec import Counts, JobQuery
 from registry.settings import Settings
 
 CLEAR = "\x1b[H\x1b[2J"

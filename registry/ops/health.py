@@ -6,8 +6,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from registry.changes import format_position, log_info
 from registry.keys import Keys
+from registry.live.changes import format_position, log_info
 
 
 class PipelineHealth(msgspec.Struct, kw_only=True):

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from registry.changes import Change, Position, read_after
-from registry.feed import ChangeFeed, Overflow, Subscription
 from registry.keys import Keys
-from registry.match import has_filters, matches
-from registry.query import JobQuery
+from registry.live.changes import Change, Position, read_after
+from registry.live.feed import ChangeFeed, Overflow, Subscription
+from registry.query.match import has_filters, matches
+from registry.query.spec import JobQuery
 
 
 class Kind(enum.StrEnum):

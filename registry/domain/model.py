@@ -96,7 +96,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
     job_id: str
     created: Created | None = None
-    first_started_at: int | None = None
+    start_timestamp: int | None = None
     canceling: bool = False
     terminal: Terminal | None = None
     updated_at: int | None = None
@@ -107,7 +107,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
             return self.terminal.status
         if self.canceling:
             return Status.CANCELING
-        if self.first_started_at is not None:
+        if self.start_timestamp is not None:
             return Status.RUNNING
         return Status.PENDING
 

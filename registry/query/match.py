@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from registry.model import JobState
-from registry.planner import prefix_range
-from registry.query import JobQuery
+from registry.domain.model import JobState
+from registry.query.planner import prefix_range
+from registry.query.spec import JobQuery
 
 
 def has_filters(query: JobQuery) -> bool:
@@ -59,7 +59,7 @@ def matches(state: JobState, query: JobQuery) -> bool:
         return False
     if query.errors is not None and bool(t and t.errors) != query.errors:
         return False
-    if query.start_date is not None and (state.first_started_at is None or state.first_started_at < query.start_date):
+    if query.start_date is not None and (state.start_timestamp is None or state.start_timestamp < query.start_date):
         return False
     end = t.occurred_at if t else None
     return query.end_date is None or (end is not None and end <= query.end_date)

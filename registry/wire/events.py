@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
+from registry.domain.model import Event, EventType, Origin, parse_timestamp
 from registry.errors import InvalidEvent
-from registry.model import Event, EventType, Origin, parse_timestamp
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _RUNS_RE = re.compile(r"^[0-9]+$")

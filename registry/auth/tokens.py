@@ -14,10 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from registry.auth import Principal, Role
+from registry.auth.principal import Principal, Role
 from registry.errors import AuthConfigError, Unauthorized
-from registry.events import UUID_RE
 from registry.settings import Settings
+from registry.wire.events import UUID_RE
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})

@@ -6,7 +6,7 @@ import enum
 
 import msgspec
 
-from registry.model import Origin, Status
+from registry.domain.model import Origin, Status
 
 
 class OrderBy(enum.StrEnum):

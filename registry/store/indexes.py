@@ -6,8 +6,8 @@ import uuid as _uuid
 
 import msgspec
 
+from registry.domain.model import JobState, Origin, Status
 from registry.keys import Keys
-from registry.model import JobState, Origin, Status
 
 # Bit-sliced indexes: value -> bitmaps, one per bit, so range filters become a few BITOPs.
 RUNS_BITS = 31
@@ -64,7 +64,7 @@ def row_of(state: JobState) -> Row | None:
         runs=c.runs,
         created_at=c.occurred_at,
         updated_at=state.updated_at,
-        start=state.first_started_at,
+        start=state.start_timestamp,
         end=t.occurred_at if t else None,
     )
 

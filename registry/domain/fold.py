@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from registry.model import (
+from registry.domain.model import (
     STATUS_OF,
     TERMINAL_EVENTS,
     Created,
@@ -26,7 +26,7 @@ def merge(state: JobState, event: Event) -> JobState:
     assert event.job_id == state.job_id
     created, started, canceling, terminal = (
         state.created,
-        state.first_started_at,
+        state.start_timestamp,
         state.canceling,
         state.terminal,
     )
@@ -70,7 +70,7 @@ def merge(state: JobState, event: Event) -> JobState:
     return JobState(
         job_id=state.job_id,
         created=created,
-        first_started_at=started,
+        start_timestamp=started,
         canceling=canceling,
         terminal=terminal,
         updated_at=updated,
@@ -105,6 +105,6 @@ def to_job(state: JobState, creation_order: int) -> Job | None:
         creation_order=creation_order,
         created_at=render_timestamp(c.occurred_at) or "",
         updated_at=render_timestamp(state.updated_at) or "",
-        start_timestamp=render_timestamp(state.first_started_at),
+        start_timestamp=render_timestamp(state.start_timestamp),
         end_timestamp=render_timestamp(t.occurred_at if t else None),
     )

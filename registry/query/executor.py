@@ -14,12 +14,11 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from registry import scripts
-from registry.fold import to_job
-from registry.indexes import RUNS_BITS, SECOND_BITS, SECOND_US, ZONE_FIELDS, ZONE_SIZE
+from registry.domain.fold import to_job
+from registry.domain.model import Job, JobState, Origin, Status
 from registry.keys import Keys
-from registry.model import Job, JobState, Origin, Status
-from registry.planner import (
+from registry.query import scripts
+from registry.query.planner import (
     AnyBit,
     IdIn,
     IdPrefix,
@@ -32,8 +31,9 @@ from registry.planner import (
     prune,
     refine,
 )
-from registry.query import Counts, OrderBy, Page
+from registry.query.spec import Counts, OrderBy, Page
 from registry.settings import Settings
+from registry.store.indexes import RUNS_BITS, SECOND_BITS, SECOND_US, ZONE_FIELDS, ZONE_SIZE
 
 _decode_state = msgspec.msgpack.Decoder(JobState).decode
 _NONZERO = re.compile(rb"[^\x00]")

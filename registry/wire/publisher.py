@@ -12,8 +12,8 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 
-from registry.events import decode_event
 from registry.keys import Keys
+from registry.wire.events import decode_event
 
 R = TypeVar("R")
 _json = msgspec.json.Encoder()

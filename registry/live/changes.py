@@ -10,10 +10,10 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from registry.domain.fold import to_job
+from registry.domain.model import Job, JobState
 from registry.errors import JobregError
-from registry.fold import to_job
 from registry.keys import Keys
-from registry.model import Job, JobState
 
 # A stream entry id, "<ms>-<seq>"; compared as a pair of integers.
 Position = tuple[int, int]

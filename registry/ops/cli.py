@@ -35,7 +35,7 @@ AUTH_KEY_VARS = ("JOBREG_AUTH_SECRET", "JOBREG_AUTH_PUBLIC_KEY_FILE", "JOBREG_AU
 
 
 def cmd_api(settings: Settings, ns: argparse.Namespace) -> int:
-    from registry.tokens import serving_verifier
+    from registry.auth.tokens import serving_verifier
 
     try:
         serving_verifier(settings, ns.no_auth)
@@ -55,7 +55,7 @@ def cmd_api(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, ns: argparse.Namespace) -> int:
-    from registry.tokens import mint, parse_ttl
+    from registry.auth.tokens import mint, parse_ttl
 
     if not ns.project and not ns.admin:
         print("jobreg token: a user token needs at least one --project (or --admin)", file=sys.stderr)
@@ -76,7 +76,7 @@ def cmd_worker(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
-    from registry.embedded import embedded_redis
+    from registry.ops.embedded import embedded_redis
 
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     store: contextlib.AbstractContextManager[tuple[str, str]] = (
@@ -90,7 +90,7 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
             print("jobreg: WARNING: install redis-server to keep data across restarts", file=sys.stderr, flush=True)
         env = {**os.environ, "JOBREG_REDIS_URL": url, "JOBREG_PREFIX": settings.prefix}
         api_env = {k: v for k, v in env.items() if k not in AUTH_KEY_VARS}
-        me = [sys.executable, "-m", "registry.cli"]
+        me = [sys.executable, "-m", "registry.ops.cli"]
         procs = [
             subprocess.Popen([*me, "worker"], env=env),
             subprocess.Popen([*me, "api", "--host", host, "--port", str(port), "--no-auth"], env=api_env),
@@ -104,8 +104,8 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
         )
         try:
             if ns.demo:
-                from registry.demo import run_demo
-                from registry.publisher import Publisher
+                from registry.ops.demo import run_demo
+                from registry.wire.publisher import Publisher
 
                 print("jobreg: --demo: publishing simulated emulator/QPU traffic", flush=True)
                 run_demo(Publisher(redis.Redis.from_url(url), Keys(settings.prefix)))
@@ -127,7 +127,7 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
-    from registry.publisher import Publisher
+    from registry.wire.publisher import Publisher
 
     fields: dict[str, Any] = {}
     for item in ns.field:
@@ -147,7 +147,7 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
-    from registry import deadletter
+    from registry.wire import deadletter
 
     client = redis.asyncio.Redis.from_url(settings.redis_url)
     keys = Keys(settings.prefix)
@@ -172,7 +172,7 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def cmd_top(settings: Settings, ns: argparse.Namespace) -> int:
-    from registry.top import run_top
+    from registry.ops.top import run_top
 
     try:
         return asyncio.run(run_top(settings, interval=ns.interval, frames=ns.frames, once=ns.once))

@@ -12,7 +12,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from registry.changes import (
+from registry.errors import StoreUnavailable
+from registry.keys import Keys
+from registry.live.changes import (
     Change,
     Position,
     ResumeGone,
@@ -22,8 +24,6 @@ from registry.changes import (
     format_position,
     log_info,
 )
-from registry.errors import StoreUnavailable
-from registry.keys import Keys
 
 log = logging.getLogger("jobreg.feed")
 

@@ -1,0 +1,1 @@
+"""Authentication and authorization: who is asking (Principal), token verification, scoping."""

@@ -1,0 +1,1 @@
+"""Storage and the write path: what each index holds and the projection that applies events."""

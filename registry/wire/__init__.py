@@ -1,0 +1,1 @@
+"""The events stream in both directions: decoding entries, publishing events, dead letters."""
