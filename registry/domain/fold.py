@@ -88,7 +88,7 @@ def fold(job_id: str, events: Iterable[Event], state: JobState | None = None) ->
 def to_job(state: JobState, creation_order: int) -> Job | None:
     """The public job, or None while its `created` event has not arrived."""
     c = state.created
-    if c is None or state.updated_at is None:
+    if c is None or not state.listed:
         return None
     t = state.terminal
     return Job(

@@ -102,6 +102,11 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     updated_at: int | None = None
 
     @property
+    def listed(self) -> bool:
+        """The one rule for whether the query API lists a job: its `created` event has been applied."""
+        return self.created is not None and self.updated_at is not None
+
+    @property
     def status(self) -> Status:
         if self.terminal is not None:
             return self.terminal.status

@@ -34,7 +34,7 @@ def matches(state: JobState, query: JobQuery) -> bool:
     started (ended) fails ``start_date`` (``end_date``).
     """
     c = state.created
-    if c is None or state.updated_at is None:
+    if c is None or not state.listed:
         return False
     t = state.terminal
     if query.ids is not None and state.job_id not in query.ids:

@@ -50,8 +50,9 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
 
 def row_of(state: JobState) -> Row | None:
     c = state.created
-    if c is None or state.updated_at is None:
+    if c is None or not state.listed:
         return None
+    assert state.updated_at is not None  # listed implies it; narrows the type
     t = state.terminal
     return Row(
         uuid16=_uuid.UUID(state.job_id).bytes,
