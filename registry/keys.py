@@ -62,10 +62,13 @@ class Keys:
         """Fixed-width array of ``field`` by handle: a signed 64-bit value at bit offset 64*h (BITFIELD #h)."""
         return f"{self._t}:col:{field}"
 
-    def zone(self, field: str) -> str:
-        """Zone map of ``field``: ``zone + "max"`` / ``zone + "min"`` hold, per block of handles, an
-        upper bound of its values and a lower bound plus one (0: no value yet), as i64 columns."""
-        return f"{self._t}:zone:{field}:"
+    def zone_max(self, field: str) -> str:
+        """Zone map of ``field``, upper half: per block of handles, an upper bound of its values (i64 column)."""
+        return f"{self._t}:zone:{field}:max"
+
+    def zone_min(self, field: str) -> str:
+        """Zone map of ``field``, lower half: per block, a lower bound of its values plus one (0: no value yet)."""
+        return f"{self._t}:zone:{field}:min"
 
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""

@@ -470,7 +470,7 @@ class Executor:
         the matches cannot enter the page and are never read.
         """
         field, desc, k = plan.order.value, plan.desc, plan.offset + plan.limit
-        zone = self.keys.zone(field) + ("max" if desc else "min")
+        zone = self.keys.zone_max(field) if desc else self.keys.zone_min(field)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(zone)
         pipe.get(self.keys.seq)
@@ -669,10 +669,10 @@ class Executor:
     async def _zone_range_bitmap(self, pred: Range, temps: list[str]) -> str | None:
         """Blocks whose bounds lie inside the range are taken whole, blocks outside skipped, and only
         the few straddling a boundary read from the column; None when too many straddle."""
-        zone = self.keys.zone(pred.column.rsplit(":", 1)[-1])
+        field = pred.column.rsplit(":", 1)[-1]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(zone + "max")
-        pipe.get(zone + "min")
+        pipe.get(self.keys.zone_max(field))
+        pipe.get(self.keys.zone_min(field))
         highs, lows = (_i64s(raw or b"") for raw in await pipe.execute())
         lo = -math.inf if pred.lo is None else pred.lo
         hi = math.inf if pred.hi is None else pred.hi

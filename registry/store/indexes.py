@@ -140,7 +140,7 @@ def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[Op]:
       ["Z", zset, "score"] / ["z", zset]   add to / remove from a sort set
       ["C", column, "value"]               the handle's slot in a value column
       ["M", set, bitmap, 1|0]              add to / remove from a member index
-      ["Q", zone, "v", "v + 1", block size]  widen the bounds of the handle's block in a zone map
+      ["Q", zone max, "v", "v + 1", block size, zone min]  widen the bounds of the handle's block in a zone map
     Scores and column values travel as strings: Lua numbers would print them rounded.
     """
     ops: list[Op] = []
@@ -171,7 +171,7 @@ def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[Op]:
         for field in ZONE_FIELDS:
             zoned = sort_score(new, field)
             if zoned is not None and (old is None or sort_score(old, field) != zoned):
-                ops.append(["Q", keys.zone(field), str(zoned), str(zoned + 1), ZONE_SIZE])
+                ops.append(["Q", keys.zone_max(field), str(zoned), str(zoned + 1), ZONE_SIZE, keys.zone_min(field)])
     for kind in ("project", "batch", "user"):
         b_val = getattr(old, kind) if old else None
         a_val = getattr(new, kind) if new else None

@@ -83,11 +83,11 @@ for j = 1, #KEYS - 3 do
           redis.call('BITFIELD', key, 'SET', 'i64', '#' .. h, op[3])
         elseif kind == 'Q' then
           local block, v = '#' .. math.floor(h / op[5]), tonumber(op[3])
-          if v > redis.call('BITFIELD', key .. 'max', 'GET', 'i64', block)[1] then
-            redis.call('BITFIELD', key .. 'max', 'SET', 'i64', block, op[3])
+          if v > redis.call('BITFIELD', key, 'GET', 'i64', block)[1] then
+            redis.call('BITFIELD', key, 'SET', 'i64', block, op[3])
           end
-          local low = redis.call('BITFIELD', key .. 'min', 'GET', 'i64', block)[1]
-          if low == 0 or v + 1 < low then redis.call('BITFIELD', key .. 'min', 'SET', 'i64', block, op[4]) end
+          local low = redis.call('BITFIELD', op[6], 'GET', 'i64', block)[1]
+          if low == 0 or v + 1 < low then redis.call('BITFIELD', op[6], 'SET', 'i64', block, op[4]) end
         elseif kind == 'M' then
           local bitmap = op[3]
           if op[4] == 1 then
