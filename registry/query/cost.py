@@ -103,7 +103,7 @@ def select_pays(plan: Plan, skip: int, settings: Settings) -> bool:
 
 def zone_map_tried(pred: Range) -> bool:
     """Whether a range tries the zone map before the bit-sliced index (runs has no zone map)."""
-    return pred.field != "runs"
+    return pred.field in indexes.ZONE_FIELDS
 
 
 def zone_map_pays(straddling: int) -> bool:

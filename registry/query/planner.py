@@ -48,10 +48,13 @@ class IdPrefix(msgspec.Struct, frozen=True):
         return b"[" + self.lo, b"[" + self.hi + b"\xff" * 4
 
 
-class Range(msgspec.Struct, frozen=True):
-    """lo <= value <= hi (inclusive, None = open) on runs, start or end; null values never match."""
+RangeField = Literal["runs", "start_timestamp", "end_timestamp"]
 
-    field: Literal["runs", "start", "end"]
+
+class Range(msgspec.Struct, frozen=True):
+    """lo <= value <= hi (inclusive, None = open) on runs, start_timestamp or end_timestamp; nulls never match."""
+
+    field: RangeField
     zset: str
     column: str  # per-handle values, for checking a few candidates
     nullable: bool
@@ -131,11 +134,11 @@ def plan(query: JobQuery, keys: Keys) -> Plan:
             empty = True
         preds.append(Range("runs", keys.sort("runs"), keys.column("runs"), False, query.min_runs, query.max_runs))
     if query.start_date is not None:
-        preds.append(
-            Range("start", keys.sort("start_timestamp"), keys.column("start_timestamp"), True, query.start_date, None)
-        )
+        start: RangeField = "start_timestamp"
+        preds.append(Range(start, keys.sort(start), keys.column(start), True, query.start_date, None))
     if query.end_date is not None:
-        preds.append(Range("end", keys.sort("end_timestamp"), keys.column("end_timestamp"), True, None, query.end_date))
+        end: RangeField = "end_timestamp"
+        preds.append(Range(end, keys.sort(end), keys.column(end), True, None, query.end_date))
 
     order = query.order_by
     nonnull = {OrderBy.START_TIMESTAMP: keys.started, OrderBy.END_TIMESTAMP: keys.ended}.get(order)

@@ -10,7 +10,7 @@ from registry.query.bits import i64s
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.planner import Range
 from registry.store import indexes
-from registry.store.indexes import RUNS_BITS, SECOND_BITS, SECOND_US
+from registry.store.indexes import BSI_OF_ORDER, RUNS_BITS, SECOND_BITS, SECOND_US
 
 
 async def range_into(ctx: QueryContext, dest: str, zset: str, kind: str, lo: Any, hi: Any) -> None:
@@ -36,7 +36,7 @@ async def _zone_range_bitmap(ctx: QueryContext, pred: Range) -> str | None:
     """Blocks whose bounds lie inside the range are taken whole, blocks outside skipped, and only
     the few straddling a boundary read from the column; None when too many straddle."""
     zone_size = indexes.ZONE_SIZE
-    field = pred.column.rsplit(":", 1)[-1]
+    field = pred.field
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.get(ctx.keys.zone_max(field))
     pipe.get(ctx.keys.zone_min(field))
@@ -70,7 +70,7 @@ async def _zone_range_bitmap(ctx: QueryContext, pred: Range) -> str | None:
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.set(dest, bytes(bits), px=TEMP_TTL_MS)
     # Whole blocks include their jobs without a value (null start or end): drop them.
-    nonnull = ctx.keys.started if pred.field == "start" else ctx.keys.ended
+    nonnull = ctx.keys.started if pred.field == "start_timestamp" else ctx.keys.ended
     pipe.bitop("AND", dest, dest, nonnull)
     await pipe.execute()
     return dest
@@ -82,8 +82,8 @@ async def _bsi_range_bitmap(ctx: QueryContext, pred: Range) -> str:
         width, exists, scale = RUNS_BITS, ctx.keys.all, 1
     else:
         width, scale = SECOND_BITS, SECOND_US
-        exists = ctx.keys.started if pred.field == "start" else ctx.keys.ended
-    slices = [ctx.keys.slice(pred.field, i) for i in range(width)]
+        exists = ctx.keys.started if pred.field == "start_timestamp" else ctx.keys.ended
+    slices = [ctx.keys.slice(BSI_OF_ORDER[pred.field], i) for i in range(width)]
     present = await existing(ctx, slices)
     parts: list[str] = []
     if pred.lo is not None:
