@@ -10,22 +10,20 @@ import redis.asyncio as aioredis
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import ResponseHeader, State
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Schema
-from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 
 from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import check_query_size, parse_query
+from api.query_docs import JOB_QUERY_PARAMETERS
 from registry.auth.principal import can_see, scope
-from registry.domain.model import Job, Origin, Status
+from registry.domain.model import Job
 from registry.errors import JobNotFound
 from registry.keys import Keys
 from registry.live.changes import current_position, format_position
 from registry.ops.health import group_backlog
 from registry.query.executor import Executor
 from registry.query.planner import plan
-from registry.query.spec import MAX_LIMIT, MAX_LIST, Direction, OrderBy
 from registry.settings import Settings
 from registry.wire.events import UUID_RE
 
@@ -71,60 +69,11 @@ class Health(msgspec.Struct, kw_only=True):
     dead_letters: int
 
 
-# -- OpenAPI documentation of the query parameters -----------------------------------
-# Declared as optional strings so the framework never rejects them: parse_query is the one
-# validator (it names every bad parameter in a single 422). ``schema_extra`` documents the
-# real types.
-
-
-def _enum(values: Any, default: str | None = None) -> Schema:
-    return Schema(type=OpenAPIType.STRING, enum=[v.value for v in values], default=default)
-
-
-def _doc(description: str, schema: Schema, *, many: bool = False, query: str | None = None) -> Any:
-    if many:
-        schema = Schema(type=OpenAPIType.ARRAY, items=schema, max_items=MAX_LIST)
-    return QueryParameter(
-        annotation=list[str] | None if many else str | None,
-        name=query,
-        default=None,
-        required=False,
-        description=description,
-        schema_extra={"oneOf": [schema]},
-    )
-
-
-_UUID = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID)
-_INT = Schema(type=OpenAPIType.INTEGER)
-_DATE = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)
-_PREFIX = Schema(type=OpenAPIType.STRING, pattern="^[0-9a-fA-F-]{1,36}$")
-_LIMIT = Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_LIMIT, default=MAX_LIMIT)
-_OFFSET = Schema(type=OpenAPIType.INTEGER, minimum=0, default=0)
-
 _INVALID = ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named")
 _UNAVAILABLE = ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds")
 _NOT_FOUND = ResponseSpec(JSendError, description="Unknown or not-yet-created job, or one of another project")
 _UNAUTHORIZED = ResponseSpec(JSendError, description="Missing, malformed, badly signed or expired bearer token")
 _TOO_LONG = ResponseSpec(JSendError, description="Query string longer than any valid query needs")
-
-JOB_QUERY_PARAMETERS: dict[str, Any] = {
-    "order_by": _doc("Sort key; ties are broken by id; nulls come last.", _enum(OrderBy, OrderBy.CREATED_AT.value)),
-    "order_by_direction": _doc("Sort direction.", _enum(Direction, Direction.DESC.value)),
-    "limit": _doc(f"Page size (1..{MAX_LIMIT}).", _LIMIT),
-    "offset": _doc("Items skipped; past the end gives an empty page.", _OFFSET),
-    "job_ids": _doc("Job ids.", _UUID, many=True, query="id"),
-    "id__starts_with": _doc("Prefix of the canonical lowercase id.", _PREFIX),
-    "batch_id": _doc("Batch ids.", _UUID, many=True),
-    "project_id": _doc("Project ids.", _UUID, many=True),
-    "user_id": _doc("User ids.", Schema(type=OpenAPIType.STRING, min_length=1, max_length=128), many=True),
-    "status": _doc("Job statuses.", _enum(Status), many=True),
-    "origin": _doc("Job origins.", _enum(Origin), many=True),
-    "min_runs": _doc("Inclusive lower bound on runs.", _INT),
-    "max_runs": _doc("Inclusive upper bound on runs.", _INT),
-    "errors": _doc("true: jobs with at least one error; false: jobs with none.", Schema(type=OpenAPIType.BOOLEAN)),
-    "start_date": _doc("start_timestamp >= start_date (no zone = UTC).", _DATE),
-    "end_date": _doc("end_timestamp <= end_date (no zone = UTC).", _DATE),
-}
 
 
 class JobListController(Controller):

@@ -19,9 +19,10 @@ from litestar.response import Stream
 from redis.exceptions import RedisError
 
 from api.auth import CurrentPrincipal
-from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, JOB_QUERY_PARAMETERS, Services, Success
+from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, Services, Success
 from api.errors import JSendError
 from api.params import parse_query
+from api.query_docs import JOB_QUERY_PARAMETERS
 from registry.auth.principal import Principal, scope
 from registry.errors import InvalidQuery
 from registry.live.changes import Position, ResumeGone, format_position, parse_position

@@ -43,11 +43,18 @@ class IdPrefix(msgspec.Struct, frozen=True):
     lo: bytes
     hi: bytes
 
+    def lex_bounds(self) -> tuple[bytes, bytes]:
+        """ZRANGEBYLEX bounds of the range (members continue past the uuid with the 4-byte handle)."""
+        return b"[" + self.lo, b"[" + self.hi + b"\xff" * 4
+
+
+RangeField = Literal["runs", "start_timestamp", "end_timestamp"]
+
 
 class Range(msgspec.Struct, frozen=True):
-    """lo <= value <= hi (inclusive, None = open) on runs, start or end; null values never match."""
+    """lo <= value <= hi (inclusive, None = open) on runs, start_timestamp or end_timestamp; nulls never match."""
 
-    field: Literal["runs", "start", "end"]
+    field: RangeField
     zset: str
     column: str  # per-handle values, for checking a few candidates
     nullable: bool
@@ -71,12 +78,6 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     nonnull: str | None  # bitmap of jobs whose sort value is not null, when it can be null
     offset: int
     limit: int
-
-
-Strategy = Literal["empty", "candidates", "rank", "bitmap-collect", "bitmap-handles", "bitmap-walk"]
-
-# Candidate sources a query can be driven from, when small: the ids listed, a prefix range, small sets.
-DRIVERS = (IdIn, IdPrefix, Members)
 
 
 def prefix_range(text: str) -> tuple[bytes, bytes] | None:
@@ -133,11 +134,11 @@ def plan(query: JobQuery, keys: Keys) -> Plan:
             empty = True
         preds.append(Range("runs", keys.sort("runs"), keys.column("runs"), False, query.min_runs, query.max_runs))
     if query.start_date is not None:
-        preds.append(
-            Range("start", keys.sort("start_timestamp"), keys.column("start_timestamp"), True, query.start_date, None)
-        )
+        start: RangeField = "start_timestamp"
+        preds.append(Range(start, keys.sort(start), keys.column(start), True, query.start_date, None))
     if query.end_date is not None:
-        preds.append(Range("end", keys.sort("end_timestamp"), keys.column("end_timestamp"), True, None, query.end_date))
+        end: RangeField = "end_timestamp"
+        preds.append(Range(end, keys.sort(end), keys.column(end), True, None, query.end_date))
 
     order = query.order_by
     nonnull = {OrderBy.START_TIMESTAMP: keys.started, OrderBy.END_TIMESTAMP: keys.ended}.get(order)
@@ -153,18 +154,6 @@ def plan(query: JobQuery, keys: Keys) -> Plan:
         offset=query.offset,
         limit=query.limit,
     )
-
-
-def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
-    """Upper bound on how many jobs a predicate admits, from cheap cardinalities; None if unbounded."""
-    if isinstance(pred, IdIn):
-        return len(pred.ids)
-    if isinstance(pred, IdPrefix):
-        return sizes.get(pred.text)
-    if isinstance(pred, Members):
-        # A value's jobs are in a small set or, once many, a bitmap (its size is a BITCOUNT).
-        return sum((sizes.get(s) or 0) + (sizes.get(b) or 0) for s, b in zip(pred.sets, pred.bitmaps, strict=True))
-    return None
 
 
 def prune(plan: Plan, sizes: dict[str, int | None]) -> Plan:
@@ -183,44 +172,3 @@ def prune(plan: Plan, sizes: dict[str, int | None]) -> Plan:
                 pred = Members(pred.kind, tuple(s for s, _ in kept), tuple(b for _, b in kept))
         preds.append(pred)
     return msgspec.structs.replace(plan, predicates=tuple(preds))
-
-
-def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -> tuple[Strategy, Predicate | None]:
-    """Pick the execution strategy (and the driving predicate, for ``candidates``).
-
-    - candidates: some predicate admits few jobs; check each against the other predicates
-      in one bounded script per chunk, then sort the matches by their column values.
-    - rank: no predicates at all, so the page is a plain rank range of the sort set.
-    - bitmap-*: AND the predicates' bitmaps (ranges last: when the rest already leaves few
-      jobs, those are checked against the ranges' columns instead), count them, then read
-      the page by collecting (few matches), by handle (creation_order) or by walking the
-      sort set (a deep offset first selects its value range by counting over the order
-      field's bit-sliced index, so the walk starts near the page).
-    """
-    if plan.empty:
-        return "empty", None
-    best: tuple[int, Predicate] | None = None
-    for pred in plan.predicates:
-        size = driver_size(pred, sizes)
-        if size is not None and (best is None or size < best[0]):
-            best = (size, pred)
-    if best is not None and best[0] <= candidate_threshold:
-        return "candidates", best[1]
-    if not plan.predicates:
-        return "rank", None
-    return "bitmap-walk", None  # refined after counting, see refine()
-
-
-def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strategy:
-    """After the filter bitmap is counted: read by handle, collect the matches, or walk.
-
-    creation_order is the handle, so the bitmap itself is the order. Otherwise collecting
-    reads every match's value, while a walk reads about (offset + limit) * listed / total
-    sort-set entries (it meets matches at the filter's density): pick the smaller.
-    """
-    if plan.order_zset is None:
-        return "bitmap-handles"
-    walk = (plan.offset + plan.limit) * listed / max(total, 1)
-    if total <= collect_threshold and total <= walk:
-        return "bitmap-collect"
-    return "bitmap-walk"

@@ -1,0 +1,66 @@
+"""The CHECK protocol: the predicate program built here and run by lua/check.lua, and its reply rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from registry.query.planner import AnyBit, Members, NoBit, Predicate, Range
+
+# An open end of a range: beyond any column value.
+OPEN_BOUND = 1 << 62
+
+
+class CheckProgram(msgspec.Struct, frozen=True):
+    """KEYS and program ARGV of a CHECK call (see the header of lua/check.lua).
+
+    ``keys`` starts with the uuid array and the order column ('' orders by handle); the
+    ops refer to the rest of ``keys`` by their 1-based index, as Lua's KEYS does.
+    """
+
+    keys: tuple[str, ...]
+    ops: tuple[str | int, ...]
+
+
+class CheckRow(NamedTuple):
+    """One job that passed: its handle, order value (stored form) and uuid bytes (when asked)."""
+
+    handle: int
+    value: int
+    uuid: bytes | None
+
+
+def compile_check(uuids: str, order_column: str | None, preds: Sequence[Predicate]) -> CheckProgram:
+    """The CHECK program of ``preds`` (id and id-prefix predicates are not ops: the caller tests uuids)."""
+    keys = [uuids, order_column or ""]
+
+    def ref(key: str) -> int:
+        keys.append(key)
+        return len(keys)
+
+    ops: list[str | int] = []
+    for pred in preds:
+        if isinstance(pred, AnyBit):
+            ops += ["A", len(pred.keys), *[ref(k) for k in pred.keys]]
+        elif isinstance(pred, NoBit):
+            ops += ["N", ref(pred.key)]
+        elif isinstance(pred, Members):
+            ops += ["M", len(pred.sets)]
+            for s, b in zip(pred.sets, pred.bitmaps, strict=True):
+                ops += [ref(s), ref(b)]
+        elif isinstance(pred, Range):
+            lo = -OPEN_BOUND if pred.lo is None else pred.lo
+            hi = OPEN_BOUND if pred.hi is None else pred.hi
+            ops += ["R", ref(pred.column), lo, hi, int(pred.nullable)]
+    return CheckProgram(tuple(keys), tuple(ops))
+
+
+def check_rows(reply: Sequence[Any], want_uuid: bool) -> list[CheckRow]:
+    """Decode CHECK's flat reply: (handle, value[, uuid]) per match."""
+    width = 3 if want_uuid else 2
+    return [
+        CheckRow(int(reply[j]), int(reply[j + 1]), reply[j + 2] if want_uuid else None)
+        for j in range(0, len(reply), width)
+    ]

@@ -1,0 +1,111 @@
+"""Every cost decision of the query path, from cheap cardinalities: which strategy, and how each step reads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, Range
+from registry.settings import Settings
+from registry.store import indexes
+
+Strategy = Literal["empty", "candidates", "rank", "bitmap-collect", "bitmap-handles", "bitmap-walk"]
+
+# Rank selection narrows the value range until this few sort-set entries are left to walk.
+SELECT_STOP = 256
+# Zone blocks a range may read value by value before the bit-sliced index is cheaper.
+MAX_STRADDLING = 24
+
+
+def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
+    """Upper bound on how many jobs a predicate admits, from cheap cardinalities; None if unbounded."""
+    if isinstance(pred, IdIn):
+        return len(pred.ids)
+    if isinstance(pred, IdPrefix):
+        return sizes.get(pred.text)
+    if isinstance(pred, Members):
+        # A value's jobs are in a small set or, once many, a bitmap (its size is a BITCOUNT).
+        return sum((sizes.get(s) or 0) + (sizes.get(b) or 0) for s, b in zip(pred.sets, pred.bitmaps, strict=True))
+    return None
+
+
+def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -> tuple[Strategy, Predicate | None]:
+    """Pick the execution strategy (and the driving predicate, for ``candidates``).
+
+    - candidates: some predicate admits few jobs; check each against the other predicates
+      in one bounded script per chunk, then sort the matches by their column values.
+    - rank: no predicates at all, so the page is a plain rank range of the sort set.
+    - bitmap-*: AND the predicates' bitmaps (ranges last: when the rest already leaves few
+      jobs, those are checked against the ranges' columns instead), count them, then read
+      the page by collecting (few matches), by handle (creation_order) or by walking the
+      sort set (a deep offset first selects its value range by counting over the order
+      field's bit-sliced index, so the walk starts near the page).
+    """
+    if plan.empty:
+        return "empty", None
+    best: tuple[int, Predicate] | None = None
+    for pred in plan.predicates:
+        size = driver_size(pred, sizes)
+        if size is not None and (best is None or size < best[0]):
+            best = (size, pred)
+    if best is not None and best[0] <= candidate_threshold:
+        return "candidates", best[1]
+    if not plan.predicates:
+        return "rank", None
+    return "bitmap-walk", None  # refined after counting, see refine()
+
+
+def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strategy:
+    """After the filter bitmap is counted: read by handle, collect the matches, or walk.
+
+    creation_order is the handle, so the bitmap itself is the order. Otherwise collecting
+    reads every match's value, while a walk reads about (offset + limit) * listed / total
+    sort-set entries (it meets matches at the filter's density): pick the smaller.
+    """
+    if plan.order_zset is None:
+        return "bitmap-handles"
+    walk = (plan.offset + plan.limit) * listed / max(total, 1)
+    if total <= collect_threshold and total <= walk:
+        return "bitmap-collect"
+    return "bitmap-walk"
+
+
+def check_ranges(few: int, settings: Settings) -> bool:
+    """Whether to check the jobs the other filters leave against the range columns.
+
+    Ranges cost a BITOP per bit of the value; when the other filters leave few jobs,
+    checking those against the range columns is cheaper.
+    """
+    return few <= settings.candidate_threshold
+
+
+def scan_pays(plan: Plan, total: int, listed: int, settings: Settings) -> bool:
+    """Whether to scan in handle order (see execute.scan) rather than walk the sort set or read every match.
+
+    A scan reads the page's matches plus the rest of the blocks they sit in; a walk reads
+    (offset + limit) * listed / total sort-set entries (``listed`` 0: no walk to compare with).
+    """
+    if plan.order.value not in indexes.ZONE_FIELDS or plan.nonnull is not None:
+        return False  # nullable orders end with their nulls, which no zone bounds
+    k = plan.offset + plan.limit
+    if k > settings.select_offset:
+        return False
+    if not listed:
+        return True
+    scan = k + total / listed * indexes.ZONE_SIZE
+    walk = k * listed / max(total, 1)
+    return walk > 2 * scan
+
+
+def select_pays(plan: Plan, skip: int, settings: Settings) -> bool:
+    """Whether a deep offset first selects its start rank by counting over the order's bit-sliced index."""
+    return skip > settings.select_offset and plan.order_bsi is not None
+
+
+def zone_map_tried(pred: Range) -> bool:
+    """Whether a range tries the zone map before the bit-sliced index (runs has no zone map)."""
+    return pred.field in indexes.ZONE_FIELDS
+
+
+def zone_map_pays(straddling: int) -> bool:
+    """Whether the blocks straddling a range's bounds are few enough to read value by value."""
+    return straddling <= MAX_STRADDLING

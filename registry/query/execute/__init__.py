@@ -1,0 +1,1 @@
+"""The executor's steps, one module per strategy, each a set of functions over a QueryContext."""

@@ -1,0 +1,82 @@
+"""Strategies rank and bitmap-*: count the filter bitmap, then read the page by handle, collect, scan or walk."""
+
+from __future__ import annotations
+
+import msgspec
+
+from registry.query import cost
+from registry.query.bits import bit_positions, member_id
+from registry.query.context import TEMP_TTL_MS, QueryContext
+from registry.query.execute.collect import collect
+from registry.query.execute.filters import filter_bitmap
+from registry.query.execute.ranges import range_bitmap
+from registry.query.execute.rows import ids_of
+from registry.query.execute.scan import scan
+from registry.query.execute.walk import select_start, walk_segment, zrange
+from registry.query.planner import Plan, Range
+from registry.query.spec import Page
+
+
+async def run_bitmap(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
+    if no_filter:
+        f = ctx.keys.all
+    else:
+        ranges = [p for p in plan.predicates if isinstance(p, Range)]
+        f = await filter_bitmap(ctx, [p for p in plan.predicates if not isinstance(p, Range)], sizes)
+        if ranges:
+            few = int(await ctx.redis.bitcount(f))
+            if cost.check_ranges(few, ctx.settings):
+                handles = bit_positions(await ctx.redis.get(f) or b"", 0, few, False)
+                how = f"bitmaps AND-ed to {few} jobs, checked against {len(ranges)} ranges"
+                return await collect(ctx, plan, handles, ranges, how=how)
+            parts = [f, *[await range_bitmap(ctx, r) for r in ranges]]
+            f = await ctx.bitop("AND", parts)
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.get(ctx.keys.seq)  # handles issued: how many jobs are listed
+    pipe.bitcount(f)
+    if plan.nonnull is not None:
+        both = ctx.temp()
+        pipe.bitop("AND", both, f, plan.nonnull)
+        pipe.bitcount(both)
+        pipe.pexpire(both, TEMP_TTL_MS)
+    counts = await pipe.execute()
+    listed, total = int(counts[0] or 0), int(counts[1])
+    first = total if plan.nonnull is None else int(counts[3])
+    source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
+    if plan.offset >= total:
+        return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
+    strategy = cost.refine(plan, total, listed, ctx.settings.collect_threshold)
+    if strategy != "bitmap-handles" and not no_filter and cost.scan_pays(plan, total, listed, ctx.settings):
+        page = await scan(ctx, plan, total, bitmap=f)
+        return msgspec.structs.replace(page, strategy=f"{source}, counted; {page.strategy}")
+    if strategy == "bitmap-collect":
+        handles = bit_positions(await ctx.redis.get(f) or b"", 0, total, False)
+        return await collect(ctx, plan, handles, [], how=f"{source}, counted")
+    if strategy == "bitmap-handles":
+        data = await ctx.redis.get(f) or b""
+        handles = bit_positions(data, plan.offset, plan.limit, plan.desc)
+        how = f"{source}, counted; page read from the bitmap in handle order"
+        return Page(total=total, job_ids=await ids_of(ctx, handles), strategy=how)
+    # Walk: the sort set for jobs with a value, then (nullable orders) the rest by id.
+    assert plan.order_zset is not None
+    members: list[bytes] = []
+    skip, need = plan.offset, plan.limit
+    how = f"{source}, counted; page by rank in the sort set"
+    if skip < first:
+        if no_filter:
+            members = await zrange(ctx, plan.order_zset, plan.desc, skip, need)
+        else:
+            rank = 0
+            how = f"{source}, counted; sort set walked from rank 0"
+            if cost.select_pays(plan, skip, ctx.settings):
+                rank, skip = await select_start(ctx, plan, f, first, skip)
+                how = f"{source}, counted; start rank {rank} selected by counting over the {plan.order_bsi} BSI"
+            members = await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], skip, need, rank)
+        skip = 0
+    else:
+        skip -= first
+    if len(members) < need and plan.nonnull is not None:
+        members += await walk_segment(
+            ctx, ctx.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members)
+        )
+    return Page(total=total, job_ids=[member_id(m) for m in members], strategy=how)

@@ -1,0 +1,63 @@
+"""Strategy step: check known handles against predicates in bounded chunks, then sort the matches here."""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from collections.abc import Sequence
+
+import msgspec
+
+from registry.query import cost
+from registry.query.check import compile_check
+from registry.query.context import QueryContext
+from registry.query.execute.rows import Row, arrange
+from registry.query.execute.scan import scan
+from registry.query.planner import IdIn, IdPrefix, Plan, Predicate
+from registry.query.spec import OrderBy, Page
+
+
+async def collect(
+    ctx: QueryContext,
+    plan: Plan,
+    handles: list[int],
+    preds: Sequence[Predicate],
+    known: dict[int, bytes] | None = None,
+    how: str = "",
+) -> Page:
+    """Check ``handles`` against ``preds`` in bounded chunks, then order the matches and cut the page."""
+    known = dict(known or {})
+    id_sets = [{_uuid.UUID(i).bytes for i in p.ids} for p in preds if isinstance(p, IdIn)]
+    prefixes = [p.text for p in preds if isinstance(p, IdPrefix)]
+    by_id = plan.order is OrderBy.ID
+    want_uuid = (by_id or bool(id_sets or prefixes)) and not (known and all(h in known for h in handles))
+    nullable = plan.nonnull is not None
+    present: list[Row] = []
+    nulls: list[int] = []
+    step = ctx.settings.walk_chunk
+    if not preds and plan.order is OrderBy.CREATION_ORDER:
+        present = [(h, h) for h in handles]  # nothing to check and the handle is the order
+        handles = []
+    elif not preds and len(handles) > plan.offset + plan.limit and cost.scan_pays(plan, len(handles), 0, ctx.settings):
+        page = await scan(ctx, plan, len(handles), handles=handles)
+        return msgspec.structs.replace(page, strategy=f"{how}; {page.strategy}")
+    program = compile_check(ctx.keys.uuids, plan.order_column, preds)
+    for i in range(0, len(handles), step):
+        for h, value, uid in await ctx.scripts.check(program, handles[i : i + step], want_uuid):
+            if uid is not None:
+                known[h] = uid
+            if id_sets or prefixes:
+                uid = known[h]
+                if any(uid not in ids for ids in id_sets):
+                    continue
+                if any(not str(_uuid.UUID(bytes=uid)).startswith(p) for p in prefixes):
+                    continue
+            if by_id:
+                present.append((known[h], h))
+            elif nullable and value == 0:
+                nulls.append(h)
+            else:
+                present.append((value - 1 if nullable else value, h))
+    total = len(present) + len(nulls)
+    unique = plan.order in (OrderBy.ID, OrderBy.CREATION_ORDER)
+    ids = await arrange(ctx, plan, present, nulls, known, unique)
+    return Page(total=total, job_ids=ids, strategy=f"{how}; {total} matches sorted here")

@@ -1,0 +1,68 @@
+"""Strategy step: walk a sort set in rank order, testing each member against bitmaps, a chunk per call."""
+
+from __future__ import annotations
+
+from registry.query import cost
+from registry.query.context import TEMP_TTL_MS, QueryContext
+from registry.query.execute.ranges import existing
+from registry.query.planner import Plan
+from registry.store.indexes import RUNS_BITS, SECOND_BITS, SECOND_US
+
+
+async def zrange(ctx: QueryContext, zset: str, desc: bool, start: int, count: int) -> list[bytes]:
+    """A plain rank range of a sort set (nothing to test)."""
+    fn = ctx.redis.zrevrange if desc else ctx.redis.zrange
+    result: list[bytes] = await fn(zset, start, start + count - 1)
+    return result
+
+
+async def walk_segment(
+    ctx: QueryContext,
+    zset: str,
+    desc: bool,
+    require: list[str],
+    exclude: list[str],
+    skip: int,
+    need: int,
+    rank: int = 0,
+) -> list[bytes]:
+    """Members set in every ``require`` bitmap and clear in every ``exclude`` one: ``need`` after ``skip``."""
+    out: list[bytes] = []
+    while True:
+        rank, exhausted, matches = await ctx.scripts.walk(
+            zset, require, exclude, rank, ctx.settings.walk_chunk, desc, skip + need
+        )
+        if skip:
+            dropped = min(skip, len(matches))
+            matches = matches[dropped:]
+            skip -= dropped
+        out += matches[: need - len(out)]
+        if len(out) >= need or exhausted:
+            return out
+
+
+async def select_start(ctx: QueryContext, plan: Plan, f: str, count: int, skip: int) -> tuple[int, int]:
+    """(rank to start walking at, matches left to skip there) for a deep offset, by BSI rank selection."""
+    assert plan.order_bsi is not None and plan.order_zset is not None
+    width, scale = (RUNS_BITS, 1) if plan.order_bsi == "runs" else (SECOND_BITS, SECOND_US)
+    slices = [ctx.keys.slice(plan.order_bsi, i) for i in reversed(range(width))]
+    present = await existing(ctx, slices)
+    bits = [(k, width - 1 - i) for i, (k, ok) in enumerate(zip(slices, present, strict=True)) if ok]
+    cand, scratch = ctx.temp(), ctx.temp()
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.bitop("AND", cand, f, plan.nonnull or ctx.keys.all)
+    pipe.pexpire(cand, TEMP_TTL_MS)
+    await pipe.execute()
+    rank, above = await ctx.scripts.select(
+        cand,
+        scratch,
+        plan.order_zset,
+        bits,
+        skip=skip,
+        desc=plan.desc,
+        scale=scale,
+        stop=cost.SELECT_STOP,
+        count=count,
+    )
+    await ctx.redis.pexpire(scratch, TEMP_TTL_MS)
+    return rank, skip - above
