@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from litestar import Litestar
+from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio.retry import Retry
@@ -15,11 +16,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.auth import auth_middleware, principal_dependency
-from api.controllers import JobController, JobListController, Services, healthz
+from api.controllers import JobController, JobListController, healthz
 from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
-from api.live import Live, LiveController, LiveMetrics
+from api.live import LiveController
 from api.metrics import QueryTimes, metrics
+from api.services import Live, LiveMetrics, Services, dependencies
 from registry.auth.tokens import Verifier
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
@@ -81,7 +83,6 @@ def create_app(settings: Settings) -> Litestar:
             count=min(1000, settings.change_log_retention),
         )
         app.state.live = Live(feed, LiveMetrics())
-        app.state.query_times = query_times
         try:
             yield
         finally:
@@ -94,7 +95,12 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         # Authentication outermost; the timing sees only requests that got through it.
         middleware=[*([] if verifier is None else [auth_middleware(verifier)]), query_times.middleware],
-        dependencies={"principal": principal_dependency(enabled=verifier is not None)},
+        # Handlers name what they need (services, live, query_times, principal); nothing reads app.state.
+        dependencies={
+            **dependencies(),
+            "query_times": Provide(lambda: query_times, sync_to_thread=False),
+            "principal": principal_dependency(enabled=verifier is not None),
+        },
         openapi_config=OpenAPIConfig(
             title="jobreg",
             version="2",

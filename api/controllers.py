@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 from litestar import Controller, Request, Response, get
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
@@ -16,26 +14,14 @@ from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import check_query_size, parse_query
 from api.query_docs import JOB_QUERY_PARAMETERS
+from api.services import ServicesDep
 from registry.auth.principal import can_see, scope
 from registry.domain.model import Job
 from registry.errors import JobNotFound
-from registry.keys import Keys
 from registry.live.changes import current_position, format_position
 from registry.ops.health import group_backlog
-from registry.query.executor import Executor
 from registry.query.planner import plan
-from registry.settings import Settings
 from registry.wire.events import UUID_RE
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the handlers use; built in the app's lifespan and kept on ``app.state.services``."""
-
-    settings: Settings
-    redis: aioredis.Redis
-    keys: Keys
-    executor: Executor
 
 
 class Pagination(msgspec.Struct):
@@ -109,9 +95,8 @@ class JobListController(Controller):
         ],
     )
     async def list_jobs(
-        self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal
+        self, request: Request[Any, Any, Any], services: ServicesDep, principal: CurrentPrincipal
     ) -> Response[JobsPage]:
-        services: Services = state.services
         check_query_size(request.scope.get("query_string", b""))
         query = scope(parse_query(request.query_params.multi_items()), principal)
         job_plan = plan(query, services.keys)
@@ -142,10 +127,9 @@ class JobController(Controller):
         summary="Get one job",
         responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
     )
-    async def get_job(self, state: State, id: FromPath[str], principal: CurrentPrincipal) -> OneJob:
+    async def get_job(self, services: ServicesDep, id: FromPath[str], principal: CurrentPrincipal) -> OneJob:
         if not UUID_RE.fullmatch(id):
             raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
-        services: Services = state.services
         job_id = id.lower()
         (job,) = await services.executor.jobs([job_id])
         # Another project's job gets the very same 404 as a missing one.
@@ -160,8 +144,7 @@ class JobController(Controller):
     tags=["ops"],
     responses={503: _UNAVAILABLE},
 )
-async def healthz(state: State) -> Health:
-    services: Services = state.services
+async def healthz(services: ServicesDep) -> Health:
     lag, pending = await group_backlog(services.redis, services.keys.events, services.settings.group)
     dead = int(await services.redis.xlen(services.keys.dead))
     return Health(consumer_lag=lag, pending=pending, dead_letters=dead)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.background_tasks import BackgroundTask
-from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
@@ -19,14 +17,14 @@ from litestar.response import Stream
 from redis.exceptions import RedisError
 
 from api.auth import CurrentPrincipal
-from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, Services, Success
+from api.controllers import _INVALID, _UNAUTHORIZED, _UNAVAILABLE, Success
 from api.errors import JSendError
 from api.params import parse_query
 from api.query_docs import JOB_QUERY_PARAMETERS
+from api.services import LiveDep, LiveMetrics, ServicesDep
 from registry.auth.principal import Principal, scope
 from registry.errors import InvalidQuery
 from registry.live.changes import Position, ResumeGone, format_position, parse_position
-from registry.live.feed import ChangeFeed
 from registry.live.watch import Bookmark, Watch
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.query.planner import plan
@@ -39,24 +37,6 @@ RETRY_MS = 2000
 RESUME_PARAM = "resource_version"
 _POSITION_MSG = "must be a change log position like 1700000000000-0"
 _GONE = ResponseSpec(JSendError, description="The resume point is older than the change log keeps: list again")
-
-
-@dataclass
-class LiveMetrics:
-    """Per-process counters of the live endpoints, rendered by /metrics."""
-
-    watch_connections: int = 0
-    watch_events_sent: int = 0
-    watch_gone: int = 0
-    kinds: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Live:
-    """What the live handlers use besides Services; built in the app's lifespan (``app.state.live``)."""
-
-    feed: ChangeFeed
-    metrics: LiveMetrics
 
 
 class StatsData(msgspec.Struct, kw_only=True):
@@ -178,9 +158,9 @@ class LiveController(Controller):
         media_type="text/event-stream",
         responses={401: _UNAUTHORIZED, 410: _GONE, 422: _INVALID, 503: _UNAVAILABLE},
     )
-    async def watch(self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal) -> Stream:
-        services: Services = state.services
-        live: Live = state.live
+    async def watch(
+        self, request: Request[Any, Any, Any], services: ServicesDep, live: LiveDep, principal: CurrentPrincipal
+    ) -> Stream:
         query = job_query(request, principal)
         after = resume_position(request)
         watch = Watch(
@@ -210,8 +190,9 @@ class LiveController(Controller):
         description="Exact counts of the jobs matching the filters (ordering and paging ignored).",
         responses={401: _UNAUTHORIZED, 422: _INVALID, 503: _UNAVAILABLE},
     )
-    async def stats(self, request: Request[Any, Any, Any], state: State, principal: CurrentPrincipal) -> StatsResponse:
-        services: Services = state.services
+    async def stats(
+        self, request: Request[Any, Any, Any], services: ServicesDep, principal: CurrentPrincipal
+    ) -> StatsResponse:
         query = job_query(request, principal)
         counts = await services.executor.counts(plan(query, services.keys))
         health = await pipeline_health(services.redis, services.keys, services.settings.group)

@@ -6,13 +6,12 @@ import time
 from collections import defaultdict
 
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import CurrentPrincipal
-from api.controllers import Services
-from api.live import Live
+from api.services import LiveDep, ServicesDep
 from registry.domain.model import EventType
 from registry.ops.health import pipeline_health
 from registry.ops.metrics import Exposition, Histogram, read_worker_counters, render_worker_counters
@@ -45,14 +44,17 @@ class QueryTimes:
         return timed
 
 
+# Provided app-wide by create_app (the middleware and the handler share one instance).
+QueryTimesDep = NamedDependency[QueryTimes]
+
+
 @get("/metrics", summary="Prometheus metrics", tags=["ops"], include_in_schema=True, media_type=CONTENT_TYPE)
-async def metrics(state: State, principal: CurrentPrincipal) -> Response[str]:
+async def metrics(
+    services: ServicesDep, live: LiveDep, query_times: QueryTimesDep, principal: CurrentPrincipal
+) -> Response[str]:
     if not principal.is_admin:
         # Fleet-wide counts of every project's jobs: for operators (an admin token), not users.
         raise PermissionDeniedException("metrics need an operator (admin) token")
-    services: Services = state.services
-    live: Live = state.live
-    times: QueryTimes = state.query_times
     out = Exposition()
     render_worker_counters(out, await read_worker_counters(services.redis, services.keys), [t.value for t in EventType])
     health = await pipeline_health(services.redis, services.keys, services.settings.group)
@@ -72,7 +74,7 @@ async def metrics(state: State, principal: CurrentPrincipal) -> Response[str]:
     for status, n in counts.by_status.items():
         out.sample("jobreg_jobs", n, {"status": status})
     out.family("jobreg_query_duration_seconds", "histogram", "Time to answer a query endpoint (this API process).")
-    for endpoint, hist in sorted(times.by_endpoint.items()):
+    for endpoint, hist in sorted(query_times.by_endpoint.items()):
         out.histogram("jobreg_query_duration_seconds", hist, {"endpoint": endpoint})
     m = live.metrics
     out.family("jobreg_watch_connections", "gauge", "Open watch streams (this API process).")

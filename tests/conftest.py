@@ -99,6 +99,17 @@ def start_fake_server() -> RedisServer:
     return RedisServer(f"redis://127.0.0.1:{port}/0", port, None, tempfile.mkdtemp(prefix="jobreg-fake-"))
 
 
+SLOW_SUITES = ("tests/faults/",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The fault-injection suite (load test included) is marked slow as a whole, so a new case there
+    # cannot be forgotten by `make test-fast`.
+    for item in items:
+        if item.nodeid.startswith(SLOW_SUITES):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:

@@ -183,9 +183,7 @@ class Consumer:
                 valid.append((entry_id, decode_event(cast(Mapping[bytes | str, bytes | str], fields))))
             except InvalidEvent as exc:
                 invalid.append((entry_id, fields, exc.reason))
-        # Dead-letter copy and acknowledgement are one atomic step per entry.
-        moved = await self.dead_letterer(invalid)
-        self.dead_lettered += moved
+        moved = await self.dead_letter(invalid)
         handled = len(invalid)
         if valid:
             applied, given_up = await self._apply(valid)
@@ -194,6 +192,16 @@ class Consumer:
         consumed = Counter(event.type.value for _, event in valid)
         await self._ack(done, consumed=consumed, dead={"invalid": moved}, applied=bool(valid))
         return handled + len(done)
+
+    async def dead_letter(self, items: Sequence[tuple[bytes, Mapping[bytes, bytes], str]]) -> int:
+        """Copy each (entry id, fields, reason) to the dead-letter stream and acknowledge it; return how many moved.
+
+        Copy and acknowledgement are one atomic step per entry (only entries still pending are copied).
+        Counted in ``dead_lettered``; the caller records the /metrics counter with its reason.
+        """
+        moved = await self.dead_letterer(items)
+        self.dead_lettered += moved
+        return moved
 
     async def _apply(self, valid: list[tuple[bytes, Event]]) -> tuple[list[bytes], int]:
         """Apply the batch; on failure, job by job so one poison job cannot hold back the rest.
@@ -261,8 +269,7 @@ class Consumer:
         )
         fields = dict(await self._fields(over))
         detail = f"applying failed {self.settings.max_apply_failures} times: {reason}"
-        moved = await self.dead_letterer([(i, fields[i], detail) for i in over if fields.get(i)])
-        self.dead_lettered += moved
+        moved = await self.dead_letter([(i, fields[i], detail) for i in over if fields.get(i)])
         # Entries trimmed away meanwhile have nothing left to keep: just acknowledge them.
         await self._ack([i for i in over if not fields.get(i)], dead={"undeliverable": moved})
         return len(over)

@@ -89,8 +89,7 @@ async def _give_up(redis: aioredis.Redis, settings: Settings, consumer: Consumer
             else:  # deleted from the stream meanwhile: only the acknowledgement is left to do
                 gone.append(entry_id)
             handled += 1
-        moved = await consumer.dead_letterer(items)
-        consumer.dead_lettered += moved
+        moved = await consumer.dead_letter(items)
         pipe = redis.pipeline(transaction=False)
         if gone:
             pipe.xack(keys.events, settings.group, *gone)

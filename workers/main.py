@@ -1,4 +1,11 @@
-"""The arq host: the consumer loop runs as a task from on_startup; housekeeping runs as arq cron jobs."""
+"""The arq host: the consumer loop starts in on_startup, housekeeping runs as arq cron jobs, outages are ridden out.
+
+Everything goes through arq's public surface: the ``Worker`` constructor (hooks, cron jobs, redis
+settings, signal handling), ``Worker.async_run()`` / ``close()`` and the ``on_stop`` callback its signal
+handler calls. arq ends ``async_run()`` when Redis stays unreachable past its client's retries; ``serve``
+then backs off and runs it again, so the worker survives outages of any length (see
+tests/faults/test_redis_restarts.py). The hooks are idempotent because arq calls on_startup on each run.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,17 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from typing import Any
 
 import arq.worker
 import redis.asyncio as aioredis
 from arq import cron
 from arq.connections import RedisSettings
-from arq.worker import get_kwargs
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.keys import Keys
@@ -29,13 +36,16 @@ log = logging.getLogger("jobreg.worker")
 
 # After stop(), the consumer finishes its batch; a blocked read returns within block_ms.
 SHUTDOWN_GRACE_S = 30.0
-# Outages of any length: arq's polling backs off up to this, then keeps trying.
-MAX_POLL_BACKOFF_S = 5.0
+# Outages of any length: arq's run is restarted after a back-off growing up to this.
+MAX_RESTART_BACKOFF_S = 5.0
+# What ends arq's run when Redis goes away. arq handles a WatchError from a lost race itself; one that
+# escapes comes from redis-py's WATCH on a connection that dropped (it wraps the ConnectionError).
+OUTAGE = (*UNREACHABLE, WatchError)
 
 
 def _arq_redis_settings(settings: Settings) -> RedisSettings:
-    # A few quick retries per command absorb a blip; longer outages are ridden out by
-    # ResilientWorker's polling. Start-up waits for Redis as long as it takes (SIGTERM still stops it).
+    # A few quick retries per command absorb a blip; longer outages end arq's run and `serve` restarts
+    # it. Start-up waits for Redis as long as it takes (SIGTERM still stops it).
     return dataclasses.replace(
         RedisSettings.from_dsn(settings.redis_url),
         conn_retries=10**9,
@@ -45,161 +55,187 @@ def _arq_redis_settings(settings: Settings) -> RedisSettings:
     )
 
 
-class ResilientWorker(arq.worker.Worker):
-    """arq's Worker, except that a Redis outage pauses its polling instead of killing the process.
-
-    arq lets a connection error in its poll loop end ``main()``, which exits the process after its own
-    client's retries (minutes at most) run out; the consumer loop survives outages by itself, so the
-    host should too.
-    """
-
-    _outage_backoff = 0.0
-
-    async def _poll_iteration(self) -> None:
-        try:
-            await super()._poll_iteration()
-        except UNREACHABLE as exc:
-            self._outage_backoff = min(MAX_POLL_BACKOFF_S, self._outage_backoff * 2 or 0.2)
-            log.warning("arq polling: redis unavailable (%s); retrying in %.1fs", exc, self._outage_backoff)
-            await asyncio.sleep(self._outage_backoff)
-        else:
-            self._outage_backoff = 0.0
-
-    async def close(self) -> None:
-        # arq's close() deletes its health key first; during an outage that raises and skips
-        # on_shutdown, so the consumer would not be stopped cleanly. Tolerate it.
-        if not self._pool:
-            return
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        try:
-            await self.pool.delete(self.health_check_key)
-        except UNREACHABLE as exc:
-            log.warning("could not delete arq's health key at shutdown: %s", exc)
-        if self.on_shutdown:
-            await self.on_shutdown(self.ctx)
-        with contextlib.suppress(*UNREACHABLE):
-            await self.pool.close(close_connection_pool=True)
-        self._pool = None
-
-
-async def _log_store(redis: Any, log_func: Any) -> None:
-    """Stand-in for arq's start-up INFO log, which kills the worker on stores without INFO (fakeredis)."""
-    try:
-        info = await redis.info(section="server")
-        log_func("redis_version=%s", info.get("redis_version", "?"))
-    except RedisError as exc:
-        log_func("store does not answer INFO (%s); carrying on", exc)
-
-
-async def _is_real_redis(redis: aioredis.Redis) -> bool:
-    try:
-        return "redis_version" in await redis.info(section="server")
-    except RedisError:
-        return False
-
-
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("consumer loop ended unexpectedly", exc_info=task.exception())
 
 
-def worker_settings(settings: Settings) -> type:
-    """An arq ``WorkerSettings`` class for these settings."""
-    keys = Keys(settings.prefix)
-    every = max(1, min(60, settings.housekeeping_interval_s))
-    # `jobreg up` may host us on embedded fakeredis, which has no INFO command.
-    arq.worker.log_redis_info = _log_store  # type: ignore[attr-defined]
+class Host:
+    """What arq's hooks and cron jobs share: the workers' own Redis client, the consumer and its task."""
 
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        client = aioredis.Redis.from_url(
-            settings.redis_url,
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis: aioredis.Redis | None = None
+        self.consumer: Consumer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._can_trim: bool | None = None  # None: not probed yet
+
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        """arq's on_startup: start the consumer loop (once; arq calls this again after an outage restart)."""
+        if self.task is not None:
+            return
+        self.redis = aioredis.Redis.from_url(
+            self.settings.redis_url,
             # Above the blocking read's own timeout, so only a dead connection trips it.
-            socket_timeout=settings.block_ms / 1000 + 10,
+            socket_timeout=self.settings.block_ms / 1000 + 10,
             socket_connect_timeout=5,
             # No health_check_interval: it makes redis-py recurse without end on reconnecting
             # (redis/redis-py#3745); a dead connection fails the next command and the loop retries.
         )
-        consumer = Consumer(client, settings)
-        task = asyncio.create_task(consumer.run(), name="jobreg-consumer")
-        task.add_done_callback(_log_crash)
-        ctx.update(jobreg_redis=client, jobreg_consumer=consumer, jobreg_task=task, jobreg_can_trim=None)
+        self.consumer = Consumer(self.redis, self.settings)
+        self.task = asyncio.create_task(self.consumer.run(), name="jobreg-consumer")
+        self.task.add_done_callback(_log_crash)
 
-    async def on_shutdown(ctx: dict[str, Any]) -> None:
-        consumer: Consumer | None = ctx.get("jobreg_consumer")
-        task: asyncio.Task[None] | None = ctx.get("jobreg_task")
+    async def shutdown(self, ctx: dict[str, Any]) -> None:
+        """arq's on_shutdown: stop the consumer after its batch, close the client. Safe to call twice."""
+        consumer, task, client = self.consumer, self.task, self.redis
+        self.consumer = self.task = self.redis = None
         if consumer is not None and task is not None:
             consumer.stop()
             try:
-                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S + settings.block_ms / 1000)
+                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S + self.settings.block_ms / 1000)
             except TimeoutError:
                 # Anything read but unacknowledged stays pending and is re-read on restart.
                 log.warning("consumer did not stop in time; cancelling it")
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        client: aioredis.Redis | None = ctx.get("jobreg_redis")
         if client is not None:
             await client.aclose()
 
-    async def reclaim_job(ctx: dict[str, Any]) -> int:
-        return await reclaim(ctx["jobreg_redis"], settings, ctx["jobreg_consumer"])
+    async def reclaim(self, ctx: dict[str, Any]) -> int:
+        """Cron job: dead-letter stuck entries, then claim and process idle ones of dead consumers."""
+        assert self.redis is not None, "cron jobs run between startup and shutdown"
+        return await reclaim(self.redis, self.settings, self.consumer)
 
-    reclaim_job.__qualname__ = reclaim_job.__name__ = "reclaim"
-
-    async def trim_job(ctx: dict[str, Any]) -> int:
-        if ctx["jobreg_can_trim"] is None:
+    async def trim(self, ctx: dict[str, Any]) -> int:
+        """Cron job: prune idle group members, then trim acknowledged entries past retention."""
+        assert self.redis is not None and self.consumer is not None, "cron jobs run between startup and shutdown"
+        if self._can_trim is None:
             # The embedded in-memory fakeredis (`jobreg up` without redis-server) cannot run the trim
             # scripts (XINFO inside Lua); it is a demo store, so it simply keeps its whole stream.
-            ctx["jobreg_can_trim"] = await _is_real_redis(ctx["jobreg_redis"])
-            if not ctx["jobreg_can_trim"]:
+            self._can_trim = await _answers_info(self.redis)
+            if not self._can_trim:
                 log.warning("store is not a real Redis: stream trimming and consumer pruning are off")
-        if not ctx["jobreg_can_trim"]:
+        if not self._can_trim:
             return 0
-        consumer: Consumer = ctx["jobreg_consumer"]
-        await prune_consumers(ctx["jobreg_redis"], settings, keep=consumer.name)
-        return await trim_stream(ctx["jobreg_redis"], settings)
+        await prune_consumers(self.redis, self.settings, keep=self.consumer.name)
+        return await trim_stream(self.redis, self.settings)
 
-    trim_job.__qualname__ = trim_job.__name__ = "trim"
-    return type(
-        "WorkerSettings",
-        (),
-        {
-            "functions": [],
-            "cron_jobs": [
-                cron(
-                    reclaim_job,
-                    # arq keys job records by name, so the name carries our prefix.
-                    name=keys.arq_job("reclaim"),
-                    second=set(range(0, 60, every)),
-                    run_at_startup=True,
-                    timeout=300,
-                ),
-                cron(
-                    trim_job,
-                    name=keys.arq_job("trim"),
-                    second=set(range(every // 2, 60, every)),
-                    timeout=300,
-                ),
-            ],
-            "on_startup": on_startup,
-            "on_shutdown": on_shutdown,
-            "redis_settings": _arq_redis_settings(settings),
-            "queue_name": keys.arq_queue,
-            "handle_signals": True,
-        },
+
+async def _answers_info(redis: aioredis.Redis) -> bool:
+    try:
+        return "redis_version" in await redis.info(section="server")
+    except RedisError:
+        return False
+
+
+async def _log_store(redis: Any, log_func: Any) -> None:
+    """arq's start-up INFO log line, for a store without INFO (fakeredis), where arq's own would end the run."""
+    log_func("store does not answer INFO (the embedded fakeredis); carrying on")
+
+
+def build_worker(settings: Settings, host: Host) -> arq.worker.Worker:
+    """An arq Worker for these settings whose hooks and cron jobs are ``host``'s."""
+    keys = Keys(settings.prefix)
+    every = max(1, min(60, settings.housekeeping_interval_s))
+    return arq.worker.Worker(
+        cron_jobs=[
+            # arq keys job records by name, so the names carry our prefix.
+            cron(
+                host.reclaim,
+                name=keys.arq_job("reclaim"),
+                second=set(range(0, 60, every)),
+                run_at_startup=True,
+                timeout=300,
+            ),
+            cron(host.trim, name=keys.arq_job("trim"), second=set(range(every // 2, 60, every)), timeout=300),
+        ],
+        on_startup=host.startup,
+        on_shutdown=host.shutdown,
+        redis_settings=_arq_redis_settings(settings),
+        queue_name=keys.arq_queue,
+        # SIGTERM/SIGINT cancel arq's run and call on_stop, which ends `serve`.
+        handle_signals=True,
     )
 
 
+async def serve(worker: arq.worker.Worker, host: Host) -> None:
+    """Run ``worker`` until a signal stops it, restarting its run after Redis outages; then shut down."""
+    stopping = asyncio.Event()
+    worker.on_stop = lambda _signal: stopping.set()
+    backoff = 0.0
+    try:
+        while not stopping.is_set():
+            started = time.monotonic()
+            try:
+                await worker.async_run()
+                return
+            except asyncio.CancelledError:
+                if stopping.is_set():  # arq's signal handler cancelled its run: a clean stop
+                    return
+                raise
+            except OUTAGE as exc:
+                if time.monotonic() - started > MAX_RESTART_BACKOFF_S:
+                    backoff = 0.0  # a new outage after a healthy run starts the back-off afresh
+                backoff = min(MAX_RESTART_BACKOFF_S, backoff * 2 or 0.2)
+                log.warning("arq's run ended: redis unavailable (%s); restarting it in %.1fs", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
+    finally:
+        await _close(worker, host)
+
+
+async def _close(worker: arq.worker.Worker, host: Host) -> None:
+    try:
+        # Waits for running jobs, deletes arq's health key, calls host.shutdown, closes arq's pool.
+        await worker.close()
+    except UNREACHABLE as exc:
+        # During an outage the health-key delete fails before on_shutdown is reached.
+        log.warning("arq's shutdown could not reach redis: %s", exc)
+    except asyncio.CancelledError:
+        # A cron job cancelled by the signal before it began surfaces here; only our own
+        # cancellation is propagated.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    finally:
+        await host.shutdown(worker.ctx)
+
+
 def run_worker(settings: Settings) -> None:
-    """Run the worker until SIGTERM/SIGINT (arq handles both: finish, shut down, return)."""
+    """Run the worker until SIGTERM/SIGINT (finish the batch in hand, shut down, return)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.worker_nice > 0:
         os.nice(settings.worker_nice)
     # arq's Worker takes the current event loop at construction; give it a fresh one.
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    kwargs: dict[str, Any] = get_kwargs(worker_settings(settings))
-    ResilientWorker(**kwargs).run()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if not loop.run_until_complete(_store_answers_info(settings)):
+        # arq logs INFO at start and ends its run when the store cannot answer; `jobreg up`'s in-memory
+        # fakeredis cannot. arq offers no hook for that log line, so for that store only, replace it.
+        arq.worker.log_redis_info = _log_store  # type: ignore[attr-defined]
+    host = Host(settings)
+    worker = build_worker(settings, host)
+    loop.run_until_complete(serve(worker, host))
+
+
+async def _store_answers_info(settings: Settings) -> bool:
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    try:
+        return await _answers_info(client) or not await _reachable(client)
+    finally:
+        await client.aclose()
+
+
+async def _reachable(client: aioredis.Redis) -> bool:
+    # An unreachable store is presumed real: arq's start-up waits for it, and INFO works once it is up.
+    try:
+        await client.ping()
+        return True
+    except RedisError:
+        return False
 
 
 if __name__ == "__main__":

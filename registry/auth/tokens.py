@@ -145,7 +145,7 @@ class Verifier:
     admin_role: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Verifier | None:
+    def from_settings(cls, settings: Settings) -> Verifier | None:  # noqa: C901  one check per auth setting, each with its own message
         """The verifier the settings describe; None when no key material is configured (auth off)."""
         if not auth_configured(settings):
             if settings.auth_algorithms.strip():

@@ -112,7 +112,7 @@ class Watch:
                 for event in item:
                     yield event
 
-    async def batches(self) -> AsyncIterator[list[WatchEvent] | Bookmark]:
+    async def batches(self) -> AsyncIterator[list[WatchEvent] | Bookmark]:  # noqa: C901  catch-up, feed and heartbeat are one ordered loop
         """Events for this watcher, in order, as they come (several at once when it is behind),
         with a Bookmark whenever ``heartbeat_s`` passed without output.
 

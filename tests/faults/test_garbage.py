@@ -33,7 +33,7 @@ def _valid(rng: random.Random) -> dict[str, str]:
     }
 
 
-def garbage(rng: random.Random, ids: list[str]) -> dict[bytes, bytes]:
+def garbage(rng: random.Random, ids: list[str]) -> dict[bytes, bytes]:  # noqa: C901  one branch per kind of garbage
     """One malformed entry; the kinds beyond the reference's own generator cover bytes-level junk."""
     kind = rng.randrange(16)
     e = _valid(rng)

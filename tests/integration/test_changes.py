@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from api.live import LiveMetrics, _Session
+from api.live import _Session
+from api.services import LiveMetrics
 from registry.domain.model import Event, Status
 from registry.keys import Keys
 from registry.live.changes import (

@@ -17,7 +17,9 @@ from registry.query.planner import Plan, Range
 from registry.query.spec import Page
 
 
-async def run_bitmap(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
+async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset depth) kept in reading order
+    ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool
+) -> Page:
     if no_filter:
         f = ctx.keys.all
     else:

@@ -1,0 +1,70 @@
+"""What handlers are given: the services built in the app's lifespan, and their providers for dependency injection.
+
+A handler names what it needs as a parameter (``services: ServicesDep``, ``live: LiveDep``,
+``query_times: QueryTimesDep``, ``principal: CurrentPrincipal``); ``create_app`` registers the providers
+app-wide, so no handler reads ``app.state`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+
+from registry.keys import Keys
+from registry.live.feed import ChangeFeed
+from registry.query.executor import Executor
+from registry.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """The query side: settings, the Redis client, key names and the executor (``app.state.services``)."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    keys: Keys
+    executor: Executor
+
+
+@dataclass
+class LiveMetrics:
+    """Per-process counters of the live endpoints, rendered by /metrics."""
+
+    watch_connections: int = 0
+    watch_events_sent: int = 0
+    watch_gone: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Live:
+    """The live side: this process's change feed and its counters (``app.state.live``)."""
+
+    feed: ChangeFeed
+    metrics: LiveMetrics
+
+
+# How a handler asks for them (the parameter name picks the provider).
+ServicesDep = NamedDependency[Services]
+LiveDep = NamedDependency[Live]
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def provide_live(state: State) -> Live:
+    live: Live = state.live
+    return live
+
+
+def dependencies() -> dict[str, Provide]:
+    """The app-wide providers of what the lifespan built (the lifespan sets ``state.services``/``state.live``)."""
+    return {
+        "services": Provide(provide_services, sync_to_thread=False),
+        "live": Provide(provide_live, sync_to_thread=False),
+    }
