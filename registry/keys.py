@@ -72,11 +72,7 @@ class Keys:
 
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
-        return f"{self.slice_prefix(field)}{bit}"
-
-    def slice_prefix(self, field: str) -> str:
-        """``slice(field, bit)`` is this plus the bit number (the apply script appends it)."""
-        return f"{self._t}:bsi:{field}:"
+        return f"{self._t}:bsi:{field}:{bit}"
 
     def arq_job(self, name: str) -> str:
         """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the prefix."""
