@@ -28,9 +28,12 @@ encode_state = msgspec.msgpack.Encoder().encode
 decode_state = msgspec.msgpack.Decoder(JobState).decode
 
 
-def handle_of(raw: bytes | str | None) -> int | None:
-    """A record's ``h`` field as read (None while the job is not listed)."""
-    return int(raw) if raw else None
+async def handles(redis: aioredis.Redis, keys: Keys, job_ids: Sequence[str]) -> list[int | None]:
+    """Each job's handle (creation_order); None for unknown or not-yet-listed jobs."""
+    pipe = redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hget(keys.job(job_id), HANDLE)
+    return [int(h) if h else None for h in await pipe.execute()]
 
 
 async def versions_and_states(
