@@ -132,11 +132,12 @@ BSI_WIDTH = {"runs": RUNS_BITS, "created": SECOND_BITS, "start": SECOND_BITS, "e
 _MEMBER_FIELD = {"project": "project_id", "batch": "batch_id", "user": "user_id"}
 
 
-def index_ops(keys: Keys, key: KeyTable, old: Row | None, new: Row | None) -> list[Op]:
+def index_ops(keys: Keys, table: KeyTable, old: Row | None, new: Row | None) -> list[Op]:
     """The apply script's ops (registry/store/ops.py) that move every index from ``old`` to ``new``.
 
-    ``key`` turns each key name into its index in the call's KEYS.
+    ``table`` turns each key name into its index in the call's KEYS.
     """
+    key = table.__getitem__
     ops: list[Op] = []
     before, after = _bitmaps(keys, old), _bitmaps(keys, new)
     for name in sorted(before.keys() | after.keys()):
@@ -148,7 +149,8 @@ def index_ops(keys: Keys, key: KeyTable, old: Row | None, new: Row | None) -> li
         b, a = sliced_before.get(field, 0), sliced_after.get(field, 0)
         if a != b:
             # Positive: set the handle's bit in that slice; negative: clear it.
-            ops.append(FlipBits([key(keys.slice(field, bit)) * (1 if value else -1) for bit, value in _flips(b, a)]))
+            names = keys.slices(field, BSI_WIDTH[field])
+            ops.append(FlipBits([key(names[bit]) * (1 if value else -1) for bit, value in _flips(b, a)]))
     for field in SORT_FIELDS:
         b_score = sort_score(old, field) if old else None
         a_score = sort_score(new, field) if new else None

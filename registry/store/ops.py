@@ -77,19 +77,19 @@ encode_ops = msgspec.json.Encoder().encode
 decode_ops = msgspec.json.Decoder(list[Op]).decode
 
 
-class KeyTable:
-    """The KEYS of one apply call: fixed keys first, then each index key once, in first-use order."""
+class KeyTable(dict[str, int]):
+    """The KEYS of one apply call: ``table[name]`` is the 1-based KEYS index of ``name`` (Lua arrays
+    start at 1), the key being added on first use. Fixed keys come first, then each index key once.
 
-    __slots__ = ("_index", "keys")
+    A dict whose ``__missing__`` adds the key: a lookup of a known key stays one C call, and the
+    ops of a call name a few hundred keys thousands of times.
+    """
 
     def __init__(self, fixed: list[str]) -> None:
-        self.keys: list[str] = list(fixed)
-        self._index: dict[str, int] = {key: i + 1 for i, key in enumerate(self.keys)}
+        super().__init__((key, i + 1) for i, key in enumerate(fixed))
+        self.names: list[str] = list(fixed)
 
-    def __call__(self, key: str) -> int:
-        """The 1-based KEYS index of ``key`` (Lua arrays start at 1), adding it on first use."""
-        index = self._index.get(key)
-        if index is None:
-            self.keys.append(key)
-            index = self._index[key] = len(self.keys)
+    def __missing__(self, key: str) -> int:
+        self.names.append(key)
+        index = self[key] = len(self.names)
         return index

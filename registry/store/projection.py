@@ -91,7 +91,7 @@ class Projection:
             new_row = row_of(w.new)
             ops: list[Op] = index_ops(k, table, row_of(w.old) if w.old else None, new_row)
             args += [w.version, record.encode_state(w.new), new_row.uuid16 if new_row else b"", encode_ops(ops)]
-        return table.keys, args
+        return table.names, args
 
     async def _run(self, writes: Sequence[_Write]) -> list[int]:
         """Apply calls of up to ``chunk`` jobs each (short, so other clients never wait long).

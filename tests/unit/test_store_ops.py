@@ -41,8 +41,8 @@ def test_ops_travel_as_tagged_arrays() -> None:
 
 def test_key_table_numbers_keys_from_one_and_once() -> None:
     table = KeyTable(["a", "b"])
-    assert (table("b"), table("c"), table("c"), table("a")) == (2, 3, 3, 1)
-    assert table.keys == ["a", "b", "c"]
+    assert (table["b"], table["c"], table["c"], table["a"]) == (2, 3, 3, 1)
+    assert table.names == ["a", "b", "c"]
 
 
 def _row(**changes: object) -> Row:
@@ -79,10 +79,10 @@ def test_every_key_an_op_touches_is_in_keys() -> None:
             used |= {op.set_key, op.bitmap_key}
         else:
             used.add(op.key)
-    assert used <= set(range(5, len(table.keys) + 1))  # index keys only, never the fixed ones
+    assert used <= set(range(5, len(table.names) + 1))  # index keys only, never the fixed ones
     # start: 4 s, binary 100
-    assert keys.slice("start", 2) in table.keys and keys.member_set("user", "v") in table.keys
-    assert all(k.startswith("{t}:") for k in table.keys)  # one hash slot
+    assert keys.slice("start", 2) in table.names and keys.member_set("user", "v") in table.names
+    assert all(k.startswith("{t}:") for k in table.names)  # one hash slot
 
 
 def test_apply_script_reads_every_op_tag() -> None:
