@@ -42,6 +42,7 @@ class Keys:
         self.changes = f"{tag}:changes"
         # Workers' counters and histogram buckets, exposed by the API's /metrics.
         self.metrics = f"{prefix}:metrics"
+        self._slices: dict[str, list[str]] = {}
 
     def job(self, job_id: str) -> str:
         return f"{self._t}:job:{job_id}"
@@ -72,11 +73,14 @@ class Keys:
 
     def slice(self, field: str, bit: int) -> str:
         """Bit-sliced index: bit ``bit`` of ``field``'s (scaled) value, one bitmap per bit."""
-        return f"{self.slice_prefix(field)}{bit}"
+        return f"{self._t}:bsi:{field}:{bit}"
 
-    def slice_prefix(self, field: str) -> str:
-        """``slice(field, bit)`` is this plus the bit number (the apply script appends it)."""
-        return f"{self._t}:bsi:{field}:"
+    def slices(self, field: str, width: int) -> list[str]:
+        """``slice(field, bit)`` for bits 0 .. width - 1, built once (the apply path names them per job)."""
+        names = self._slices.get(field)
+        if names is None or len(names) < width:
+            names = self._slices[field] = [self.slice(field, bit) for bit in range(width)]
+        return names
 
     def arq_job(self, name: str) -> str:
         """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the prefix."""

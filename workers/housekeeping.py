@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from registry.keys import Keys
+from registry.lua import source
 from registry.ops.metrics import record_batch
 from registry.settings import Settings
 from workers.consumer import Consumer, Entry
@@ -98,61 +99,6 @@ async def _give_up(redis: aioredis.Redis, settings: Settings, consumer: Consumer
     return handled
 
 
-# Trim the events stream below the first entry some consumer group still needs, and never past the
-# retention bound. Per group: its oldest pending entry, else the entry after its last-delivered-id;
-# everything below is delivered and acknowledged. Computed and applied in one atomic step, so a
-# group reading or joining meanwhile cannot be overtaken. `~` only drops whole stream nodes, never an
-# entry at or above the bound. KEYS: events. ARGV: now in ms ('' = Redis TIME), retention ms, limit.
-_TRIM_LUA = """
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  return am < bm or (am == bm and as < bs)
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups == 0 then return {0, ''} end
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local bound = string.format('%d-0', math.max(0, now - tonumber(ARGV[2])))
-for _, g in ipairs(groups) do
-  local info = {}
-  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-  local need
-  if tonumber(info['pending']) > 0 then
-    need = redis.call('XPENDING', KEYS[1], info['name'])[2]
-  else
-    local ms, seq = parse(info['last-delivered-id'])
-    need = string.format('%d-%d', ms, seq + 1)
-  end
-  if less(need, bound) then bound = need end
-end
-return {redis.call('XTRIM', KEYS[1], 'MINID', '~', bound, 'LIMIT', ARGV[3]), bound}
-"""
-
-# Remove group members that hold no pending entry and have been idle long (default names are
-# host-pid, so every restart adds one). Atomic: a member that reads meanwhile is not removed, and a
-# member removed while alive is recreated by its next read. KEYS: events. ARGV: group, idle ms, keep.
-_PRUNE_LUA = """
-local removed = 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[2]) and info['name'] ~= ARGV[3] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    removed = removed + 1
-  end
-end
-return removed
-"""
-
 _TRIM_LIMIT = 10_000
 
 
@@ -167,7 +113,7 @@ async def trim_stream(redis: aioredis.Redis, settings: Settings, now_ms: int | N
     ``now_ms`` defaults to Redis's own clock (stream ids are Redis timestamps); tests pass a simulated one.
     """
     keys = Keys(settings.prefix)
-    script = redis.register_script(_TRIM_LUA)
+    script = redis.register_script(source("workers", "trim_stream"))
     removed = 0
     for _ in range(_MAX_PAGES):
         n, _bound = await script(
@@ -187,7 +133,7 @@ async def prune_consumers(redis: aioredis.Redis, settings: Settings, keep: str =
     keys = Keys(settings.prefix)
     try:
         removed = int(
-            await redis.register_script(_PRUNE_LUA)(
+            await redis.register_script(source("workers", "prune_consumers"))(
                 keys=[keys.events], args=[settings.group, settings.consumer_idle_ms, keep]
             )
         )

@@ -1,4 +1,8 @@
-"""The change log: one stream entry per change of a listed job; positions, reads and the retention check."""
+"""The change log: one stream entry per change of a listed job; its fields, positions, reads and the retention check.
+
+The writer is ``registry/store/lua/apply.lua``, in the same atomic step as the change; the
+fields below and their parser (``decode_entry``) are the reader. Change one, change both.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,20 @@ from registry.domain.fold import to_job
 from registry.domain.model import Job, JobState
 from registry.errors import JobregError
 from registry.keys import Keys
+from registry.store.record import decode_state
 
 # A stream entry id, "<ms>-<seq>"; compared as a pair of integers.
 Position = tuple[int, int]
 ORIGIN: Position = (0, 0)
 _POSITION_RE = re.compile(r"^([0-9]{1,19})(?:-([0-9]{1,19}))?$")
-_decode_state = msgspec.msgpack.Decoder(JobState).decode
+
+# An entry's fields. States are in the job record's codec (registry/store/record.py).
+KIND = b"k"  # ADDED (the change listed the job) or MODIFIED
+ADDED = b"a"
+MODIFIED = b"m"
+HANDLE = b"h"  # the job's handle (creation_order)
+STATE = b"s"  # the job's state after the change
+OLD_STATE = b"o"  # its state before, on MODIFIED entries only: tells when a job leaves a filtered selection
 
 
 class ResumeGone(JobregError):
@@ -79,12 +91,12 @@ class Change:
 
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change:
-    old = fields.get(b"o")
+    old = fields.get(OLD_STATE)
     return Change(
         _pos(entry_id),
-        int(fields[b"h"]),
-        _decode_state(fields[b"s"]),
-        _decode_state(old) if old else None,
+        int(fields[HANDLE]),
+        decode_state(fields[STATE]),
+        decode_state(old) if old else None,
     )
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
 import redis.asyncio as aioredis
 
 from registry.domain.fold import to_job
-from registry.domain.model import Job, JobState
+from registry.domain.model import Job
 from registry.keys import Keys
 from registry.query import cost
 from registry.query.context import QueryContext
@@ -19,8 +18,7 @@ from registry.query.planner import IdPrefix, Members, Plan, Predicate, prune
 from registry.query.scripts import Scripts
 from registry.query.spec import Counts, Page
 from registry.settings import Settings
-
-_decode_state = msgspec.msgpack.Decoder(JobState).decode
+from registry.store import record
 
 
 class Executor:
@@ -70,7 +68,8 @@ class Executor:
             return []
         reply = await self.scripts.records([self.keys.job(job_id) for job_id in job_ids])
         return [
-            to_job(_decode_state(s), int(h)) if h and s else None for h, s in zip(reply[::2], reply[1::2], strict=True)
+            to_job(record.decode_state(s), int(h)) if h and s else None
+            for h, s in zip(reply[::2], reply[1::2], strict=True)
         ]
 
     async def _sizes(self, predicates: Sequence[Predicate]) -> dict[str, int | None]:

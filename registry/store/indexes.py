@@ -8,6 +8,7 @@ import msgspec
 
 from registry.domain.model import JobState, Origin, Status
 from registry.keys import Keys
+from registry.store.ops import FlipBits, KeyTable, Member, Op, SetBit, SetColumn, SortAdd, SortRemove, WidenZone
 
 # Bit-sliced indexes: value -> bitmaps, one per bit, so range filters become a few BITOPs.
 RUNS_BITS = 31
@@ -38,14 +39,14 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     status: Status
     origin: Origin
     has_errors: bool
-    project: str
-    batch: str
-    user: str
+    project_id: str
+    batch_id: str
+    user_id: str
     runs: int
     created_at: int
     updated_at: int
-    start: int | None
-    end: int | None
+    start_timestamp: int | None
+    end_timestamp: int | None
 
 
 def row_of(state: JobState) -> Row | None:
@@ -59,14 +60,14 @@ def row_of(state: JobState) -> Row | None:
         status=state.status,
         origin=c.origin,
         has_errors=bool(t and t.errors),
-        project=c.project_id,
-        batch=c.batch_id,
-        user=c.user_id,
+        project_id=c.project_id,
+        batch_id=c.batch_id,
+        user_id=c.user_id,
         runs=c.runs,
         created_at=c.occurred_at,
         updated_at=state.updated_at,
-        start=state.start_timestamp,
-        end=t.occurred_at if t else None,
+        start_timestamp=state.start_timestamp,
+        end_timestamp=t.occurred_at if t else None,
     )
 
 
@@ -74,8 +75,8 @@ def sort_score(row: Row, field: str) -> int | None:
     return {
         "created_at": row.created_at,
         "updated_at": row.updated_at,
-        "start_timestamp": row.start,
-        "end_timestamp": row.end,
+        "start_timestamp": row.start_timestamp,
+        "end_timestamp": row.end_timestamp,
         "runs": row.runs,
         "id": 0,  # ordered by member, which starts with the uuid bytes
     }[field]
@@ -98,8 +99,8 @@ def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
         keys.status[row.status]: 1,
         keys.origin[row.origin]: 1,
         keys.errors: int(row.has_errors),
-        keys.started: int(row.start is not None),
-        keys.ended: int(row.end is not None),
+        keys.started: int(row.start_timestamp is not None),
+        keys.ended: int(row.end_timestamp is not None),
     }
 
 
@@ -110,75 +111,75 @@ def _sliced(row: Row | None) -> dict[str, int]:
     return {
         "runs": row.runs,
         "created": row.created_at // SECOND_US,
-        "start": 0 if row.start is None else row.start // SECOND_US,
-        "end": 0 if row.end is None else row.end // SECOND_US,
+        "start": 0 if row.start_timestamp is None else row.start_timestamp // SECOND_US,
+        "end": 0 if row.end_timestamp is None else row.end_timestamp // SECOND_US,
     }
 
 
-def _flips(old: int, new: int) -> list[int]:
-    """The slice bits that differ: bit i becoming 1 is i + 1, becoming 0 is -(i + 1)."""
+def _flips(old: int, new: int) -> list[tuple[int, int]]:
+    """The slice bits that differ, as (bit, new value)."""
     out, diff, i = [], old ^ new, 0
     while diff:
         if diff & 1:
-            out.append(i + 1 if (new >> i) & 1 else -(i + 1))
+            out.append((i, (new >> i) & 1))
         diff >>= 1
         i += 1
     return out
 
 
 BSI_WIDTH = {"runs": RUNS_BITS, "created": SECOND_BITS, "start": SECOND_BITS, "end": SECOND_BITS}
+# Which Row field holds the value of each member kind (the kind names stay in key names).
+_MEMBER_FIELD = {"project": "project_id", "batch": "batch_id", "user": "user_id"}
 
-Op = list[str | int | list[int]]
 
+def index_ops(  # noqa: C901  one flat diff per index family, in the layout's order
+    keys: Keys, table: KeyTable, old: Row | None, new: Row | None
+) -> list[Op]:
+    """The apply script's ops (registry/store/ops.py) that move every index from ``old`` to ``new``.
 
-def index_ops(keys: Keys, old: Row | None, new: Row | None) -> list[Op]:
-    """The apply script's ops that move every index from ``old`` to ``new``.
-
-    The script substitutes the job's handle, so ops never name it:
-      ["B", bitmap, bit]                   set or clear the handle's bit
-      ["S", slice prefix, [flip...]]       bit-sliced index: the bits that change (see _flips)
-      ["Z", zset, "score"] / ["z", zset]   add to / remove from a sort set
-      ["C", column, "value"]               the handle's slot in a value column
-      ["M", set, bitmap, 1|0]              add to / remove from a member index
-      ["Q", zone max, "v", "v + 1", block size, zone min]  widen the bounds of the handle's block in a zone map
-    Scores and column values travel as strings: Lua numbers would print them rounded.
+    ``table`` turns each key name into its index in the call's KEYS.
     """
+    key = table.__getitem__
     ops: list[Op] = []
     before, after = _bitmaps(keys, old), _bitmaps(keys, new)
-    for key in sorted(before.keys() | after.keys()):
-        b, a = before.get(key, 0), after.get(key, 0)
+    for name in sorted(before.keys() | after.keys()):
+        b, a = before.get(name, 0), after.get(name, 0)
         if a != b:
-            ops.append(["B", key, a])
+            ops.append(SetBit(key(name), a))
     sliced_before, sliced_after = _sliced(old), _sliced(new)
     for field in BSI_WIDTH:
         b, a = sliced_before.get(field, 0), sliced_after.get(field, 0)
         if a != b:
-            ops.append(["S", keys.slice_prefix(field), _flips(b, a)])
+            # Positive: set the handle's bit in that slice; negative: clear it.
+            names = keys.slices(field, BSI_WIDTH[field])
+            ops.append(FlipBits([key(names[bit]) * (1 if value else -1) for bit, value in _flips(b, a)]))
     for field in SORT_FIELDS:
-        key = keys.sort(field)
         b_score = sort_score(old, field) if old else None
         a_score = sort_score(new, field) if new else None
         if a_score is not None and (a_score != b_score or old is None):
-            ops.append(["Z", key, str(a_score)])
+            ops.append(SortAdd(key(keys.sort(field)), str(a_score)))
         elif a_score is None and b_score is not None:
-            ops.append(["z", key])
+            ops.append(SortRemove(key(keys.sort(field))))
     if new is not None:
         for field in COLUMNS:
             value = column_value(new, field)
             if old is None or column_value(old, field) != value:
-                ops.append(["C", keys.column(field), str(value)])
-    if new is not None:
+                ops.append(SetColumn(key(keys.column(field)), str(value)))
         for field in ZONE_FIELDS:
             zoned = sort_score(new, field)
             if zoned is not None and (old is None or sort_score(old, field) != zoned):
-                ops.append(["Q", keys.zone_max(field), str(zoned), str(zoned + 1), ZONE_SIZE, keys.zone_min(field)])
-    for kind in ("project", "batch", "user"):
-        b_val = getattr(old, kind) if old else None
-        a_val = getattr(new, kind) if new else None
+                ops.append(
+                    WidenZone(
+                        key(keys.zone_max(field)), str(zoned), str(zoned + 1), ZONE_SIZE, key(keys.zone_min(field))
+                    )
+                )
+    for kind, attr in _MEMBER_FIELD.items():
+        b_val = getattr(old, attr) if old else None
+        a_val = getattr(new, attr) if new else None
         if b_val == a_val:
             continue
         if b_val is not None:
-            ops.append(["M", keys.member_set(kind, b_val), keys.member_bitmap(kind, b_val), 0])
+            ops.append(Member(key(keys.member_set(kind, b_val)), key(keys.member_bitmap(kind, b_val)), 0))
         if a_val is not None:
-            ops.append(["M", keys.member_set(kind, a_val), keys.member_bitmap(kind, a_val), 1])
+            ops.append(Member(key(keys.member_set(kind, a_val)), key(keys.member_bitmap(kind, a_val)), 1))
     return ops

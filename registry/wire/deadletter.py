@@ -9,6 +9,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from registry.keys import Keys
+from registry.lua import source
 
 # Fields the dead-letter copy adds to the original entry; replay strips them again.
 ERROR_FIELD = "error"
@@ -24,18 +25,6 @@ DEFAULT_MAXLEN = 100_000
 
 # Entries as redis-py returns them (bytes) or as callers build them (str).
 Fields = Mapping[bytes, bytes | str] | Mapping[str, bytes | str]
-
-# Dead-letter an entry and acknowledge it in one atomic step, only if it is still pending for the
-# group: an entry dead-lettered (or applied) by another worker meanwhile is not copied twice.
-# KEYS: events, dead, failures, failure counts. ARGV: group, entry id, maxlen, then field, value, ...
-_DEAD_LETTER_ACK_LUA = """
-local unpack = unpack or table.unpack
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
-redis.call('HDEL', KEYS[3], ARGV[2])
-redis.call('HDEL', KEYS[4], ARGV[2])
-return 1
-"""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,7 +90,7 @@ class DeadLetterer:
         self.keys = keys
         self.group = group
         self.maxlen = maxlen
-        self._script = redis.register_script(_DEAD_LETTER_ACK_LUA)
+        self._script = redis.register_script(source("registry.wire", "dead_letter_ack"))
 
     async def __call__(self, items: Sequence[tuple[bytes, Fields, str]]) -> int:
         """Dead-letter and acknowledge (entry id, fields, reason) items; return how many this call moved.

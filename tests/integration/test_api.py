@@ -22,6 +22,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
+from registry.store import record
 from registry.store.projection import Projection
 from registry.wire.events import decode_event
 from tests.conftest import RedisServer, start_redis_server
@@ -54,10 +55,7 @@ async def load(url: str, prefix: str, traffic: list[dict[str, str]], job_ids: li
             await proj.apply(events[i : i + 97])
         orphan = {"event_id": "orphan-1", "type": "started", "job_id": ORPHAN, "occurred_at": "2026-01-05T09:00:00"}
         await proj.apply([decode_event(orphan)])
-        pipe = r.pipeline(transaction=False)
-        for j in job_ids:
-            pipe.hget(keys.job(j), "h")
-        return {j: int(h) for j, h in zip(job_ids, await pipe.execute(), strict=True) if h}
+        return {j: h for j, h in zip(job_ids, await record.handles(r, keys, job_ids), strict=True) if h}
     finally:
         await r.aclose()
 

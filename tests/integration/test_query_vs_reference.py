@@ -11,7 +11,7 @@ from registry.keys import Keys
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.settings import Settings
-from registry.store import indexes
+from registry.store import indexes, record
 from registry.store.projection import Projection
 from tests.harness import decode_all
 from tests.query_params import parse_params
@@ -19,10 +19,7 @@ from tests.reference import Reference, make_traffic, random_query
 
 
 async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> dict[str, int]:
-    pipe = r.pipeline(transaction=False)
-    for j in job_ids:
-        pipe.hget(keys.job(j), "h")
-    return {j: int(h) for j, h in zip(job_ids, await pipe.execute(), strict=True) if h}
+    return {j: h for j, h in zip(job_ids, await record.handles(r, keys, job_ids), strict=True) if h}
 
 
 @pytest.mark.parametrize(

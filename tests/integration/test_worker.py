@@ -26,6 +26,7 @@ from registry.errors import InvalidEvent
 from registry.keys import Keys
 from registry.query.executor import Executor
 from registry.settings import Settings
+from registry.store import record
 from registry.store.projection import Projection
 from registry.wire.deadletter import dead_letter, list_dead, replay
 from registry.wire.events import decode_event
@@ -456,7 +457,7 @@ def test_arq_worker_process_applies_events_and_stops_on_sigterm(settings: Settin
         pub.publish_raw({"type": "junk"})
         deadline = time.monotonic() + 30
         while True:
-            state = r.hget(keys.job(job.lower()), "h")
+            state = r.hget(keys.job(job.lower()), record.HANDLE)
             if state is not None and r.xlen(keys.dead) == 1 and r.xpending(keys.events, settings.group)["pending"] == 0:
                 break
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""

@@ -9,6 +9,7 @@ from registry.query.context import QueryContext
 from registry.query.execute.collect import collect
 from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate
 from registry.query.spec import Page
+from registry.store import record
 
 
 async def candidate_handles(
@@ -16,12 +17,8 @@ async def candidate_handles(
 ) -> tuple[list[int], dict[int, bytes]]:
     """The driver's handles, and the uuids of those it already names (ids, id prefix)."""
     if isinstance(driver, IdIn):
-        pipe = ctx.redis.pipeline(transaction=False)
-        for job_id in driver.ids:
-            pipe.hget(ctx.keys.job(job_id), "h")
-        known = {
-            int(h): _uuid.UUID(job_id).bytes for job_id, h in zip(driver.ids, await pipe.execute(), strict=True) if h
-        }
+        found = await record.handles(ctx.redis, ctx.keys, driver.ids)
+        known = {h: _uuid.UUID(job_id).bytes for job_id, h in zip(driver.ids, found, strict=True) if h is not None}
         return sorted(known), known
     if isinstance(driver, IdPrefix):
         members = await ctx.redis.zrangebylex(ctx.keys.sort("id"), *driver.lex_bounds())
