@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from registry.domain.fold import to_job
-from registry.domain.model import Job, JobState, Origin, Status
+from registry.domain.fold import to_detail, to_job
+from registry.domain.model import Job, JobDetail, JobState, Origin, Status
 from registry.keys import Keys
 from registry.query import scripts
 from registry.query.planner import (
@@ -198,13 +198,20 @@ class Executor:
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""
+        return [to_job(state, h) if state else None for state, h in await self._states(job_ids)]
+
+    async def details(self, job_ids: Sequence[str]) -> list[JobDetail | None]:
+        """These jobs in full (results link and sequence included); None for unknown or not-yet-created ones."""
+        return [to_detail(state, h) if state else None for state, h in await self._states(job_ids)]
+
+    async def _states(self, job_ids: Sequence[str]) -> list[tuple[JobState | None, int]]:
         if not self._loaded:
             await self._load_scripts()
         if not job_ids:
             return []
         reply = await self._records(keys=[self.keys.job(job_id) for job_id in job_ids])
         return [
-            to_job(_decode_state(s), int(h)) if h and s else None for h, s in zip(reply[::2], reply[1::2], strict=True)
+            (_decode_state(s), int(h)) if h and s else (None, 0) for h, s in zip(reply[::2], reply[1::2], strict=True)
         ]
 
     # -- cardinalities ------------------------------------------------------------------
