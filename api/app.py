@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.auth import auth_middleware, principal_dependency
-from api.controllers import JobController, JobListController, healthz
+from api.controllers import JobController, JobListController, JobReadsV1Controller, healthz
 from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.live import LiveController
@@ -90,7 +90,15 @@ def create_app(settings: Settings) -> Litestar:
             await client.aclose()
 
     return Litestar(
-        route_handlers=[JobListController, LiveController, JobController, healthz, metrics, *dashboard_routes()],
+        route_handlers=[
+            JobListController,
+            LiveController,
+            JobController,
+            JobReadsV1Controller,
+            healthz,
+            metrics,
+            *dashboard_routes(),
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         # Authentication outermost; the timing sees only requests that got through it.

@@ -14,9 +14,9 @@ from api.auth import CurrentPrincipal
 from api.errors import JSendError, ValidationBody, invalid_path_param
 from api.params import check_query_size, parse_query
 from api.query_docs import JOB_QUERY_PARAMETERS
-from api.services import ServicesDep
-from registry.auth.principal import can_see, scope
-from registry.domain.model import Job
+from api.services import Services, ServicesDep
+from registry.auth.principal import Principal, can_see, scope
+from registry.domain.model import Job, JobDetail, Status
 from registry.errors import JobNotFound
 from registry.live.changes import current_position, format_position
 from registry.ops.health import group_backlog
@@ -44,7 +44,23 @@ class JobsPage(Success, kw_only=True):
 
 
 class OneJob(Success, kw_only=True):
-    data: Job
+    data: JobDetail
+
+
+class StatusData(msgspec.Struct):
+    status: Status
+
+
+class JobStatusBody(Success, kw_only=True):
+    data: StatusData
+
+
+class ResultsLinkData(msgspec.Struct):
+    results_link: str | None
+
+
+class ResultsLinkBody(Success, kw_only=True):
+    data: ResultsLinkData
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -128,14 +144,46 @@ class JobController(Controller):
         responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
     )
     async def get_job(self, services: ServicesDep, id: FromPath[str], principal: CurrentPrincipal) -> OneJob:
-        if not UUID_RE.fullmatch(id):
-            raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
-        job_id = id.lower()
-        (job,) = await services.executor.jobs([job_id])
-        # Another project's job gets the very same 404 as a missing one.
-        if job is None or not can_see(principal, job.project_id):
-            raise JobNotFound(job_id)
-        return OneJob(data=job)
+        return OneJob(data=await _visible_job(services, id, principal))
+
+
+async def _visible_job(services: Services, id: str, principal: Principal) -> JobDetail:
+    """The job ``id`` in full, if the caller may see it; every other case is the same 404."""
+    if not UUID_RE.fullmatch(id):
+        raise invalid_path_param("id", f"{id[:60]!r} is not a valid UUID", "uuid_parsing")
+    job_id = id.lower()
+    (job,) = await services.executor.details([job_id])
+    # Another project's job gets the very same 404 as a missing one.
+    if job is None or not can_see(principal, job.project_id):
+        raise JobNotFound(job_id)
+    return job
+
+
+class JobReadsV1Controller(Controller):
+    """The SDK's other reads of one job (`get_job_status`, `Job.full_result`), scoped like GET /api/v2/jobs/{id}."""
+
+    path = "/api/v1/jobs"
+    tags = ["jobs"]  # noqa: RUF012 (Litestar reads it as a class attribute)
+
+    @get(
+        "/{id:str}/status",
+        summary="Status of one job",
+        responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def get_status(self, services: ServicesDep, id: FromPath[str], principal: CurrentPrincipal) -> JobStatusBody:
+        job = await _visible_job(services, id, principal)
+        return JobStatusBody(data=StatusData(status=job.status))
+
+    @get(
+        "/{id:str}/results_link",
+        summary="Where one job's results are (null until its backend published a link)",
+        responses={401: _UNAUTHORIZED, 404: _NOT_FOUND, 422: _INVALID, 503: _UNAVAILABLE},
+    )
+    async def get_results_link(
+        self, services: ServicesDep, id: FromPath[str], principal: CurrentPrincipal
+    ) -> ResultsLinkBody:
+        job = await _visible_job(services, id, principal)
+        return ResultsLinkBody(data=ResultsLinkData(results_link=job.results_link))
 
 
 @get(

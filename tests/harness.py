@@ -28,7 +28,7 @@ from registry.query.spec import JobQuery
 from registry.settings import Settings, load_settings
 from registry.wire.events import decode_event
 from tests.conftest import RedisServer
-from tests.reference import Reference, render_job
+from tests.reference import Reference, render_detail
 
 ROOT = Path(__file__).resolve().parents[1]
 RawEntry = Mapping[str, str] | Mapping[bytes, bytes]
@@ -256,7 +256,7 @@ async def _registry(url: str, prefix: str, job_ids: list[str]) -> tuple[dict[str
         got: dict[str, Any] = {}
         for i in range(0, len(job_ids), 2000):
             chunk = job_ids[i : i + 2000]
-            for job_id, job in zip(chunk, await executor.jobs(chunk), strict=True):
+            for job_id, job in zip(chunk, await executor.details(chunk), strict=True):
                 if job is not None:
                     got[job_id] = msgspec.to_builtins(job)
         totals = {}
@@ -285,7 +285,7 @@ def _compare(ref: Reference, got: dict[str, Any], totals: dict[str, int], listed
     unexpected = got.keys() - expected.keys()
     assert not missing, f"{len(missing)} jobs lost, e.g. {sorted(missing)[:3]}"
     assert not unexpected, f"{len(unexpected)} jobs that should not exist, e.g. {sorted(unexpected)[:3]}"
-    wrong = [jid for jid, job in expected.items() if got[jid] != render_job(job, got[jid]["creation_order"])]
+    wrong = [jid for jid, job in expected.items() if got[jid] != render_detail(job, got[jid]["creation_order"])]
     assert not wrong, f"{len(wrong)} jobs differ from the fold, e.g. {wrong[0]}: {got[wrong[0]]}"
     orders = [j["creation_order"] for j in got.values()]
     assert len(set(orders)) == len(orders), "creation_order assigned twice"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -61,6 +62,18 @@ def render_timestamp(us: int) -> str:
 
 
 # ---------------------------------------------------------------- section 1: decoding
+
+
+def _is_link(value: str) -> bool:
+    """Contract: an absolute http(s) URL; jobreg's limits: printable ASCII, at most 4,096 characters."""
+    if len(value) > 4096 or not all("!" <= ch <= "~" for ch in value):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises for an invalid port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _uuid(value: str | None) -> str | None:
@@ -128,6 +141,9 @@ def decode(fields: dict[str, str]) -> Event | None:  # noqa: C901  one check per
     parent_id = _uuid(parent_raw)
     if parent_raw is not None and parent_id is None:
         return None
+    results_link = opt("results_link")
+    if results_link is not None and not _is_link(results_link):
+        return None
     variables = errors = None
     try:
         if (raw := opt("variables")) is not None:
@@ -149,6 +165,8 @@ def decode(fields: dict[str, str]) -> Event | None:  # noqa: C901  one check per
         "parent_id": parent_id,
         "variables": variables,
         "errors": errors,
+        "results_link": results_link,
+        "sequence": None,
         "batch_id": None,
         "project_id": None,
         "user_id": None,
@@ -161,7 +179,9 @@ def decode(fields: dict[str, str]) -> Event | None:  # noqa: C901  one check per
             return None
         if not DIGITS_RE.fullmatch(runs) or not 1 <= int(runs) <= MAX_RUNS:
             return None
-        event.update(batch_id=batch_id, project_id=project_id, user_id=user_id, runs=int(runs))
+        event.update(
+            batch_id=batch_id, project_id=project_id, user_id=user_id, runs=int(runs), sequence=opt("sequence")
+        )
     return event
 
 
@@ -198,16 +218,33 @@ def fold(events: list[Event]) -> Job | None:
         "updated_at": max(e["occurred_at"] for e in unique),
         "start_timestamp": min(started) if started else None,
         "end_timestamp": winner["occurred_at"] if winner else None,
+        # Shown for a single job only (render_detail), never in the list.
+        "results_link": winner["results_link"] if winner else None,
+        "sequence": c["sequence"],
     }
 
 
 def render_job(job: Job, creation_order: int) -> dict[str, Any]:
-    """The job as the API's JSON renders it (timestamps as strings, creation_order added)."""
-    out = dict(job, creation_order=creation_order)
+    """The job as the API's list renders it (timestamps as strings, creation_order added, results left out)."""
+    out = {k: v for k, v in job.items() if k not in DETAIL_ONLY}
+    out["creation_order"] = creation_order
     for name in ("created_at", "updated_at", "start_timestamp", "end_timestamp"):
         if out[name] is not None:
             out[name] = render_timestamp(out[name])
     return out
+
+
+DETAIL_ONLY = ("results_link", "sequence")
+
+
+def render_watched(job: Job, creation_order: int) -> dict[str, Any]:
+    """A job as the watch stream sends it: the list's fields plus the results link (never the sequence)."""
+    return render_job(job, creation_order) | {"results_link": job["results_link"]}
+
+
+def render_detail(job: Job, creation_order: int) -> dict[str, Any]:
+    """One job as GET /api/v2/jobs/{id} renders it: the list's fields plus the results link and sequence."""
+    return render_job(job, creation_order) | {k: job[k] for k in DETAIL_ONLY}
 
 
 # ---------------------------------------------------------------- section 3: querying
@@ -390,8 +427,13 @@ def make_traffic(
     entries: list[dict[str, str]] = []
     for _ in range(n_jobs):
         job_id = _new_uuid(rng)
+        marks = int(job_id[:2], 16)  # derived from the id, not drawn: seeded datasets keep their shape
         for ev in _job_traffic(rng, pools):
             t = ev.pop("t")
+            if ev["type"] == "created" and marks % 5 == 0:
+                ev["sequence"] = json.dumps({"register": {"q0": [0, 0]}, "n": marks})
+            elif ev["type"] in TERMINAL_TYPES and (marks + t) % 3 == 0:
+                ev["results_link"] = f"https://results.example/jobs/{job_id}/{t}.json?sig=a%2Fb"
             eid = _new_uuid(rng) if rng.random() < 0.9 else f"emu-{rng.getrandbits(40):x}"
             entry = {
                 "event_id": eid,

@@ -160,7 +160,39 @@ function remove(job) {
   if (job.id === selected) showDetail(job); // still shown, now outside the filter
 }
 
+// What only GET /api/v2/jobs/{id} has (the sequence), kept for the job shown in the panel.
+let selectedExtra = {};
+
+function detailValue(k, v) {
+  const dd = document.createElement("dd");
+  if (k === "results_link" && typeof v === "string" && /^https?:\/\//i.test(v)) {
+    const a = document.createElement("a"); // the registry only accepts absolute http(s) links
+    a.href = v;
+    a.textContent = v;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    dd.appendChild(a);
+  } else if (v !== null && typeof v === "object") {
+    const pre = document.createElement("pre");
+    pre.textContent = JSON.stringify(v, null, 2);
+    dd.appendChild(pre);
+  } else {
+    dd.textContent = v === null || v === undefined ? "—" : String(v);
+  }
+  return dd;
+}
+
+async function loadDetail(id) {
+  const r = await api(`/api/v2/jobs/${encodeURIComponent(id)}`);
+  if (!r.ok || selected !== id) return;
+  const full = (await r.json()).data;
+  selectedExtra = { sequence: full.sequence };
+  showDetail({ ...full, ...(jobs.get(id) || {}) });
+}
+
 function showDetail(job) {
+  if (job.id !== selected) selectedExtra = {};
+  job = { ...job, ...selectedExtra };
   selected = job.id;
   for (const tr of rowsEl.querySelectorAll("tr.selected")) tr.classList.remove("selected");
   rowOf(job.id)?.classList.add("selected");
@@ -169,14 +201,7 @@ function showDetail(job) {
   for (const [k, v] of Object.entries(job)) {
     const dt = document.createElement("dt");
     dt.textContent = k;
-    const dd = document.createElement("dd");
-    if (v !== null && typeof v === "object") {
-      const pre = document.createElement("pre");
-      pre.textContent = JSON.stringify(v, null, 2);
-      dd.appendChild(pre);
-    } else {
-      dd.textContent = v === null ? "—" : String(v);
-    }
+    const dd = detailValue(k, v);
     dd.dataset.field = k;
     dl.append(dt, dd);
   }
@@ -366,7 +391,10 @@ form.addEventListener("submit", (e) => { e.preventDefault(); filtersChanged(); }
 
 rowsEl.addEventListener("click", (e) => {
   const tr = e.target.closest("tr");
-  if (tr && jobs.has(tr.dataset.id)) showDetail(jobs.get(tr.dataset.id));
+  if (tr && jobs.has(tr.dataset.id)) {
+    showDetail(jobs.get(tr.dataset.id));
+    loadDetail(tr.dataset.id);
+  }
 });
 $("detail-close").addEventListener("click", () => {
   selected = null;

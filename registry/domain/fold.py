@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from registry.domain.model import (
     STATUS_OF,
     TERMINAL_EVENTS,
@@ -11,7 +13,9 @@ from registry.domain.model import (
     Event,
     EventType,
     Job,
+    JobDetail,
     JobState,
+    LinkedJob,
     Terminal,
     render_timestamp,
 )
@@ -41,6 +45,7 @@ def merge(state: JobState, event: Event) -> JobState:
             origin=event.origin,
             parent_id=event.parent_id,
             variables=event.variables,
+            sequence=event.sequence,
         )
         # Several `created` events for one job: the earliest (then smallest id) wins.
         if created is None or (candidate.occurred_at, candidate.event_id) < (
@@ -58,6 +63,7 @@ def merge(state: JobState, event: Event) -> JobState:
             occurred_at=event.occurred_at,
             status=STATUS_OF[event.type],
             errors=event.errors,
+            results_link=event.results_link,
         )
         if terminal is None or (candidate_t.occurred_at, candidate_t.event_id) < (
             terminal.occurred_at,
@@ -108,3 +114,20 @@ def to_job(state: JobState, creation_order: int) -> Job | None:
         start_timestamp=render_timestamp(state.start_timestamp),
         end_timestamp=render_timestamp(t.occurred_at if t else None),
     )
+
+
+def to_linked(state: JobState, creation_order: int) -> LinkedJob | None:
+    """The public job plus its results link (the watch stream's shape)."""
+    job = to_job(state, creation_order)
+    if job is None:
+        return None
+    t = state.terminal
+    return LinkedJob(**msgspec.structs.asdict(job), results_link=t.results_link if t else None)
+
+
+def to_detail(state: JobState, creation_order: int) -> JobDetail | None:
+    """One job in full: the public job, its results link and its sequence (GET /api/v2/jobs/{id})."""
+    job = to_linked(state, creation_order)
+    if job is None or state.created is None:
+        return None
+    return JobDetail(**msgspec.structs.asdict(job), sequence=state.created.sequence)

@@ -64,6 +64,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     parent_id: str | None = None
     variables: dict[str, Any] | None = None
     errors: tuple[str, ...] = ()
+    results_link: str | None = None  # where the backend stored the results (terminal events)
+    sequence: str | None = None  # the serialized pulser sequence (`created` only)
 
 
 # The fold's structs are stored in every job record: array_like encodes them as msgpack
@@ -78,6 +80,9 @@ class Created(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     origin: Origin
     parent_id: str | None
     variables: dict[str, Any] | None
+    # Added after records were first written: trailing fields with defaults, so older
+    # records (shorter arrays) still decode.
+    sequence: str | None = None
 
 
 class Terminal(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -85,6 +90,7 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     occurred_at: int
     status: Status
     errors: tuple[str, ...]
+    results_link: str | None = None  # trailing with a default: older records still decode
 
 
 class JobState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -135,6 +141,18 @@ class Job(msgspec.Struct, kw_only=True):
     updated_at: str
     start_timestamp: str | None
     end_timestamp: str | None
+
+
+class LinkedJob(Job, kw_only=True):
+    """A job with where its results are: what the watch stream sends (the list leaves results out)."""
+
+    results_link: str | None
+
+
+class JobDetail(LinkedJob, kw_only=True):
+    """One job as GET /api/v2/jobs/{id} returns it: the list's fields, the results link and the sequence."""
+
+    sequence: str | None
 
 
 def render_timestamp(us: int | None) -> str | None:

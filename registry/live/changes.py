@@ -14,8 +14,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from registry.domain.fold import to_job
-from registry.domain.model import Job, JobState
+from registry.domain.fold import to_linked
+from registry.domain.model import JobState, LinkedJob
 from registry.errors import JobregError
 from registry.keys import Keys
 from registry.store.record import decode_state
@@ -67,7 +67,7 @@ class Change:
         self.handle = handle
         self.state = state
         self.old = old
-        self._job: Job | None = None
+        self._job: LinkedJob | None = None
         self._json: bytes | None = None
 
     @property
@@ -75,9 +75,9 @@ class Change:
         return format_position(self.position)
 
     @property
-    def job(self) -> Job:
+    def job(self) -> LinkedJob:
         if self._job is None:
-            job = to_job(self.state, self.handle)
+            job = to_linked(self.state, self.handle)
             assert job is not None  # only listed jobs are logged
             self._job = job
         return self._job

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from registry.domain.fold import to_job
-from registry.domain.model import Job
+from registry.domain.fold import to_detail, to_job
+from registry.domain.model import Job, JobDetail, JobState
 from registry.keys import Keys
 from registry.query import cost
 from registry.query.context import QueryContext
@@ -63,12 +63,20 @@ class Executor:
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""
+        return [to_job(state, h) if state else None for state, h in await self._states(job_ids)]
+
+    async def details(self, job_ids: Sequence[str]) -> list[JobDetail | None]:
+        """These jobs in full (results link and sequence included); None for unknown or not-yet-created ones."""
+        return [to_detail(state, h) if state else None for state, h in await self._states(job_ids)]
+
+    async def _states(self, job_ids: Sequence[str]) -> list[tuple[JobState | None, int]]:
+        """Each job's folded state and handle, in one script call; (None, 0) for unknown or unlisted ones."""
         await self.scripts.load()
         if not job_ids:
             return []
         reply = await self.scripts.records([self.keys.job(job_id) for job_id in job_ids])
         return [
-            to_job(record.decode_state(s), int(h)) if h and s else None
+            (record.decode_state(s), int(h)) if h and s else (None, 0)
             for h, s in zip(reply[::2], reply[1::2], strict=True)
         ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -17,6 +18,9 @@ MAX_VALUE_BYTES = 65_536
 MAX_RUNS = 2**31 - 1
 MAX_EVENT_ID = 200
 MAX_USER_ID = 128
+# Presigned object-store URLs run to 1-2 KB; 4 KiB leaves room without inviting bulk data.
+MAX_RESULTS_LINK = 4096
+_PRINTABLE_RE = re.compile(r"[!-~]+\Z")  # printable ASCII: no spaces, controls or raw non-ASCII
 
 _variables = msgspec.json.Decoder(dict[str, Any])
 _errors = msgspec.json.Decoder(list[str])
@@ -92,6 +96,7 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
         except OverflowError:
             raise InvalidEvent("variables holds an integer outside the 64-bit range") from None
     errors = _decode_json(f, "errors", _errors, "a JSON array of strings")
+    results_link = _results_link(_optional(f, "results_link"))
 
     common: dict[str, Any] = {
         "event_id": event_id,
@@ -102,6 +107,7 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
         "parent_id": parent_id,
         "variables": variables,
         "errors": tuple(errors or ()),
+        "results_link": results_link,
     }
     if etype is EventType.CREATED:
         user_id = _required(f, "user_id")
@@ -115,8 +121,27 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
             project_id=canonical_uuid(_required(f, "project_id"), "project_id"),
             user_id=user_id,
             runs=int(raw_runs),
+            # The serialized pulser sequence, opaque to the registry; bounded by MAX_VALUE_BYTES.
+            sequence=_optional(f, "sequence"),
         )
     return Event(**common)
+
+
+def _results_link(raw: str | None) -> str | None:
+    """An absolute http(s) URL of printable ASCII, at most MAX_RESULTS_LINK characters."""
+    if raw is None:
+        return None
+    if len(raw) > MAX_RESULTS_LINK:
+        raise InvalidEvent(f"results_link longer than {MAX_RESULTS_LINK} characters")
+    try:
+        parts = urlsplit(raw) if _PRINTABLE_RE.match(raw) else None
+        if parts is not None:
+            parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidEvent(f"results_link is not an absolute http(s) URL: {raw[:60]!r}")
+    return raw
 
 
 def _decode_json(f: dict[str, str], name: str, decoder: msgspec.json.Decoder[Any], what: str) -> Any:

@@ -162,8 +162,16 @@ def test_dashboard_follows_jobs_live(stack: Stack, browser: Any) -> None:
     wait_for(browser, lambda: detail("id") == new[3], "the detail panel")
     assert detail("user_id") == "operator-test"
     assert detail("origin") == "AZURE"
+    wait_for(browser, lambda: detail("sequence") == "—", "the full job (sequence) fetched for the panel")
     pub.started(new[3])
     wait_for(browser, lambda: detail("status") == "RUNNING", "the detail to follow the job")
+    # A results link a backend publishes shows as a link in the panel.
+    link = "https://results.example/jobs/r.json?sig=a%2Fb"
+    pub.finished(new[3], results_link=link)
+    wait_for(browser, lambda: detail("status") == "DONE", "the detail to follow the job")
+    anchor = browser.find_element(By.CSS_SELECTOR, '#detail dd[data-field="results_link"] a')
+    assert anchor.get_attribute("href") == link and anchor.text == link
+    assert anchor.get_attribute("rel") == "noopener noreferrer"
 
     # Pipeline health is shown.
     wait_for(browser, lambda: text(browser, "h-lag") == "0", "the consumer lag")

@@ -18,7 +18,7 @@ from registry.live.changes import ORIGIN, parse_position
 from registry.settings import load_settings
 from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
-from tests.reference import Reference, make_traffic, render_job
+from tests.reference import Reference, make_traffic, render_watched
 from tests.sse import SseMessage, SseStream, open_stream
 
 SECRET = "live-auth-test-secret-" + "q" * 32
@@ -81,7 +81,7 @@ async def test_watch_and_stats_are_scoped_to_the_callers_projects(stack: Stack) 
             await resp.aclose()
 
         orders = {i: j["creation_order"] for i, j in root_view.items()}
-        want = {i: render_job(j, orders[i]) for i, j in ref.jobs().items()}
+        want = {i: render_watched(j, orders[i]) for i, j in ref.jobs().items()}
         assert root_view == want
         assert alice_view == {i: j for i, j in want.items() if j["project_id"] in mine}
         assert alice_view, "alice's projects have jobs"

@@ -24,7 +24,7 @@ import redis
 
 from tests.conftest import RedisServer, free_port
 from tests.harness import healthy, jobreg, publish, spawn, wait_for
-from tests.reference import Reference, make_traffic, random_query, render_job
+from tests.reference import Reference, make_traffic, random_query, render_detail, render_job
 
 SEED = 4242
 N_JOBS = 600
@@ -197,7 +197,7 @@ def test_pipeline(cluster: Cluster) -> None:
             assert r.status_code == 200, r.text
             body = r.json()
             assert (body["status"], body["code"]) == ("success", "200")
-            assert body["data"] == render_job(ref.jobs()[job_id], creation_order[job_id])
+            assert body["data"] == render_detail(ref.jobs()[job_id], creation_order[job_id])
         r = http.get(f"/api/v2/jobs/{uuid.UUID(int=random.Random(SEED + 3).getrandbits(128), version=4)}")
         assert r.status_code == 404, r.text
         assert r.json()["data"] is None

@@ -27,7 +27,7 @@ from registry.auth.tokens import mint
 from registry.settings import load_settings
 from tests.conftest import RedisServer, free_port
 from tests.integration.test_api import load
-from tests.reference import Reference, make_traffic, render_job
+from tests.reference import Reference, make_traffic, render_detail, render_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-sdk-shared-secret-" + "q" * 32
@@ -195,7 +195,7 @@ def test_get_batch_jobs_pages_through_in_creation_order(sdk: PasqalCloudClient, 
 
 def test_get_single_job(sdk: PasqalCloudClient, live: Live) -> None:
     job_id = sorted(live.ref.jobs())[3]
-    assert sdk._client.get_job(job_id) == render_job(live.ref.jobs()[job_id], live.orders[job_id])
+    assert sdk._client.get_job(job_id) == render_detail(live.ref.jobs()[job_id], live.orders[job_id])
 
 
 # -- authentication through the SDK --------------------------------------------------------

@@ -27,7 +27,7 @@ from registry.store.projection import Projection
 from registry.wire.events import decode_event
 from tests.conftest import RedisServer, start_redis_server
 from tests.harness import decode_all
-from tests.reference import Reference, make_traffic, random_query, render_job
+from tests.reference import Reference, make_traffic, random_query, render_detail, render_job
 
 Client = AsyncTestClient[Litestar]
 JOBS = "/api/v2/jobs"
@@ -42,6 +42,9 @@ class Dataset:
 
     def rendered(self, job_id: str) -> dict[str, Any]:
         return render_job(self.ref.jobs()[job_id], self.orders[job_id])
+
+    def detail(self, job_id: str) -> dict[str, Any]:
+        return render_detail(self.ref.jobs()[job_id], self.orders[job_id])
 
 
 async def load(url: str, prefix: str, traffic: list[dict[str, str]], job_ids: list[str]) -> dict[str, int]:
@@ -260,7 +263,7 @@ async def test_get_job_by_id(client: Client, dataset: Dataset) -> None:
     for path_id in (job_id, job_id.upper()):
         resp = await client.get(f"{JOBS}/{path_id}")
         assert resp.status_code == 200
-        assert resp.json() == {"status": "success", "message": "OK.", "code": "200", "data": dataset.rendered(job_id)}
+        assert resp.json() == {"status": "success", "message": "OK.", "code": "200", "data": dataset.detail(job_id)}
 
 
 @pytest.mark.parametrize("job_id", ["00000000-0000-4000-8000-000000000000", ORPHAN])

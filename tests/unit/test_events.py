@@ -50,6 +50,12 @@ def test_good_created_is_normalised() -> None:
         ({"errors": '{"a": 1}'}, "errors is not a JSON array of strings"),
         ({"errors": "[1]"}, "errors is not a JSON array of strings"),
         ({"variables": '{"a": "' + "x" * 70_000 + '"}'}, "variables exceeds 65536 bytes"),
+        ({"results_link": "ftp://host/r"}, "results_link is not an absolute http(s) URL"),
+        ({"results_link": "//host/r"}, "results_link is not an absolute http(s) URL"),
+        ({"results_link": "https://host/a\nb"}, "results_link is not an absolute http(s) URL"),
+        ({"results_link": "https://h\u00f4st/r"}, "results_link is not an absolute http(s) URL"),
+        ({"results_link": "https://host/" + "a" * 4096}, "results_link longer than 4096"),
+        ({"sequence": "s" * 70_000}, "sequence exceeds 65536 bytes"),
     ],
 )
 def test_bad_entries_give_a_reason(change: dict[str, str | None], reason: str) -> None:
@@ -69,3 +75,18 @@ def test_non_created_events_need_no_creation_fields() -> None:
         {"event_id": "x", "type": "failed", "job_id": J, "occurred_at": "2026-01-01T00:00:00Z", "errors": '["boom"]'}
     )
     assert e.errors == ("boom",) and e.batch_id is None
+
+
+def test_results_link_and_sequence() -> None:
+    link = "https://store.example/jobs/r.json?X-Amz-Signature=ab%2Fcd&X-Amz-Expires=3600"
+    finished = decode_event(
+        {"event_id": "f", "type": "finished", "job_id": J, "occurred_at": "2026-11-23T10:00:00", "results_link": link}
+    )
+    assert finished.results_link == link
+    created = decode_event(GOOD | {"sequence": '{"version": "1"}'})
+    assert created.sequence == '{"version": "1"}' and created.results_link is None
+    # A sequence on a non-created event is ignored like the other creation fields.
+    started = decode_event(
+        {"event_id": "s", "type": "started", "job_id": J, "occurred_at": "2026-11-23T10:00:00", "sequence": "x"}
+    )
+    assert started.sequence is None

@@ -8,7 +8,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.domain.fold import fold, to_job
+from registry.domain.fold import fold, to_detail, to_job
 from registry.domain.model import Event, EventType, Origin, Status
 
 JOB = str(uuid.UUID(int=1))
@@ -30,7 +30,10 @@ def event_sets(draw: st.DrawFn) -> list[Event]:
                 user_id=draw(st.sampled_from(["ann", "bob"])),
                 runs=draw(st.integers(1, 5)),
                 origin=draw(st.sampled_from(list(Origin))),
+                sequence=draw(st.sampled_from([None, "seq-a", "seq-b"])),
             )
+        else:
+            extra = dict(results_link=draw(st.sampled_from([None, "https://r/a", "https://r/b"])))
         errors = tuple(draw(st.lists(st.sampled_from(["boom", "late"]), max_size=2)))
         out.append(Event(event_id=f"e{i}", type=etype, job_id=JOB, occurred_at=at, errors=errors, **extra))  # type: ignore[arg-type]
     return out
@@ -97,3 +100,36 @@ def test_winning_terminal_errors() -> None:
     )
     job = to_job(s, 1)
     assert job is not None and job.status is Status.ERROR and job.errors == ["e1", "e2"]
+
+
+def test_results_link_and_sequence_come_from_the_winning_events() -> None:
+    state = fold(
+        JOB,
+        [
+            ev("c", EventType.CREATED, 10, sequence="pulser-json"),
+            ev("f2", EventType.FINISHED, 30, results_link="https://store/late"),
+            ev("f1", EventType.FAILED, 20, results_link="https://store/first", errors=("boom",)),
+            ev("s", EventType.STARTED, 15, results_link="https://ignored/not-terminal"),
+        ],
+    )
+    detail = to_detail(state, 7)
+    assert detail is not None
+    assert detail.status is Status.ERROR
+    assert detail.results_link == "https://store/first"
+    assert detail.sequence == "pulser-json"
+    listed = to_job(state, 7)
+    assert listed is not None and not hasattr(listed, "results_link")
+    assert to_detail(fold(JOB, [ev("s", EventType.STARTED, 15)]), 0) is None
+
+
+def test_records_written_before_the_new_fields_still_decode() -> None:
+    import msgspec
+
+    from registry.domain.model import JobState
+
+    state = fold(JOB, [ev("c", EventType.CREATED, 10), ev("f", EventType.FINISHED, 20, errors=("x",))])
+    blob = msgspec.msgpack.encode(state)
+    old = msgspec.msgpack.decode(blob, type=list)
+    old[1] = old[1][:-1]  # Created without its trailing sequence
+    old[4] = old[4][:-1]  # Terminal without its trailing results_link
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=JobState) == state

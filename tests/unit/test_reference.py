@@ -141,6 +141,8 @@ def test_fold_any_order_and_duplicates() -> None:
         "updated_at": T0_US + 30_000_000,
         "start_timestamp": T0_US + 15_000_000,
         "end_timestamp": T0_US + 30_000_000,
+        "results_link": None,
+        "sequence": None,
     }
     for perm in itertools.permutations(events):
         assert fold([*perm, perm[0], perm[2]]) == expected
