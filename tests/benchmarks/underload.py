@@ -32,11 +32,11 @@ def _events_stream() -> str:
     return Keys(harness.PREFIX).events
 
 
-def publish(url: str, rate: int, seconds: float, seed: int, ready: Any, go: Any) -> None:
+def publish(url: str, rate: int, seconds: float, seed: int, ready: Any, go: Any, count: Any) -> None:
     """XADD fresh jobs' events at ``rate`` events/s for ``seconds`` (10 ms ticks, pipelined).
 
     Sets ``ready`` once set up (imports, plan), then waits for ``go``, so that the measured
-    period is all publishing.
+    period is all publishing; leaves the number of events published in ``count``.
     """
     r = redis.Redis.from_url(url)
     stream = _events_stream()
@@ -57,6 +57,7 @@ def publish(url: str, rate: int, seconds: float, seed: int, ready: Any, go: Any)
         sleep = t0 + ticks * tick - time.perf_counter()
         if sleep > 0:
             time.sleep(sleep)
+    count.value = ticks * per_tick
     r.close()
 
 
@@ -107,10 +108,9 @@ async def _loaded(
     r = aioredis.Redis.from_url(url)
     stream = _events_stream()
     ctx = multiprocessing.get_context("spawn")
-    ready, go = ctx.Event(), ctx.Event()
-    publisher = ctx.Process(target=publish, args=(url, eps, seconds, 7, ready, go))
+    ready, go, count = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
+    publisher = ctx.Process(target=publish, args=(url, eps, seconds, 7, ready, go, count))
     max_backlog = 0
-    before = await r.xlen(stream)
     publisher.start()
     await asyncio.to_thread(ready.wait)
     go.set()
@@ -122,17 +122,20 @@ async def _loaded(
             max_backlog = max(max_backlog, await _backlog(r, stream))
             await asyncio.sleep(0.25)
 
+    async def drain() -> tuple[float, float, int]:
+        # From the last XADD (the publisher exits right after it) until the backlog is 0.
+        await asyncio.to_thread(publisher.join)
+        ended = time.perf_counter()
+        while (backlog := await _backlog(r, stream)) != 0 and time.perf_counter() - ended < 120:
+            await asyncio.sleep(0.01)
+        return ended, time.perf_counter() - ended, backlog
+
     watcher = asyncio.create_task(watch())
+    drainer = asyncio.create_task(drain())
     latencies, errors = await _open_loop(base, headers, queries, qps, seconds)
-    await asyncio.to_thread(publisher.join)
-    t_published = time.perf_counter()
+    t_published, drained_s, backlog = await drainer
     await watcher
-    published = await r.xlen(stream) - before
-    while (backlog := await _backlog(r, stream)) != 0:
-        if time.perf_counter() - t_published > 120:
-            break
-        await asyncio.sleep(0.01)
-    drained_s = time.perf_counter() - t_published
+    published = int(count.value)
     await r.aclose()
     return {
         "latencies": latencies,
