@@ -1,0 +1,165 @@
+"""Processes and data for the comparison: private Redis, jobreg and peer servers, tokens, loading.
+
+Talks to jobreg through its command line and HTTP; of ``registry`` it only imports what loads
+data (Projection, Keys, the event decoder, the settings), lazily, so restructuring elsewhere
+does not break the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import redis
+from tqdm import tqdm
+
+from tests.benchmarks import pg
+from tests.benchmarks.datagen import Plan, iter_jobs, job_events
+from tests.conftest import RedisServer, free_port, start_redis_server
+
+PREFIX = "bench"
+#: One secret per run, shared by jobreg and the peer (at least 32 bytes, as jobreg requires).
+SECRET = secrets.token_hex(32)
+
+
+def layout_version() -> str:
+    """The stored layout's version: a kept copy written with another one is stale."""
+    from registry.store.indexes import LAYOUT
+
+    return str(LAYOUT)
+
+
+def start_redis(keep: str | None) -> RedisServer:
+    """A private redis-server; with ``keep``, its data is saved there and reloaded next run."""
+    if keep is None:
+        return start_redis_server()
+    os.makedirs(keep, exist_ok=True)
+    return start_redis_server(workdir=keep, dbfilename="bench.rdb", start_timeout_s=600)
+
+
+async def _load_jobreg(url: str, plan: Plan, chunk_jobs: int = 1000) -> tuple[int, float]:
+    import redis.asyncio as aioredis
+
+    from registry.keys import Keys
+    from registry.settings import load_settings
+    from registry.store.projection import Projection
+    from registry.wire.events import decode_event
+
+    client = aioredis.Redis.from_url(url)
+    projection = Projection(client, Keys(PREFIX), load_settings({}).set_to_bitmap_threshold)
+    n_events = 0
+    t0 = time.perf_counter()
+    with tqdm(total=plan.n_jobs, unit="job", unit_scale=True, desc="jobreg load") as bar:
+        for chunk in iter_jobs(plan, chunk_size=chunk_jobs):
+            events = [decode_event(fields) for job in chunk for fields in job_events(job)]
+            await projection.apply(events)
+            n_events += len(events)
+            bar.update(len(chunk))
+    await client.aclose()
+    return n_events, time.perf_counter() - t0
+
+
+def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool) -> int:
+    """Load ``plan`` through the Projection the worker uses (or reuse a kept copy): bytes it took."""
+    marker = f"{PREFIX}:loaded"
+    wanted = f"{plan.n_jobs}:{plan.seed}:{layout_version()}"
+    if keep and (r.get(marker) or b"").decode() == wanted:
+        print(f"jobreg: reusing the kept data ({plan.n_jobs:,} jobs, seed {plan.seed})")
+        return int(r.get(f"{marker}:bytes") or 0)
+    r.flushall()
+    before = int(r.info("memory")["used_memory"])
+    n_events, wall = asyncio.run(_load_jobreg(url, plan))
+    grown = int(r.info("memory")["used_memory"]) - before
+    print(f"jobreg: loaded {plan.n_jobs:,} jobs ({n_events:,} events) in {wall:.0f} s")
+    if keep:
+        r.set(marker, wanted)
+        r.set(f"{marker}:bytes", grown)
+        r.save()
+    return grown
+
+
+def load_pg(conn: Any, plan: Plan, reuse: bool) -> None:
+    """Load ``plan`` into PostgreSQL, or reuse the loaded table (adding indexes it lacks)."""
+    if reuse and pg.loaded_plan(conn) == (plan.n_jobs, plan.seed):
+        added = pg.ensure_indexes(conn)
+        print(f"PostgreSQL: reusing the loaded table ({plan.n_jobs:,} jobs), {added} indexes added")
+        return
+    stats = pg.load(conn, plan)
+    print(f"PostgreSQL: loaded {stats.rows:,} jobs in {stats.total_s:.0f} s incl. {len(pg.INDEXES)} indexes")
+
+
+def sample_job_ids(conn: Any, plan: Plan, k: int = 200) -> list[str]:
+    """``k`` job ids spread over the data (by creation order, so the same on every run)."""
+    orders = [1 + i * plan.n_jobs // k for i in range(k)]
+    rows = conn.execute(f"SELECT id FROM {pg.TABLE} WHERE creation_order = ANY(%s)", (orders,)).fetchall()
+    return sorted(str(row[0]) for row in rows)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _env(url: str, prefix: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "JOBREG_REDIS_URL": url,
+        "JOBREG_PREFIX": prefix,
+        "JOBREG_LOG_LEVEL": "WARNING",
+        "JOBREG_AUTH_SECRET": SECRET,
+    }
+
+
+def jobreg(command: list[str], url: str, prefix: str = PREFIX) -> subprocess.Popen[bytes]:
+    """A ``jobreg`` command (``api``, ``worker``) running against ``url`` with auth on."""
+    return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=_env(url, prefix))
+
+
+def jobreg_api(url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = jobreg(["api", "--host", "127.0.0.1", "--port", str(port)], url)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def peer_api(dsn: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "JOBREG_AUTH_SECRET": SECRET}
+    cmd = [sys.executable, "-m", "tests.benchmarks.pg_service", "--port", str(port), "--dsn", dsn]
+    return subprocess.Popen(cmd, env=env), f"http://127.0.0.1:{port}"
+
+
+def admin_token() -> str:
+    """An admin bearer token minted by ``jobreg token`` (accepted by both servers)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "registry.ops.cli", "token", "--admin", "--user", "bench", "--ttl", "7d"],
+        env=_env("redis://unused", PREFIX),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_http(base: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {base} did not come up")
