@@ -37,6 +37,7 @@ from registry.store.projection import Projection
 from registry.wire.events import decode_event
 from tests.benchmarks import live, pg
 from tests.benchmarks.datagen import Plan, bench_info, iter_jobs, job_events, make_plan
+from tests.benchmarks.harness import stop, wait_http
 from tests.benchmarks.pg_only import percentile
 from tests.benchmarks.shapes import shapes
 from tests.conftest import RedisServer, free_port, start_redis_server
@@ -98,27 +99,6 @@ def start_kept_redis(directory: str) -> RedisServer:
 def jobreg_process(command: list[str], url: str, prefix: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "JOBREG_REDIS_URL": url, "JOBREG_PREFIX": prefix, "JOBREG_LOG_LEVEL": "WARNING"}
     return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=env)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_http(base: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"API at {base} did not come up")
 
 
 # --------------------------------------------------------------------------- queries
