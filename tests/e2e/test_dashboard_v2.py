@@ -8,12 +8,16 @@ import random
 import re
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from registry.auth.tokens import mint
+from registry.settings import load_settings
 from registry.wire.deadletter import dead_letter_copy
 from registry.wire.publisher import Publisher
+from tests.conftest import RedisServer
 from tests.e2e.browser import (
     browser,
     console_problems,
@@ -26,7 +30,7 @@ from tests.e2e.browser import (
     text,
     wait_for,
 )
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, running_stack
 
 __all__ = ["browser", "stack"]  # fixtures, used by name
 
@@ -267,3 +271,30 @@ def test_the_page_runs_under_its_strict_csp(stack: Stack, browser: Any) -> None:
     # The check can fail: an inline style attribute is refused, and the console says so.
     browser.execute_script("document.body.insertAdjacentHTML('beforeend', '<div style=\"color:red\">x</div>')")
     wait_for(browser, lambda: any("Content Security Policy" in m for m in console_problems(browser)), "a CSP report")
+
+
+def test_a_user_sees_their_jobs_and_no_dead_letters(redis_server: RedisServer, tmp_path: Path, browser: Any) -> None:
+    secret = "dashboard-user-test-secret-" + "u" * 32
+    env = {"JOBREG_AUTH_SECRET": secret, "JOBREG_WATCH_HEARTBEAT_S": "2"}
+    with running_stack(redis_server, tmp_path, env=env) as secured:
+        mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+        pub = Publisher(secured.redis(), secured.keys)
+        for job, project in ((str(uuid.uuid4()), mine), (str(uuid.uuid4()), theirs)):
+            pub.created(job, batch_id=job, project_id=project, user_id="u", runs=1)
+        secured.publish([{"event_id": "bad", "type": "exploded", "job_id": mine, "occurred_at": "2026-11-23"}])
+        secured.wait_drained()
+        token = mint(load_settings({}, auth_secret=secret), "ann", [mine])
+        browser.get(secured.url + "/")
+        browser.execute_script("sessionStorage.setItem('jobreg-token', arguments[0])", token)
+        console_problems(browser)  # drain: the first load, without a token, was refused (401) as it should be
+        browser.get(secured.url + "/")
+        live(browser)
+        assert [r.get_attribute("data-status") for r in by_css(browser, "#rows tr")] == ["PENDING"]
+        by_css(browser, "#dead-toggle")[0].click()
+        wait_for(browser, lambda: "operators" in text(browser, "dl-message"), "the operators-only note")
+        assert not by_css(browser, "#auth")[0].is_displayed()  # a 403 there is not a bad token
+        assert not by_css(browser, "#dl-replay-all")[0].is_displayed()
+        wait_for(browser, lambda: int(by_css(browser, "#chart-status")[0].get_attribute("data-samples") or 0) >= 2, "")
+        # Only the refused admin routes are in the console (the browser logs every 403 it gets).
+        problems = console_problems(browser)
+        assert all(" 403 " in m for m in problems), problems
