@@ -87,7 +87,9 @@ _ERRORS = {
     401: ResponseSpec(JSendError, description="Missing or invalid bearer token"),
     403: ResponseSpec(JSendError, description="Not an operator (admin) token"),
     422: ResponseSpec(ValidationBody, description="Invalid parameters, every offending one named"),
+    503: ResponseSpec(JSendError, description="Redis unreachable; retry after Retry-After seconds"),
 }
+_BODY_ERRORS = {**_ERRORS, 400: ResponseSpec(JSendError, description="A request body that is not JSON")}
 
 
 class DeadLetterController(Controller):
@@ -122,7 +124,7 @@ class DeadLetterController(Controller):
             pagination=DeadLetterPagination(total=total, next=page[-1].id if more and page else None),
         )
 
-    @post("/replay", summary="Replay dead letters (admins)", status_code=200, responses=_ERRORS)
+    @post("/replay", summary="Replay dead letters (admins)", status_code=200, responses=_BODY_ERRORS)
     async def replay_dead_letters(
         self, services: ServicesDep, principal: CurrentPrincipal, data: JSONBody[ReplayRequest]
     ) -> ReplayedBody:

@@ -14,7 +14,10 @@ export function initDeadLetters(apiFetch, replayed) {
   $("dead-toggle").addEventListener("click", () => toggle(!isOpen()));
   $("dl-close").addEventListener("click", () => toggle(false));
   $("dl-more").addEventListener("click", () => load(next));
-  $("dl-replay-all").addEventListener("click", () => replay({ all: true }));
+  $("dl-replay-all").addEventListener("click", () => {
+    // Every entry goes back to the events stream at once: worth a second thought.
+    if (confirm("Replay every dead letter to the events stream?")) replay({ all: true });
+  });
   $("dl-rows").addEventListener("click", (e) => {
     const b = e.target.closest("button[data-replay]");
     if (b) replay({ ids: [b.dataset.replay] });

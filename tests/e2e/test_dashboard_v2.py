@@ -215,6 +215,20 @@ def test_dead_letters_are_listed_with_reasons_and_replayed(stack: Stack, browser
     wait_for(browser, lambda: len(by_css(browser, "#dl-rows tr")) == 1, "one dead letter left")
     wait_for(browser, lambda: text(browser, "h-dead") == "1", "the count to follow")
     assert "1 replayed" in text(browser, "dl-message")
+    # "replay all" asks first; the invalid entry goes back, is dead-lettered again, and shows with a new id.
+    invalid = by_css(browser, "#dl-rows tr")[0].get_attribute("data-id")
+    by_css(browser, "#dl-replay-all")[0].click()
+    browser.switch_to.alert.accept()
+    wait_for(browser, lambda: "1 replayed" in text(browser, "dl-message"), "replay all done")
+    stack.wait_drained()
+    by_css(browser, "#dead-toggle")[0].click()  # close and reopen: list again
+    by_css(browser, "#dead-toggle")[0].click()
+    wait_for(
+        browser,
+        lambda: [r.get_attribute("data-id") for r in by_css(browser, "#dl-rows tr")] not in ([], [invalid]),
+        "the entry dead-lettered again under a new id",
+    )
+    assert len(by_css(browser, "#dl-rows tr")) == 1
     assert console_problems(browser) == []
 
 

@@ -135,3 +135,10 @@ async def test_bad_input_is_422_naming_it(
     r = await client.request(method, path, params=params, json=body, headers=bearer(auth_settings, admin=True))
     assert r.status_code == 422, r.text
     assert [d["loc"] for d in r.json()["detail"]] == [loc]
+
+
+async def test_a_body_that_is_not_json_is_a_400_in_jsend(client: Client, auth_settings: Settings) -> None:
+    headers = {**bearer(auth_settings, admin=True), "Content-Type": "application/json"}
+    r = await client.post(REPLAY, content=b"\x00", headers=headers)
+    assert r.status_code == 400
+    assert (r.json()["status"], r.json()["code"]) == ("fail", "400")
