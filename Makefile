@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv lint format typecheck check test test-fast test-slow bench
+.PHONY: help venv lint format typecheck check test test-fast test-slow bench screenshots
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,3 +34,6 @@ test-slow:  ## only the fault-injection and load suites
 
 bench:  ## the 1M-job benchmark against PostgreSQL (see docs/performance.md)
 	$(BIN)/python -m tests.benchmarks.run --jobs 1000000 --reuse --keep .bench
+
+screenshots:  ## regenerate the README's screenshots (docs/*.png) with the browser tests
+	JOBREG_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e/test_dashboard_v2.py -k "charts or dead_letters"

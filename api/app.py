@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, JobReadsV1Controller, healthz
 from api.dashboard import dashboard_routes
+from api.deadletters import DeadLetterController
 from api.errors import EXCEPTION_HANDLERS
 from api.live import LiveController
 from api.metrics import QueryTimes, metrics
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> Litestar:
             LiveController,
             JobController,
             JobReadsV1Controller,
+            DeadLetterController,
             healthz,
             metrics,
             *dashboard_routes(),

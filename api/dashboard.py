@@ -22,9 +22,25 @@ async def dashboard() -> Response[bytes]:
     return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
 
 
+# The tab icon: a status-coloured dot on the page's background. Built here rather than shipped as
+# a file in static/, whose files must not name any URL (not even SVG's namespace URI).
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    b'<rect width="32" height="32" rx="7" fill="#0f1419"/>'
+    b'<circle cx="11" cy="16" r="5" fill="#4ea1ff"/><circle cx="22" cy="16" r="5" fill="#4cc38a"/></svg>'
+)
+
+
+@get(["/favicon.svg", "/favicon.ico"], include_in_schema=False, media_type="image/svg+xml", opt=PUBLIC, cache=86400)
+async def favicon() -> Response[bytes]:
+    # /favicon.ico too: tools and browsers ask for it without reading the page's <link rel="icon">.
+    return Response(FAVICON, media_type="image/svg+xml")
+
+
 def dashboard_routes() -> list[Router | HTTPRouteHandler]:
     return [
         dashboard,
+        favicon,
         create_static_files_router(
             path="/static", directories=[STATIC_DIR], name="static", include_in_schema=False, opt=PUBLIC
         ),

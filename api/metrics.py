@@ -1,33 +1,47 @@
-"""GET /metrics in Prometheus text format, and the middleware that times query endpoints."""
+"""GET /metrics in Prometheus text format (via prometheus-client), and the middleware that times query endpoints."""
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections.abc import Iterable, Iterator
 
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from api.auth import CurrentPrincipal
-from api.services import LiveDep, ServicesDep
+from api.services import LiveDep, LiveMetrics, ServicesDep
 from registry.domain.model import EventType
-from registry.ops.health import pipeline_health
-from registry.ops.metrics import Exposition, Histogram, read_worker_counters, render_worker_counters
+from registry.ops.health import PipelineHealth, pipeline_health
+from registry.ops.metrics import LATENCY_BUCKETS, WorkerCollector, read_worker_counters, without_created
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
 
+# The classic text format: what every Prometheus and our own tests parse.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Streams and the page itself are not queries; their duration means nothing as a latency.
 UNTIMED = ("/api/v2/jobs/watch",)
 
 
-class QueryTimes:
+class QueryTimes(Collector):
     """Latency histograms of this API process, by endpoint (the route's path template)."""
 
     def __init__(self) -> None:
-        self.by_endpoint: dict[str, Histogram] = defaultdict(Histogram)
+        # registry=None: this app's /metrics renders it itself; nothing global (several apps share a test process).
+        self.histogram = Histogram(
+            "jobreg_query_duration_seconds",
+            "Time to answer a query endpoint (this API process).",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        return without_created(self.histogram.collect())
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,7 +53,7 @@ class QueryTimes:
             try:
                 await app(scope, receive, send)
             finally:
-                self.by_endpoint[template].observe(time.perf_counter() - start)
+                self.histogram.labels(template).observe(time.perf_counter() - start)
 
         return timed
 
@@ -48,40 +62,64 @@ class QueryTimes:
 QueryTimesDep = NamedDependency[QueryTimes]
 
 
+class Snapshot(Collector):
+    """What one scrape read: the pipeline's health, jobs by status, and this process's live counters."""
+
+    def __init__(self, health: PipelineHealth, by_status: dict[str, int], live: LiveMetrics) -> None:
+        self.health, self.by_status, self.live = health, by_status, live
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.health
+        gauges: Iterable[tuple[str, str, float | None]] = (
+            ("jobreg_consumer_lag", "Events stream entries not yet delivered to the workers' group.", h.consumer_lag),
+            ("jobreg_pending_entries", "Entries delivered to a worker but not yet acknowledged.", h.pending),
+            ("jobreg_dead_letters", "Entries in the dead-letter stream.", h.dead_letters),
+            ("jobreg_events_stream_length", "Entries in the events stream.", h.events),
+            ("jobreg_change_log_length", "Changes kept in the change log for watch resumption.", h.changes_retained),
+        )
+        for name, doc, value in gauges:
+            if value is not None:  # Redis cannot always tell the lag: leave it out rather than lie
+                yield GaugeMetricFamily(name, doc, value=value)
+        jobs = GaugeMetricFamily("jobreg_jobs", "Listed jobs by status.", labels=["status"])
+        for status, n in self.by_status.items():
+            jobs.add_metric([status], n)
+        yield jobs
+        m = self.live
+        yield GaugeMetricFamily(
+            "jobreg_watch_connections", "Open watch streams (this API process).", value=m.watch_connections
+        )
+        sent = CounterMetricFamily(
+            "jobreg_watch_events_sent", "Watch events sent, by kind (this API process).", labels=["kind"]
+        )
+        for kind in ("added", "modified", "removed"):
+            sent.add_metric([kind], m.kinds.get(kind, 0))
+        yield sent
+        yield CounterMetricFamily(
+            "jobreg_watch_gone", "Watches told their resume point is gone (this API process).", value=m.watch_gone
+        )
+
+
+class Scrape(Collector):
+    """The collectors of one scrape, in exposition order."""
+
+    def __init__(self, *parts: Collector) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+
+
 @get("/metrics", summary="Prometheus metrics", tags=["ops"], include_in_schema=True, media_type=CONTENT_TYPE)
 async def metrics(
     services: ServicesDep, live: LiveDep, query_times: QueryTimesDep, principal: CurrentPrincipal
-) -> Response[str]:
+) -> Response[bytes]:
     if not principal.is_admin:
         # Fleet-wide counts of every project's jobs: for operators (an admin token), not users.
         raise PermissionDeniedException("metrics need an operator (admin) token")
-    out = Exposition()
-    render_worker_counters(out, await read_worker_counters(services.redis, services.keys), [t.value for t in EventType])
+    workers = WorkerCollector(await read_worker_counters(services.redis, services.keys), [t.value for t in EventType])
     health = await pipeline_health(services.redis, services.keys, services.settings.group)
-    gauges: list[tuple[str, str, float | None]] = [
-        ("jobreg_consumer_lag", "Events stream entries not yet delivered to the workers' group.", health.consumer_lag),
-        ("jobreg_pending_entries", "Entries delivered to a worker but not yet acknowledged.", health.pending),
-        ("jobreg_dead_letters", "Entries in the dead-letter stream.", health.dead_letters),
-        ("jobreg_events_stream_length", "Entries in the events stream.", health.events),
-        ("jobreg_change_log_length", "Changes kept in the change log for watch resumption.", health.changes_retained),
-    ]
-    for name, help_text, value in gauges:
-        if value is not None:
-            out.family(name, "gauge", help_text)
-            out.sample(name, value)
     counts = await services.executor.counts(plan(JobQuery(), services.keys))
-    out.family("jobreg_jobs", "gauge", "Listed jobs by status.")
-    for status, n in counts.by_status.items():
-        out.sample("jobreg_jobs", n, {"status": status})
-    out.family("jobreg_query_duration_seconds", "histogram", "Time to answer a query endpoint (this API process).")
-    for endpoint, hist in sorted(query_times.by_endpoint.items()):
-        out.histogram("jobreg_query_duration_seconds", hist, {"endpoint": endpoint})
-    m = live.metrics
-    out.family("jobreg_watch_connections", "gauge", "Open watch streams (this API process).")
-    out.sample("jobreg_watch_connections", m.watch_connections)
-    out.family("jobreg_watch_events_sent_total", "counter", "Watch events sent, by kind (this API process).")
-    for kind in ("added", "modified", "removed"):
-        out.sample("jobreg_watch_events_sent_total", m.kinds.get(kind, 0), {"kind": kind})
-    out.family("jobreg_watch_gone_total", "counter", "Watches told their resume point is gone (this API process).")
-    out.sample("jobreg_watch_gone_total", m.watch_gone)
-    return Response(out.text(), media_type=CONTENT_TYPE)
+    snapshot = Snapshot(health, dict(counts.by_status), live.metrics)
+    body = generate_latest(Scrape(workers, snapshot, query_times))
+    return Response(body, media_type=CONTENT_TYPE)

@@ -1,37 +1,74 @@
-// jobreg live dashboard: list, then watch from the list's position (no build step, no dependencies).
+// jobreg live dashboard: list a page, then watch from the list's position; charts, detail, dead letters.
 "use strict";
 
-const MAX_ROWS = 100;
-const STATUSES = ["PENDING", "RUNNING", "CANCELING", "DONE", "ERROR", "CANCELED"];
-const ORIGINS = ["CLIENT", "AZURE", "OVH", "UNKNOWN"];
+import { $, STATUSES, ORIGINS, asOf, writeClipboard, inputToIso, isoToInput, setTimeZone, timeZone } from "./util.js";
+import { Ring, Chart, RateOf, parseMetrics } from "./charts.js";
+import { readStream } from "./sse.js";
+import * as table from "./table.js";
+import { renderDetail } from "./detail.js";
+import { initDeadLetters, isOpen as deadOpen, toggle as toggleDead } from "./deadletters.js";
 
-const $ = (id) => document.getElementById(id);
+const { view, jobs } = table;
 const form = $("filters");
-const rowsEl = $("rows");
+const LISTS = ["project_id", "batch_id", "user_id", "id"];       // comma-separated inputs, repeated params
+const SINGLES = ["id__starts_with", "errors", "min_runs", "max_runs"];
+const DATES = ["start_date", "end_date"];
+const SAMPLE_MS = 2000;
 
-let jobs = new Map();       // id -> job, the rows on screen
 let selected = null;        // id shown in the detail panel
+let selectedExtra = {};     // what only GET /api/v2/jobs/{id} has (the sequence)
 let source = null;          // AbortController of the open watch stream
 let generation = 0;         // bumps on every relist, so stale callbacks do nothing
-let statsTimer = null;
+let lastPosition = "";
 const received = [];        // arrival times of recent changes, for the rate
 
-// -- filters ------------------------------------------------------------------------
+// -- filters and the URL ------------------------------------------------------------------
 
 function filterParams() {
   const p = new URLSearchParams();
   for (const box of form.querySelectorAll("input[type=checkbox]:checked")) p.append(box.name, box.value);
-  for (const name of ["project_id", "batch_id", "user_id", "id__starts_with", "errors"]) {
+  for (const name of LISTS) {
+    for (const v of form.elements[name].value.split(/[\s,]+/)) if (v) p.append(name, v);
+  }
+  for (const name of SINGLES) {
     const v = form.elements[name].value.trim();
+    if (v) p.append(name, v);
+  }
+  for (const name of DATES) {
+    const v = inputToIso(form.elements[name].value);
     if (v) p.append(name, v);
   }
   return p;
 }
 
-function loadFiltersFromUrl() {
+function loadFromUrl() {
   const p = new URLSearchParams(location.search);
   for (const box of form.querySelectorAll("input[type=checkbox]")) box.checked = p.getAll(box.name).includes(box.value);
-  for (const name of ["project_id", "batch_id", "user_id", "id__starts_with", "errors"]) form.elements[name].value = p.get(name) || "";
+  for (const name of LISTS) form.elements[name].value = p.getAll(name).join(", ");
+  for (const name of SINGLES) form.elements[name].value = p.get(name) || "";
+  for (const name of DATES) form.elements[name].value = isoToInput(p.get(name));
+  view.orderBy = p.get("order_by") || "created_at";
+  view.direction = p.get("order_by_direction") === "ASC" ? "ASC" : "DESC";
+  view.offset = Math.max(0, Number(p.get("offset")) || 0);
+  view.limit = [25, 50, 100].includes(Number(p.get("limit"))) ? Number(p.get("limit")) : 100;
+  [view.localKey, view.localDir] = (p.get("page_sort") || "").split(":");
+  view.localKey = view.localKey || "";
+  view.localDir = view.localDir === "DESC" ? "DESC" : "ASC";
+  return p;
+}
+
+// Everything that makes this view: filters, order, page, open job, open panel.
+function saveUrl() {
+  const p = filterParams();
+  if (view.orderBy !== "created_at") p.set("order_by", view.orderBy);
+  if (view.direction !== "DESC") p.set("order_by_direction", view.direction);
+  if (view.offset) p.set("offset", String(view.offset));
+  if (view.limit !== 100) p.set("limit", String(view.limit));
+  if (view.localKey) p.set("page_sort", `${view.localKey}:${view.localDir}`);
+  if (selected) p.set("job", selected);
+  if (deadOpen()) p.set("view", "dead");
+  const q = p.toString();
+  history.replaceState(null, "", q ? `?${q}` : location.pathname);
 }
 
 function withParams(path, extra) {
@@ -43,8 +80,6 @@ function withParams(path, extra) {
 
 // -- authentication -----------------------------------------------------------------
 // With auth on, every API call carries the operator's bearer token (kept for this tab only).
-// That is also why the watch is read with fetch() rather than EventSource: EventSource
-// cannot send an Authorization header, and a token in the URL would end up in logs.
 
 function authHeaders(extra) {
   const token = sessionStorage.getItem("jobreg-token");
@@ -53,8 +88,7 @@ function authHeaders(extra) {
 
 function askToken(message) {
   setConn("error", "token needed");
-  const box = $("auth");
-  box.hidden = false;
+  $("auth").hidden = false;
   $("auth-message").textContent = message;
 }
 
@@ -63,149 +97,18 @@ $("auth").addEventListener("submit", (e) => {
   const token = $("auth-token").value.trim();
   if (token) sessionStorage.setItem("jobreg-token", token);
   $("auth").hidden = true;
+  metricsAllowed = true;
   relist();
 });
 
-async function api(path) {
-  const r = await fetch(path, { headers: authHeaders() });
-  if (r.status === 401 || r.status === 403) {
-    const body = await r.json().catch(() => ({}));
+// ``adminOnly``: a 403 means "not an operator", not a bad token, so it does not ask for one.
+async function api(path, init = {}, adminOnly = false) {
+  const r = await fetch(path, { ...init, headers: authHeaders(init.headers) });
+  if (r.status === 401 || (r.status === 403 && !adminOnly)) {
+    const body = await r.clone().json().catch(() => ({}));
     askToken(body.message || "This API needs a bearer token.");
   }
   return r;
-}
-
-// -- rendering ----------------------------------------------------------------------
-
-const short = (uuid) => (uuid ? uuid.slice(0, 8) : "");
-const when = (ts) => (ts ? ts.slice(0, 19).replace("T", " ") : "");
-
-function compare(a, b) {
-  // The list's order: created_at, then id, both descending.
-  if (a.created_at !== b.created_at) return a.created_at < b.created_at ? 1 : -1;
-  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
-}
-
-function cell(text, cls) {
-  const td = document.createElement("td");
-  if (cls) td.className = cls;
-  td.textContent = text;
-  return td;
-}
-
-function renderRow(job) {
-  const tr = document.createElement("tr");
-  tr.dataset.id = job.id;
-  tr.dataset.status = job.status;
-  const id = cell(short(job.id), "mono id");
-  id.title = job.id;
-  const status = document.createElement("td");
-  status.className = "status";
-  const badge = document.createElement("span");
-  badge.className = `badge ${job.status}`;
-  badge.textContent = job.status;
-  status.appendChild(badge);
-  const project = cell(short(job.project_id), "mono");
-  project.title = job.project_id;
-  tr.append(id, status, cell(job.origin), project, cell(job.user_id), cell(String(job.runs), "num"),
-            cell(when(job.created_at)), cell(when(job.updated_at)));
-  if (job.id === selected) tr.classList.add("selected");
-  return tr;
-}
-
-function flash(tr) {
-  tr.classList.add("flash");
-  requestAnimationFrame(() => requestAnimationFrame(() => tr.classList.remove("flash")));
-}
-
-function renderAll() {
-  const sorted = [...jobs.values()].sort(compare);
-  rowsEl.replaceChildren(...sorted.map(renderRow));
-  $("shown").textContent = String(jobs.size);
-}
-
-function rowOf(id) {
-  return rowsEl.querySelector(`tr[data-id="${CSS.escape(id)}"]`);
-}
-
-function upsert(job, isNew) {
-  const old = rowOf(job.id);
-  if (!old) {
-    // Keep the newest MAX_ROWS by creation; an older job than the last row stays off screen.
-    const sorted = [...jobs.values()].sort(compare);
-    if (jobs.size >= MAX_ROWS && compare(job, sorted[sorted.length - 1]) > 0) return;
-    jobs.set(job.id, job);
-    const tr = renderRow(job);
-    const next = sorted.find((j) => compare(job, j) < 0);
-    rowsEl.insertBefore(tr, next ? rowOf(next.id) : null);
-    if (isNew) flash(tr);
-    while (jobs.size > MAX_ROWS) {
-      const last = [...jobs.values()].sort(compare).pop();
-      jobs.delete(last.id);
-      rowOf(last.id)?.remove();
-    }
-  } else {
-    jobs.set(job.id, job);
-    const tr = renderRow(job);
-    old.replaceWith(tr);
-    flash(tr);
-  }
-  $("shown").textContent = String(jobs.size);
-  if (job.id === selected) showDetail(job);
-}
-
-function remove(job) {
-  if (jobs.delete(job.id)) rowOf(job.id)?.remove();
-  $("shown").textContent = String(jobs.size);
-  if (job.id === selected) showDetail(job); // still shown, now outside the filter
-}
-
-// What only GET /api/v2/jobs/{id} has (the sequence), kept for the job shown in the panel.
-let selectedExtra = {};
-
-function detailValue(k, v) {
-  const dd = document.createElement("dd");
-  if (k === "results_link" && typeof v === "string" && /^https?:\/\//i.test(v)) {
-    const a = document.createElement("a"); // the registry only accepts absolute http(s) links
-    a.href = v;
-    a.textContent = v;
-    a.target = "_blank";
-    a.rel = "noopener noreferrer";
-    dd.appendChild(a);
-  } else if (v !== null && typeof v === "object") {
-    const pre = document.createElement("pre");
-    pre.textContent = JSON.stringify(v, null, 2);
-    dd.appendChild(pre);
-  } else {
-    dd.textContent = v === null || v === undefined ? "—" : String(v);
-  }
-  return dd;
-}
-
-async function loadDetail(id) {
-  const r = await api(`/api/v2/jobs/${encodeURIComponent(id)}`);
-  if (!r.ok || selected !== id) return;
-  const full = (await r.json()).data;
-  selectedExtra = { sequence: full.sequence };
-  showDetail({ ...full, ...(jobs.get(id) || {}) });
-}
-
-function showDetail(job) {
-  if (job.id !== selected) selectedExtra = {};
-  job = { ...job, ...selectedExtra };
-  selected = job.id;
-  for (const tr of rowsEl.querySelectorAll("tr.selected")) tr.classList.remove("selected");
-  rowOf(job.id)?.classList.add("selected");
-  const dl = $("detail-fields");
-  dl.replaceChildren();
-  for (const [k, v] of Object.entries(job)) {
-    const dt = document.createElement("dt");
-    dt.textContent = k;
-    const dd = detailValue(k, v);
-    dd.dataset.field = k;
-    dl.append(dt, dd);
-  }
-  $("detail").hidden = false;
 }
 
 function setConn(state, text) {
@@ -214,24 +117,71 @@ function setConn(state, text) {
   el.textContent = text || state;
 }
 
-// -- stats --------------------------------------------------------------------------
+// -- the detail panel -----------------------------------------------------------------
 
-async function refreshStats() {
-  const gen = generation;
-  let body;
-  try {
-    const r = await api(withParams("/api/v2/jobs/stats"));
-    if (!r.ok) return;
-    body = (await r.json()).data;
-  } catch (e) {
+function showDetail(job) {
+  if (job.id !== selected) selectedExtra = {};
+  job = { ...job, ...selectedExtra };
+  selected = job.id;
+  table.setSelected(selected);
+  table.markSelected(selected);
+  renderDetail(job);
+}
+
+async function loadDetail(id) {
+  const r = await api(`/api/v2/jobs/${encodeURIComponent(id)}`);
+  if (selected !== id) return;
+  if (!r.ok) {
+    if (!jobs.has(id)) closeDetail(); // a deep link to a job that is not there (or not ours)
     return;
   }
-  if (gen !== generation) return;
+  const full = (await r.json()).data;
+  selectedExtra = { sequence: full.sequence };
+  showDetail({ ...full, ...(jobs.get(id) || {}) });
+}
+
+function openJob(id) {
+  selected = id;
+  saveUrl();  // the URL names the open job: a deep link
+  if (jobs.has(id)) showDetail(jobs.get(id));
+  loadDetail(id);
+}
+
+function closeDetail() {
+  selected = null;
+  table.setSelected(null);
+  $("detail").hidden = true;
+  table.markSelected(null);
+  saveUrl();
+}
+
+// -- stats, metrics and the charts ----------------------------------------------------
+
+const series = {
+  events: new Ring(), changes: new Ring(), lag: new Ring(), pending: new Ring(), query: new Ring(), rtt: new Ring(),
+  ...Object.fromEntries(STATUSES.map((s) => [s, new Ring()])),
+};
+const charts = [
+  new Chart($("chart-throughput"), [
+    { name: "events/s", cls: "c-events", ring: series.events }, { name: "changes/s", cls: "c-changes", ring: series.changes },
+  ]),
+  new Chart($("chart-status"), STATUSES.map((s) => ({ name: s.toLowerCase(), cls: `s-${s}`, ring: series[s] }))),
+  new Chart($("chart-backlog"), [
+    { name: "lag", cls: "c-lag", ring: series.lag }, { name: "pending", cls: "c-pending", ring: series.pending },
+  ]),
+  new Chart($("chart-latency"), [
+    { name: "server", cls: "c-query", ring: series.query }, { name: "round trip", cls: "c-rtt", ring: series.rtt },
+  ], "ms"),
+];
+const eventsRate = new RateOf(), changesRate = new RateOf(), querySum = new RateOf(), queryCount = new RateOf();
+let metricsAllowed = true;  // /metrics is for operators; after a 403 the server series stay empty
+let changesSeen = 0;
+
+function showStats(body) {
   $("count-total").textContent = body.total.toLocaleString();
-  $("matching").textContent = body.total.toLocaleString();
+  table.setTotal(body.total);
   for (const s of STATUSES) $(`count-${s}`).textContent = body.by_status[s].toLocaleString();
-  const origins = $("origins");
-  origins.replaceChildren(...ORIGINS.map((o) => {
+  $("origins").replaceChildren(...ORIGINS.map((o) => {
     const span = document.createElement("span");
     span.append(`${o.toLowerCase()} `);
     const b = document.createElement("b");
@@ -246,10 +196,42 @@ async function refreshStats() {
   $("h-dead").textContent = h.dead_letters.toLocaleString();
   $("h-dead").classList.toggle("bad", h.dead_letters > 0);
   $("h-log").textContent = `${h.changes_retained.toLocaleString()} changes`;
+  if (!lastPosition) $("asof").textContent = asOf(h.changes_position);
 }
 
-function scheduleStats(delay) {
-  if (statsTimer === null) statsTimer = setTimeout(() => { statsTimer = null; refreshStats(); }, delay);
+async function readMetrics() {
+  if (!metricsAllowed) return null;
+  const r = await api("/metrics", {}, true).catch(() => null);
+  if (!r || r.status === 403) { metricsAllowed = r === null; return null; }
+  return r.ok ? parseMetrics(await r.text()) : null;
+}
+
+async function sample() {
+  const gen = generation;
+  const started = performance.now();
+  let body;
+  try {
+    const r = await api(withParams("/api/v2/jobs/stats"));
+    if (!r.ok) return;
+    body = (await r.json()).data;
+  } catch (e) {
+    return;
+  }
+  const rtt = performance.now() - started;
+  if (gen !== generation) return;
+  showStats(body);
+  const t = Date.now();
+  for (const s of STATUSES) series[s].push(t, body.by_status[s]);
+  series.lag.push(t, body.pipeline.consumer_lag);
+  series.pending.push(t, body.pipeline.pending);
+  series.rtt.push(t, rtt);
+  series.changes.push(t, changesRate.next(t, changesSeen));
+  const m = await readMetrics();
+  const qs = m && querySum.next(t, m.jobreg_query_duration_seconds_sum || 0);
+  const qc = m && queryCount.next(t, m.jobreg_query_duration_seconds_count || 0);
+  series.events.push(t, m ? eventsRate.next(t, m.jobreg_events_consumed_total || 0) : null);
+  series.query.push(t, qs !== null && qc ? (qs / qc) * 1000 : null);
+  for (const c of charts) c.draw();
 }
 
 // -- list, then watch ---------------------------------------------------------------
@@ -259,9 +241,12 @@ async function relist() {
   if (source) { source.abort(); source = null; }
   setConn("relisting", "listing");
   $("filter-error").textContent = "";
+  table.showOrder();
   let r;
   try {
-    r = await api(withParams("/api/v2/jobs", { limit: String(MAX_ROWS), order_by: "created_at" }));
+    r = await api(withParams("/api/v2/jobs", {
+      limit: String(view.limit), offset: String(view.offset), order_by: view.orderBy, order_by_direction: view.direction,
+    }));
   } catch (e) {
     setConn("error", "API unreachable");
     setTimeout(() => gen === generation && relist(), 3000);
@@ -281,21 +266,19 @@ async function relist() {
     return;
   }
   const position = r.headers.get("X-Resource-Version") || "";
-  const page = (await r.json()).data;
+  const body = await r.json();
   if (gen !== generation) return;
-  jobs = new Map(page.map((j) => [j.id, j]));
-  renderAll();
-  refreshStats();
+  table.renderAll(body.data);
+  table.setTotal(body.pagination.total);
+  if (selected) table.markSelected(selected);
+  sample();
   watch(gen, position);
 }
 
 function watch(gen, position) {
-  // Server-Sent Events read with fetch: the same protocol EventSource speaks (id, event,
-  // data, retry, comments), with the token in a header and Last-Event-ID sent on reconnect.
   const controller = new AbortController();
   source = controller;
-  let lastId = position;
-  let retryMs = 2000;
+  const state = { lastId: position, retryMs: 2000 };
   const url = withParams("/api/v2/jobs/watch");
 
   // Returns false when the stream must not go on.
@@ -303,72 +286,28 @@ function watch(gen, position) {
     if (gen !== generation) return false;
     if (event === "gone") { relist(); return false; }     // our position left the change log
     if (event === "expired") { askToken("The token expired: paste a fresh one."); return false; }
+    lastPosition = id;
+    $("asof").textContent = asOf(id);
+    $("asof").title = `change log position ${id}`;
     if (!data) return true;                                // heartbeat: only the position moved
     const msg = JSON.parse(data);
     received.push(performance.now());
-    $("position").textContent = id;
-    if (msg.type === "removed") remove(msg.job);
-    else upsert(msg.job, msg.type === "added");
-    scheduleStats(1000);
+    changesSeen += 1;
+    if (msg.type === "removed") table.remove(msg.job);
+    else table.upsert(msg.job, msg.type === "added");
+    if (msg.job.id === selected) showDetail(msg.job);      // the panel follows its job, in the filter or not
     return true;
-  };
-
-  const connect = async () => {
-    let r;
-    try {
-      r = await fetch(url, {
-        headers: authHeaders({ Accept: "text/event-stream", ...(lastId ? { "Last-Event-ID": lastId } : {}) }),
-        signal: controller.signal,
-      });
-    } catch (e) {
-      return controller.signal.aborted ? null : "retry";
-    }
-    if (r.status === 410) return "relist";
-    if (r.status === 401 || r.status === 403) { askToken("The watch needs a valid token."); return null; }
-    if (!r.ok) return "retry";
-    if (gen === generation) setConn("live");
-    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "", data = [], event = "", id = null;
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += value;
-        let nl;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl).replace(/\r$/, "");
-          buf = buf.slice(nl + 1);
-          if (line === "") {
-            if (id !== null) lastId = id;
-            const ended = dispatch(event || "message", data.join("\n"), lastId);
-            data = []; event = ""; id = null;
-            if (ended === false) return null;
-            continue;
-          }
-          if (line.startsWith(":")) continue;
-          const colon = line.indexOf(":");
-          const field = colon < 0 ? line : line.slice(0, colon);
-          let val = colon < 0 ? "" : line.slice(colon + 1);
-          if (val.startsWith(" ")) val = val.slice(1);
-          if (field === "data") data.push(val);
-          else if (field === "event") event = val;
-          else if (field === "id") id = val;
-          else if (field === "retry" && /^\d+$/.test(val)) retryMs = Number(val);
-        }
-      }
-    } catch (e) {
-      if (controller.signal.aborted) return null;
-    }
-    return "retry";
   };
 
   (async () => {
     while (gen === generation && !controller.signal.aborted) {
-      const next = await connect();
+      const next = await readStream(url, authHeaders(), state, controller.signal, dispatch,
+        () => gen === generation && setConn("live"));
       if (next === null || gen !== generation || controller.signal.aborted) return;
       if (next === "relist") { relist(); return; }
+      if (next === "auth") { askToken("The watch needs a valid token."); return; }
       setConn("connecting", "reconnecting");
-      await new Promise((ok) => setTimeout(ok, retryMs));
+      await new Promise((ok) => setTimeout(ok, state.retryMs));
     }
   })();
 }
@@ -378,36 +317,74 @@ function watch(gen, position) {
 let debounce = null;
 function filtersChanged() {
   clearTimeout(debounce);
-  debounce = setTimeout(() => {
-    const q = filterParams().toString();
-    history.replaceState(null, "", q ? `?${q}` : location.pathname);
-    relist();
-  }, 300);
+  debounce = setTimeout(() => { view.offset = 0; saveUrl(); relist(); }, 300);
 }
 form.addEventListener("input", filtersChanged);
 form.addEventListener("change", filtersChanged);
 form.addEventListener("reset", () => setTimeout(filtersChanged, 0));
 form.addEventListener("submit", (e) => { e.preventDefault(); filtersChanged(); });
 
-rowsEl.addEventListener("click", (e) => {
+function reorder() { view.offset = 0; saveUrl(); relist(); }
+for (const th of document.querySelectorAll("#jobs th")) {
+  th.addEventListener("click", () => {
+    if (th.dataset.sort) {
+      if (!view.localKey && view.orderBy === th.dataset.sort) view.direction = view.direction === "DESC" ? "ASC" : "DESC";
+      else { view.orderBy = th.dataset.sort; view.direction = "DESC"; }
+      view.localKey = "";
+      reorder();
+    } else {
+      // Status, origin, project, user, duration, error: the API cannot order by them, so this page is sorted.
+      if (view.localKey === th.dataset.local) view.localDir = view.localDir === "ASC" ? "DESC" : "ASC";
+      else { view.localKey = th.dataset.local; view.localDir = "ASC"; }
+      saveUrl();
+      table.showOrder();
+      table.resort();
+    }
+  });
+}
+$("order-by").addEventListener("change", (e) => { view.orderBy = e.target.value; view.localKey = ""; reorder(); });
+$("direction").addEventListener("click", () => { view.direction = view.direction === "DESC" ? "ASC" : "DESC"; reorder(); });
+$("limit").addEventListener("change", (e) => { view.limit = Number(e.target.value); reorder(); });
+$("prev").addEventListener("click", () => { view.offset = Math.max(0, view.offset - view.limit); saveUrl(); relist(); });
+$("next").addEventListener("click", () => { view.offset += view.limit; saveUrl(); relist(); });
+
+$("tz").value = timeZone();
+$("tz").addEventListener("change", (e) => {
+  const dates = DATES.map((n) => inputToIso(form.elements[n].value));
+  setTimeZone(e.target.value);
+  DATES.forEach((n, i) => { form.elements[n].value = isoToInput(dates[i]); }); // same instants, new zone
+  for (const el of document.querySelectorAll(".tzname")) el.textContent = timeZone() === "utc" ? "(UTC)" : "(local)";
+  table.resort();
+  if (selected && jobs.has(selected)) showDetail(jobs.get(selected));
+});
+
+$("rows").addEventListener("click", (e) => {
   const tr = e.target.closest("tr");
-  if (tr && jobs.has(tr.dataset.id)) {
-    showDetail(jobs.get(tr.dataset.id));
-    loadDetail(tr.dataset.id);
-  }
+  if (tr && jobs.has(tr.dataset.id)) openJob(tr.dataset.id);
 });
-$("detail-close").addEventListener("click", () => {
-  selected = null;
-  $("detail").hidden = true;
-  for (const tr of rowsEl.querySelectorAll("tr.selected")) tr.classList.remove("selected");
+$("detail-close").addEventListener("click", closeDetail);
+$("detail-link").addEventListener("click", async () => {
+  // A link that opens this job (and only it: filters would hide it from a colleague's view).
+  const url = new URL(location.pathname, location.href);
+  url.search = new URLSearchParams({ job: selected || "" }).toString();
+  const b = $("detail-link");
+  b.dataset.link = url.href;
+  b.textContent = (await writeClipboard(url.href)) ? "link copied" : "copy failed";
+  setTimeout(() => { b.textContent = "copy link"; }, 1500);
 });
+
+initDeadLetters(api, () => sample());
 
 setInterval(() => {
   const now = performance.now();
   while (received.length && now - received[0] > 10000) received.shift();
   $("rate").textContent = `${(received.length / 10).toFixed(1)} changes/s`;
+  if (lastPosition) $("asof").textContent = asOf(lastPosition);
 }, 1000);
-setInterval(refreshStats, 5000);  // pipeline health moves without job changes too
+setInterval(sample, SAMPLE_MS);  // counts, pipeline health and the charts move without job changes too
 
-loadFiltersFromUrl();
+const initial = loadFromUrl();
+for (const el of document.querySelectorAll(".tzname")) el.textContent = timeZone() === "utc" ? "(UTC)" : "(local)";
+if (initial.get("view") === "dead") toggleDead(true);
+if (initial.get("job")) openJob(initial.get("job"));
 relist();

@@ -1,17 +1,21 @@
-"""Prometheus text exposition: in-process histograms, and the workers' counters kept in a Redis hash.
+"""Metrics: the workers' counters kept in a Redis hash, and their Prometheus families (via prometheus-client).
 
 Workers are many short-lived processes without an HTTP server; they add their counters
 to one Redis hash (``Keys.metrics``) in the pipeline that acknowledges each batch, and
 the API renders that hash on /metrics, so one scrape target sees the whole fleet.
+prometheus-client does the exposition (text format, escaping, cumulative buckets); this
+module only turns the hash into metric families.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from registry.keys import Keys
 
@@ -19,22 +23,6 @@ from registry.keys import Keys
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds from XADD to applied: backlog delays run to minutes.
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _num(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    return repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
 
 
 def bucket_index(value: float, buckets: Sequence[float]) -> int:
@@ -45,46 +33,26 @@ def bucket_index(value: float, buckets: Sequence[float]) -> int:
     return len(buckets)
 
 
-class Histogram:
-    """Per-bucket counts (not cumulative) plus sum and count; cumulated when rendered."""
+@dataclass
+class BucketCounts:
+    """A histogram as the workers store it: per-bucket counts (not cumulative, last one +Inf) and the sum."""
 
-    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    sum: float = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bucket_index(value, self.buckets)] += 1
-        self.sum += value
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.buckets) + 1)
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-
-class Exposition:
-    """Builds one /metrics body; each metric family gets its HELP and TYPE once."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-    def sample(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
-        self.lines.append(f"{name}{_labels(labels or {})} {_num(value)}")
-
-    def histogram(self, name: str, hist: Histogram, labels: Mapping[str, str] | None = None) -> None:
-        base = dict(labels or {})
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs as prometheus-client's HistogramMetricFamily takes them."""
+        out: list[tuple[str, float]] = []
         running = 0
-        for bound, count in zip((*hist.buckets, math.inf), hist.counts, strict=True):
+        for bound, count in zip((*(repr(float(b)) for b in self.buckets), "+Inf"), self.counts, strict=True):
             running += count
-            self.sample(f"{name}_bucket", running, {**base, "le": "+Inf" if bound == math.inf else repr(float(bound))})
-        self.sample(f"{name}_sum", hist.sum, base)
-        self.sample(f"{name}_count", running, base)
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+            out.append((bound, running))
+        return out
 
 
 # -- the workers' counters, in a Redis hash ----------------------------------------------
@@ -94,6 +62,7 @@ _DEAD = "dead_lettered:"
 _CHANGED = "jobs_changed"
 _APPLY = "apply"
 _DELAY = "delay"
+DEAD_LETTER_REASONS = ("invalid", "undeliverable")
 
 
 def record_batch(
@@ -124,11 +93,11 @@ def record_batch(
         delay_sum += delay
     if delay_sum:
         sums[f"{_DELAY}:sum"] = delay_sum
-    for field, n in fields.items():
+    for name, n in fields.items():
         if n:
-            pipe.hincrby(keys.metrics, field, n)
-    for field, value in sums.items():
-        pipe.hincrbyfloat(keys.metrics, field, value)
+            pipe.hincrby(keys.metrics, name, n)
+    for name, value in sums.items():
+        pipe.hincrbyfloat(keys.metrics, name, value)
 
 
 class WorkerCounters:
@@ -143,8 +112,8 @@ class WorkerCounters:
         self.delay = self._histogram(values, _DELAY, DELAY_BUCKETS)
 
     @staticmethod
-    def _histogram(values: Mapping[str, str], prefix: str, buckets: Sequence[float]) -> Histogram:
-        hist = Histogram(buckets)
+    def _histogram(values: Mapping[str, str], prefix: str, buckets: Sequence[float]) -> BucketCounts:
+        hist = BucketCounts(tuple(buckets))
         for i in range(len(hist.counts)):
             hist.counts[i] = int(values.get(f"{prefix}:b{i}", 0))
         hist.sum = float(values.get(f"{prefix}:sum", 0.0))
@@ -159,28 +128,53 @@ async def read_worker_counters(redis: aioredis.Redis, keys: Keys) -> WorkerCount
     return WorkerCounters(await redis.hgetall(keys.metrics))  # type: ignore[misc]
 
 
-def render_worker_counters(out: Exposition, counters: WorkerCounters, event_types: Iterable[str]) -> None:
-    out.family(
-        "jobreg_events_consumed_total",
-        "counter",
-        "Valid events the workers read from the events stream, by type (redeliveries included).",
-    )
-    for kind in event_types:
-        out.sample("jobreg_events_consumed_total", counters.consumed.get(kind, 0), {"type": kind})
-    out.family(
-        "jobreg_events_dead_lettered_total",
-        "counter",
-        "Entries copied to the dead-letter stream: invalid (bad format) or undeliverable (never applied).",
-    )
-    for reason in ("invalid", "undeliverable"):
-        out.sample("jobreg_events_dead_lettered_total", counters.dead_lettered.get(reason, 0), {"reason": reason})
-    out.family("jobreg_jobs_changed_total", "counter", "Job state changes the workers applied.")
-    out.sample("jobreg_jobs_changed_total", counters.changed)
-    out.family("jobreg_apply_duration_seconds", "histogram", "Time to apply one batch of events to the projection.")
-    out.histogram("jobreg_apply_duration_seconds", counters.apply)
-    out.family(
-        "jobreg_ingest_delay_seconds",
-        "histogram",
-        "Time from an event's XADD (its entry id) to its batch being applied, by the worker's clock.",
-    )
-    out.histogram("jobreg_ingest_delay_seconds", counters.delay)
+class WorkerCollector(Collector):
+    """A prometheus-client collector over one reading of the workers' hash (built per scrape)."""
+
+    def __init__(self, counters: WorkerCounters, event_types: Iterable[str]) -> None:
+        self.counters = counters
+        self.event_types = list(event_types)
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        c = self.counters
+        consumed = CounterMetricFamily(
+            "jobreg_events_consumed",
+            "Valid events the workers read from the events stream, by type (redeliveries included).",
+            labels=["type"],
+        )
+        for kind in self.event_types:
+            consumed.add_metric([kind], c.consumed.get(kind, 0))
+        yield consumed
+        dead = CounterMetricFamily(
+            "jobreg_events_dead_lettered",
+            "Entries copied to the dead-letter stream: invalid (bad format) or undeliverable (never applied).",
+            labels=["reason"],
+        )
+        for reason in DEAD_LETTER_REASONS:
+            dead.add_metric([reason], c.dead_lettered.get(reason, 0))
+        yield dead
+        yield CounterMetricFamily("jobreg_jobs_changed", "Job state changes the workers applied.", value=c.changed)
+        yield histogram_family(
+            "jobreg_apply_duration_seconds", "Time to apply one batch of events to the projection.", c.apply
+        )
+        yield histogram_family(
+            "jobreg_ingest_delay_seconds",
+            "Time from an event's XADD (its entry id) to its batch being applied, by the worker's clock.",
+            c.delay,
+        )
+
+
+def histogram_family(
+    name: str, documentation: str, hist: BucketCounts, labels: Mapping[str, str] | None = None
+) -> HistogramMetricFamily:
+    labels = dict(labels or {})
+    family = HistogramMetricFamily(name, documentation, labels=list(labels))
+    family.add_metric(list(labels.values()), hist.cumulative(), hist.sum)
+    return family
+
+
+def without_created(families: Iterable[Metric]) -> Iterator[Metric]:
+    """The families without ``*_created`` samples: our exposition never had them; scrapers do not need them."""
+    for family in families:
+        family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+        yield family

@@ -104,3 +104,14 @@ async def test_live_endpoints_answer_503_while_redis_is_down(settings: Settings)
             r = await c.get(path)
             assert r.status_code == 503, (path, r.text)
             assert r.headers["retry-after"]
+
+
+async def test_metrics_families_keep_their_names_and_have_no_created_series(client: Client) -> None:
+    await client.get("/api/v2/jobs/stats")
+    text = (await client.get("/metrics")).text
+    assert "_created" not in text  # prometheus-client's per-series creation time: not part of our exposition
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    assert types["jobreg_events_consumed_total"] == "counter"
+    assert types["jobreg_query_duration_seconds"] == "histogram"
+    assert types["jobreg_jobs"] == "gauge"
+    assert 'jobreg_query_duration_seconds_bucket{endpoint="/api/v2/jobs/stats",le="0.0005"}' in text

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registry.domain.model import Created, JobState, Origin, Status, Terminal
 from registry.live.changes import Change, LogInfo, ResumeGone, check_retained, format_position, parse_position
 from registry.live.watch import Kind, classify
-from registry.ops.metrics import Exposition, Histogram, WorkerCounters, render_worker_counters
+from registry.ops.metrics import BucketCounts, WorkerCollector, WorkerCounters, histogram_family
 from registry.query.spec import JobQuery
 
 JOB = "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59"
@@ -123,15 +126,16 @@ def test_change_renders_the_job_once() -> None:
 
 
 def test_exposition_parses_as_prometheus_text() -> None:
-    out = Exposition()
-    hist = Histogram((0.1, 1.0))
-    for v in (0.05, 0.5, 0.5, 3.0):
-        hist.observe(v)
-    out.family("t_seconds", "histogram", "A test histogram.")
-    out.histogram("t_seconds", hist, {"endpoint": '/a"b\\c'})
+    hist = BucketCounts((0.1, 1.0), counts=[1, 2, 1], sum=4.05)  # 0.05, 0.5, 0.5, 3.0 as the workers store them
+
+    class Part:
+        def collect(self) -> Any:
+            yield histogram_family("t_seconds", "A test histogram.", hist, {"endpoint": '/a"b\\c'})
+            yield from WorkerCollector(counters, ["created", "started"]).collect()
+
     counters = WorkerCounters({b"consumed:created": b"3", b"dead_lettered:invalid": b"2", b"apply:b0": b"1"})
-    render_worker_counters(out, counters, ["created", "started"])
-    families = {f.name: f for f in text_string_to_metric_families(out.text())}
+    text = generate_latest(Part()).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in families["t_seconds"].samples}
     label = ("endpoint", '/a"b\\c')
     assert samples[("t_seconds_bucket", (label, ("le", "0.1")))] == 1
