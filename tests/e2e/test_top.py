@@ -88,6 +88,6 @@ def test_top_shows_counts_throughput_and_latest_changes(redis_server: RedisServe
 
 def test_top_reports_an_unreachable_store(tmp_path: Path) -> None:
     env = {**os.environ, "JOBREG_REDIS_URL": "redis://127.0.0.1:1/0"}
-    result = top(env, "--once", "--interval", "0")
+    result = top(env, "--once", "--interval", "0.1")
     assert result.returncode == 1
     assert "cannot read redis://127.0.0.1:1/0" in result.stderr

@@ -1,0 +1,47 @@
+"""Logging for every `jobreg` process: one format on stderr, and the libraries' routine chatter kept out."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# INFO from these is routine (arq: each cron run, every few seconds; uvicorn: each request, start-up
+# banners): shown at DEBUG only. Their warnings and errors always show.
+CHATTY = ("arq", "uvicorn.access", "httpx")
+# uvicorn's start-up and shutdown lines: kept for `jobreg api`, dropped under `jobreg up` (which
+# prints its own summary).
+LIFECYCLE = ("uvicorn", "uvicorn.error")
+# Loggers that frameworks give handlers of their own (another format): routed to ours instead.
+OWN_HANDLERS = ("litestar", *LIFECYCLE, "uvicorn.access")
+
+
+def parse_level(name: str) -> str:
+    """The canonical level name; ValueError naming the choices otherwise."""
+    level = name.strip().upper()
+    if level not in LEVELS:
+        raise ValueError(f"JOBREG_LOG_LEVEL must be one of {', '.join(LEVELS)} (got {name!r})")
+    return level
+
+
+def configure(level: str, *, quiet_lifecycle: bool = False) -> None:
+    """Route every logger (ours, arq's, uvicorn's) to one stderr handler in one format."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level)
+    debug = level == "DEBUG"
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(level if debug else max(logging.WARNING, logging.getLevelName(level)))
+    for name in OWN_HANDLERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    if quiet_lifecycle and not debug:
+        for name in LIFECYCLE:
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
