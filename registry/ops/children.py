@@ -46,8 +46,11 @@ def start(args: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: A
     )
 
 
-def stop(procs: Sequence[subprocess.Popen[bytes]], grace_s: float, hurry: Callable[[], bool] = lambda: False) -> None:
-    """SIGTERM every live process, wait up to ``grace_s`` (less once ``hurry()`` says so), then SIGKILL the rest."""
+def stop(
+    procs: Sequence[subprocess.Popen[bytes]], grace_s: float, hurry: Callable[[], bool] = lambda: False
+) -> list[subprocess.Popen[bytes]]:
+    """SIGTERM every live process, wait up to ``grace_s`` (less once ``hurry()`` says so), then SIGKILL the rest;
+    return those that had to be killed."""
     for proc in procs:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -55,8 +58,9 @@ def stop(procs: Sequence[subprocess.Popen[bytes]], grace_s: float, hurry: Callab
     deadline = time.monotonic() + grace_s
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline and not hurry():
         time.sleep(0.05)
-    for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+    killed = [proc for proc in procs if proc.poll() is None]
+    for proc in killed:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    return killed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 import redis
 
 from registry.ops import children
+
+log = logging.getLogger("jobreg.up")
 
 READY_TIMEOUT_S = 20.0
 STOP_GRACE_S = 10.0  # redis-server flushes its AOF on SIGTERM
@@ -75,7 +78,8 @@ def embedded_redis(data_dir: Path, keep_fds: tuple[int, ...] = ()) -> Iterator[S
                 raise StoreFailed(f"redis-server {exc}; see {data_dir / 'redis.log'}") from None
             yield Store(url, f"private redis-server (AOF on) with data in {data_dir}/", persistent=True)
         finally:
-            children.stop([proc], STOP_GRACE_S)
+            if children.stop([proc], STOP_GRACE_S):
+                log.warning("redis-server did not stop within %.0fs: killed", STOP_GRACE_S)
         return
     from fakeredis import TcpFakeServer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -16,6 +17,24 @@ CHATTY = ("arq", "uvicorn.access", "httpx")
 LIFECYCLE = ("uvicorn", "uvicorn.error")
 # Loggers that frameworks give handlers of their own (another format): routed to ours instead.
 OWN_HANDLERS = ("litestar", *LIFECYCLE, "uvicorn.access")
+
+
+class ShutdownCancellation(logging.Filter):
+    """uvicorn reports a connection it cancels at its graceful-shutdown timeout (an open watch stream) as an
+    application error with a traceback; it is the expected end of that connection: one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a connection still open at shutdown was closed",
+                (),
+                None,
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
 
 
 def parse_level(name: str) -> str:
@@ -42,6 +61,9 @@ def configure(level: str, *, quiet_lifecycle: bool = False) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ShutdownCancellation) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(ShutdownCancellation())
     if quiet_lifecycle and not debug:
         for name in LIFECYCLE:
             logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))

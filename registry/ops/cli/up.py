@@ -174,7 +174,10 @@ def _run(
         return 0
     finally:
         signals.stopping = True  # a later signal only hurries what follows
-        children.stop(list(procs.values()), CHILD_GRACE_S, hurry=lambda: signals.hurry)
+        killed = children.stop(list(procs.values()), CHILD_GRACE_S, hurry=lambda: signals.hurry)
+        for name, proc in procs.items():
+            if proc in killed:
+                say(f"the {name} did not stop within {CHILD_GRACE_S:.0f}s: killed", err=True)
 
 
 def _demo(settings: Settings, url: str) -> None:
