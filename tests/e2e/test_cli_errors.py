@@ -32,6 +32,7 @@ CASES = [
     (("publish", *CREATED), {"JOBREG_REDIS_URL": DOWN}, 1, "cannot reach redis://127.0.0.1:1/0"),
     (("dead-letters",), {"JOBREG_REDIS_URL": DOWN}, 1, "cannot reach redis://127.0.0.1:1/0"),
     (("dead-letters", "replay", "--set", "x"), {"JOBREG_REDIS_URL": DOWN}, 2, "expected NAME=VALUE, got 'x'"),
+    (("dead-letters", "replay", "[ID]"), {"JOBREG_REDIS_URL": DOWN}, 2, "expected a stream entry id"),
     (("dead-letters", "replay", "--set", "=5"), {"JOBREG_REDIS_URL": DOWN}, 2, "expected NAME=VALUE"),
     (("publish", "created", JOB, "-f", "runs"), {"JOBREG_REDIS_URL": DOWN}, 2, "expected NAME=VALUE"),
     (("publish", "exploded", JOB), {"JOBREG_REDIS_URL": DOWN}, 2, "invalid choice: 'exploded'"),

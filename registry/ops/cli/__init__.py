@@ -122,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except redis.RedisError as exc:
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"{name}: cannot reach {url}: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"{name}: {url} answered: {printable(str(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:
         log.debug("unexpected error", exc_info=True)

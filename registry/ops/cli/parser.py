@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -53,6 +54,12 @@ def name_value(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def stream_id(text: str) -> str:
+    if not re.fullmatch(r"\d+(-\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected a stream entry id such as 1764581234567-0, got {text!r}")
+    return text
 
 
 Command = Callable[..., int]
@@ -107,7 +114,7 @@ def build_parser(commands: dict[str, Command]) -> Parser:
 
     dead = sub.add_parser("dead-letters", parents=[where], help="list (or replay) dead-lettered entries")
     dead.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
-    dead.add_argument("ids", nargs="*", help="replay only these dead-letter entry ids")
+    dead.add_argument("ids", nargs="*", type=stream_id, help="replay only these dead-letter entry ids")
     dead.add_argument(
         "--set",
         type=name_value,
