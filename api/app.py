@@ -21,6 +21,7 @@ from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.live import LiveController
 from api.metrics import QueryTimes, metrics
+from api.schema_docs import OfflineSwagger
 from api.services import Live, LiveMetrics, Services, dependencies
 from registry.auth.tokens import Verifier
 from registry.keys import Keys
@@ -116,5 +117,7 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
             description="Event-driven job registry; GET /api/v2/jobs is compatible with Pasqal Cloud's core API.",
             components=Components(security_schemes={BEARER: BEARER_SCHEME} if verifier else None),
             security=[{BEARER: []}] if verifier else None,
+            # Swagger UI from the swagger-ui-py wheel: the page works without internet access.
+            render_plugins=[OfflineSwagger()],
         ),
     )
