@@ -29,6 +29,6 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
         host=host,
         port=port,
         log_config=None,  # uvicorn's loggers propagate to ours
-        access_log=settings.log_level == "DEBUG",
+        access_log=not embedded or settings.log_level == "DEBUG",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

@@ -9,14 +9,14 @@ import sys
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-# INFO from these is routine (arq: each cron run, every few seconds; uvicorn: each request, start-up
-# banners): shown at DEBUG only. Their warnings and errors always show.
-CHATTY = ("arq", "uvicorn.access", "httpx")
-# uvicorn's start-up and shutdown lines: kept for `jobreg api`, dropped under `jobreg up` (which
-# prints its own summary).
-LIFECYCLE = ("uvicorn", "uvicorn.error")
+# INFO from these is routine (arq: each cron run, every few seconds; httpx: each request `up` makes):
+# shown at DEBUG only. Their warnings and errors always show.
+CHATTY = ("arq", "httpx")
+# uvicorn's start-up lines and access log: kept for `jobreg api`, shown at DEBUG only under `jobreg up`
+# (which prints its own summary).
+LIFECYCLE = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Loggers that frameworks give handlers of their own (another format): routed to ours instead.
-OWN_HANDLERS = ("litestar", *LIFECYCLE, "uvicorn.access")
+OWN_HANDLERS = ("litestar", *LIFECYCLE)
 
 
 class ShutdownCancellation(logging.Filter):
