@@ -22,6 +22,7 @@ from api.deadletters import DeadLetterController
 from api.errors import EXCEPTION_HANDLERS
 from api.live import LiveController
 from api.metrics import QueryTimes, metrics
+from api.schema_docs import OfflineSwagger
 from api.services import Live, LiveMetrics, Services, dependencies
 from registry.auth.tokens import Verifier
 from registry.keys import Keys
@@ -57,15 +58,16 @@ def redis_client(url: str) -> aioredis.Redis:
     return client
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
     """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
 
     With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
     (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
-    Raises AuthConfigError for unusable auth settings.
+    Raises AuthConfigError for unusable auth settings. ``announce_open=False``: the caller (`jobreg up`)
+    says itself that auth is off.
     """
     verifier = Verifier.from_settings(settings)
-    if verifier is None:
+    if verifier is None and announce_open:
         log.warning("authentication is OFF: every caller sees every project's jobs")
 
     query_times = QueryTimes()
@@ -117,5 +119,7 @@ def create_app(settings: Settings) -> Litestar:
             description="Event-driven job registry; GET /api/v2/jobs is compatible with Pasqal Cloud's core API.",
             components=Components(security_schemes={BEARER: BEARER_SCHEME} if verifier else None),
             security=[{BEARER: []}] if verifier else None,
+            # Swagger UI from the swagger-ui-py wheel: the page works without internet access.
+            render_plugins=[OfflineSwagger()],
         ),
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import random
 import re
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections import Counter
@@ -88,6 +91,72 @@ def test_top_shows_counts_throughput_and_latest_changes(redis_server: RedisServe
 
 def test_top_reports_an_unreachable_store(tmp_path: Path) -> None:
     env = {**os.environ, "JOBREG_REDIS_URL": "redis://127.0.0.1:1/0"}
-    result = top(env, "--once", "--interval", "0")
+    result = top(env, "--once", "--interval", "0.1")
     assert result.returncode == 1
     assert "cannot read redis://127.0.0.1:1/0" in result.stderr
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the last holder of the terminal's other end closed it
+            return
+        if not chunk:
+            return
+        into.append(chunk)
+
+
+def test_top_fits_an_80x24_terminal_colours_it_and_quits_on_q(redis_server: RedisServer, tmp_path: Path) -> None:
+    # Long user ids and many changes: what used to overflow 80 columns and 24 rows.
+    traffic = make_traffic(random.Random(23), 60)
+    for entry in traffic:
+        if entry.get("type") == "created":
+            entry["user_id"] = "a-rather-long-user-name\x1b[31m-with-an-escape" + "x" * 60
+    with running_stack(redis_server, tmp_path) as stack:
+        stack.publish(traffic)
+        stack.wait_drained()
+
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        env = {**stack.env, "TERM": "xterm"}
+        env.pop("NO_COLOR", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "registry.ops.cli", "top", "--interval", "0.2"],
+            env=env,
+            cwd=ROOT,
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            start_new_session=True,  # its own controlling terminal: the pty
+        )
+        os.close(follower)
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=_read_all, args=(leader, chunks), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 30
+            while b"".join(chunks).count(b"\x1b[H\x1b[2J") < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, b"".join(chunks)[-2000:]
+                time.sleep(0.05)
+            os.write(leader, b"q")
+            assert proc.wait(timeout=20) == 0, "q ends jobreg top"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
+            os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[32m" in screen or "\x1b[31m" in screen, "statuses are coloured on a terminal"
+    assert "\x1b[31m-with" not in screen, "escapes in event data are printed escaped, not obeyed"
+    frames = [f for f in screen.split("\x1b[H\x1b[2J") if f.strip()]
+    assert len(frames) >= 3
+    for frame in frames:
+        lines = ANSI.sub("", frame).replace("\r", "").split("\n")
+        assert len(lines) <= 24, len(lines)
+        assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+        assert "latest changes" in frame and "a-rather-l" in frame
