@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import RedisServer
+from tests.e2e.browser import CHROMEDRIVER, CHROMIUM, _browser_missing, wait_for
 from tests.e2e.stack import Stack, running_stack
-from tests.e2e.test_dashboard import CHROMEDRIVER, CHROMIUM, _browser_missing, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 
