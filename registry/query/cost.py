@@ -12,6 +12,9 @@ Strategy = Literal["empty", "candidates", "rank", "bitmap-collect", "bitmap-hand
 
 # Rank selection narrows the value range until this few sort-set entries are left to walk.
 SELECT_STOP = 256
+# A walk's estimate (matches spread evenly along the order) may be this many times too
+# optimistic before collecting the matches, bounded by their total, is preferred.
+WALK_RISK = 4
 # Zone blocks a range may read value by value before the bit-sliced index is cheaper.
 MAX_STRADDLING = 24
 
@@ -28,7 +31,9 @@ def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
     return None
 
 
-def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -> tuple[Strategy, Predicate | None]:
+def choose(
+    plan: Plan, sizes: dict[str, int | None], candidate_threshold: int, chunk: int | None = None
+) -> tuple[Strategy, Predicate | None]:
     """Pick the execution strategy (and the driving predicate, for ``candidates``).
 
     - candidates: some predicate admits few jobs; check each against the other predicates
@@ -47,24 +52,42 @@ def choose(plan: Plan, sizes: dict[str, int | None], candidate_threshold: int) -
         size = driver_size(pred, sizes)
         if size is not None and (best is None or size < best[0]):
             best = (size, pred)
-    if best is not None and best[0] <= candidate_threshold:
+    if best is not None and best[0] <= candidate_threshold and candidates_pay(plan, *best, chunk):
         return "candidates", best[1]
     if not plan.predicates:
         return "rank", None
     return "bitmap-walk", None  # refined after counting, see refine()
 
 
+def candidates_pay(plan: Plan, size: int, driver: Predicate, chunk: int | None) -> bool:
+    """Whether checking the driver's jobs one by one beats intersecting bitmaps.
+
+    A check costs a few script steps per candidate (a GETBIT per other filter, a column
+    read), while a BITOP costs ~0.1 ms per million jobs whatever they hold. A driver that
+    fits one check call (``chunk``) is checked; a larger one that is or cheaply becomes a
+    bitmap (project/batch/user values) goes through bitmaps: only the matches are then
+    read, by handle, by collecting or by walking, not every candidate. Unless an id or id
+    prefix filter is among the others: its bitmap costs far more than testing uuids.
+    """
+    if chunk is None or size <= chunk or not isinstance(driver, Members):
+        return True
+    return any(isinstance(p, (IdIn, IdPrefix)) for p in plan.predicates)
+
+
 def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strategy:
     """After the filter bitmap is counted: read by handle, collect the matches, or walk.
 
     creation_order is the handle, so the bitmap itself is the order. Otherwise collecting
-    reads every match's value, while a walk reads about (offset + limit) * listed / total
-    sort-set entries (it meets matches at the filter's density): pick the smaller.
+    reads every match's value (bounded by the total, in one round trip), while a walk
+    reads about (offset + limit) * listed / total sort-set entries only if the matches are
+    spread evenly along the order; when the filter correlates with it (a project's jobs
+    all recent, ordered by start) the walk reads far more. So collect unless the walk's
+    estimate is a small fraction of the total.
     """
     if plan.order_zset is None:
         return "bitmap-handles"
     walk = (plan.offset + plan.limit) * listed / max(total, 1)
-    if total <= collect_threshold and total <= walk:
+    if total <= collect_threshold and total <= WALK_RISK * walk:
         return "bitmap-collect"
     return "bitmap-walk"
 

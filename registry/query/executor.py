@@ -40,7 +40,7 @@ class Executor:
         await self.scripts.load()
         sizes = await self._sizes(plan.predicates)
         plan = prune(plan, sizes)
-        strategy, driver = cost.choose(plan, sizes, self.settings.candidate_threshold)
+        strategy, driver = cost.choose(plan, sizes, self.settings.candidate_threshold, self.settings.walk_chunk)
         if strategy == "empty":
             return Page(total=0, job_ids=[], strategy="empty")
         async with self._context() as ctx:

@@ -42,6 +42,20 @@ class Scripts:
     async def _call(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
 
+    async def _pipelined(self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Several bounded calls of one script in one round trip (each still one short call in Redis).
+
+        EVALSHA straight on the pipeline: the scripts are loaded up front (``load``), and
+        redis-py's own pipelined scripts would cost an extra SCRIPT EXISTS round trip.
+        """
+        if len(calls) == 1:
+            return [await self._call(name, *calls[0])]
+        sha = self._scripts[name].sha
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return list(await pipe.execute())
+
     async def walk(
         self, zset: str, require: Sequence[str], exclude: Sequence[str], rank: int, chunk: int, desc: bool, need: int
     ) -> tuple[int, bool, list[bytes]]:
@@ -54,10 +68,22 @@ class Scripts:
         reply = await self._call("check", program.keys, [pack_handles(handles), int(want_uuid), *program.ops])
         return check_rows(reply, want_uuid)
 
-    async def uuids(self, uuid_array: str, handles: Sequence[int]) -> bytes:
-        """The uuids of ``handles``, 16 bytes each, concatenated."""
-        blob: bytes = await self._call("uuids", [uuid_array], [pack_handles(handles)])
-        return blob
+    async def check_chunks(
+        self, program: CheckProgram, handles: Sequence[int], chunk: int, want_uuid: bool
+    ) -> list[CheckRow]:
+        """``check`` of every ``chunk`` handles, all calls in one round trip."""
+        calls = [
+            (program.keys, [pack_handles(handles[i : i + chunk]), int(want_uuid), *program.ops])
+            for i in range(0, len(handles), chunk)
+        ]
+        if not calls:
+            return []
+        return [row for reply in await self._pipelined("check", calls) for row in check_rows(reply, want_uuid)]
+
+    async def uuids(self, uuid_array: str, handles: Sequence[int], chunk: int) -> bytes:
+        """The uuids of ``handles``, 16 bytes each, concatenated (a call per ``chunk``, one round trip)."""
+        calls = [([uuid_array], [pack_handles(handles[i : i + chunk])]) for i in range(0, len(handles), chunk)]
+        return b"".join(await self._pipelined("uuids", calls)) if calls else b""
 
     async def select(
         self,
@@ -89,7 +115,18 @@ class Scripts:
         await self._call("handles_to_bitmap", [dest], [pack_handles(handles), ttl_ms])
 
     async def range_to_bitmap(
-        self, dest: str, zset: str, kind: str, lo: Any, hi: Any, offset: int, count: int, ttl_ms: int
-    ) -> int:
-        """Set the bits of one slice of a lex or score range; how many members it read."""
-        return int(await self._call("range_to_bitmap", [dest, zset], [kind, lo, hi, offset, count, ttl_ms]))
+        self,
+        dest: str,
+        zset: str,
+        kind: str,
+        below: Any,
+        lo: Any,
+        hi: Any,
+        offsets: Sequence[int],
+        count: int,
+        ttl_ms: int,
+    ) -> list[int]:
+        """Set the bits of slices of a lex or score range (one call per offset, one round trip);
+        how many members each read. ``below`` is the exclusive bound just below ``lo``."""
+        calls = [([dest, zset], [kind, below, lo, hi, offset, count, ttl_ms]) for offset in offsets]
+        return [int(n) for n in await self._pipelined("range_to_bitmap", calls)]

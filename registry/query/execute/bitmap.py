@@ -12,7 +12,7 @@ from registry.query.execute.filters import filter_bitmap
 from registry.query.execute.ranges import range_bitmap
 from registry.query.execute.rows import ids_of
 from registry.query.execute.scan import scan
-from registry.query.execute.walk import select_start, walk_segment, zrange
+from registry.query.execute.walk import order_range_start, select_start, walk_segment, zrange
 from registry.query.planner import Plan, Range
 from registry.query.spec import Page
 
@@ -41,9 +41,14 @@ async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset d
         pipe.bitop("AND", both, f, plan.nonnull)
         pipe.bitcount(both)
         pipe.pexpire(both, TEMP_TTL_MS)
+    start = order_range_start(plan)
+    if start is not None:
+        pipe.zcount(plan.order_zset or "", *start)
     counts = await pipe.execute()
     listed, total = int(counts[0] or 0), int(counts[1])
     first = total if plan.nonnull is None else int(counts[3])
+    # No match ranks before the bound of a range on the order field itself.
+    start_rank = int(counts[-1]) if start is not None else 0
     source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
     if plan.offset >= total:
         return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
@@ -68,12 +73,16 @@ async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset d
         if no_filter:
             members = await zrange(ctx, plan.order_zset, plan.desc, skip, need)
         else:
-            rank = 0
-            how = f"{source}, counted; sort set walked from rank 0"
+            rank = start_rank
+            how = f"{source}, counted; sort set walked from rank {rank}"
+            if start is not None:
+                how += f" (the {plan.order.value} range's bound)"
             if cost.select_pays(plan, skip, ctx.settings):
                 rank, skip = await select_start(ctx, plan, f, first, skip)
                 how = f"{source}, counted; start rank {rank} selected by counting over the {plan.order_bsi} BSI"
-            members = await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], skip, need, rank)
+            # At most the matches left: the walk stops at the last one instead of reading on to the end.
+            want = min(need, first - skip)
+            members = await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], skip, want, rank)
         skip = 0
     else:
         skip -= first

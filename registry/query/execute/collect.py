@@ -41,22 +41,21 @@ async def collect(
         page = await scan(ctx, plan, len(handles), handles=handles)
         return msgspec.structs.replace(page, strategy=f"{how}; {page.strategy}")
     program = compile_check(ctx.keys.uuids, plan.order_column, preds)
-    for i in range(0, len(handles), step):
-        for h, value, uid in await ctx.scripts.check(program, handles[i : i + step], want_uuid):
-            if uid is not None:
-                known[h] = uid
-            if id_sets or prefixes:
-                uid = known[h]
-                if any(uid not in ids for ids in id_sets):
-                    continue
-                if any(not str(_uuid.UUID(bytes=uid)).startswith(p) for p in prefixes):
-                    continue
-            if by_id:
-                present.append((known[h], h))
-            elif nullable and value == 0:
-                nulls.append(h)
-            else:
-                present.append((value - 1 if nullable else value, h))
+    for h, value, uid in await ctx.scripts.check_chunks(program, handles, step, want_uuid):
+        if uid is not None:
+            known[h] = uid
+        if id_sets or prefixes:
+            uid = known[h]
+            if any(uid not in ids for ids in id_sets):
+                continue
+            if any(not str(_uuid.UUID(bytes=uid)).startswith(p) for p in prefixes):
+                continue
+        if by_id:
+            present.append((known[h], h))
+        elif nullable and value == 0:
+            nulls.append(h)
+        else:
+            present.append((value - 1 if nullable else value, h))
     total = len(present) + len(nulls)
     unique = plan.order in (OrderBy.ID, OrderBy.CREATION_ORDER)
     ids = await arrange(ctx, plan, present, nulls, known, unique)

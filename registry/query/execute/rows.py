@@ -13,14 +13,9 @@ Row = tuple[Any, int]  # (order value, or uuid bytes when ordered by id; handle)
 
 
 async def uuids(ctx: QueryContext, handles: list[int]) -> dict[int, bytes]:
-    """The uuid bytes of each handle, one script call per chunk."""
-    out: dict[int, bytes] = {}
-    step = ctx.settings.walk_chunk
-    for i in range(0, len(handles), step):
-        chunk = handles[i : i + step]
-        blob = await ctx.scripts.uuids(ctx.keys.uuids, chunk)
-        out.update((h, blob[16 * k : 16 * k + 16]) for k, h in enumerate(chunk))
-    return out
+    """The uuid bytes of each handle, one script call per chunk, all in one round trip."""
+    blob = await ctx.scripts.uuids(ctx.keys.uuids, handles, ctx.settings.walk_chunk)
+    return {h: blob[16 * k : 16 * k + 16] for k, h in enumerate(handles)}
 
 
 async def ids_of(ctx: QueryContext, handles: list[int]) -> list[str]:
@@ -32,11 +27,8 @@ async def ids_of(ctx: QueryContext, handles: list[int]) -> list[str]:
 async def values(ctx: QueryContext, plan: Plan, handles: list[int]) -> list[Row]:
     """(order value, handle) of each handle, read from the order field's column."""
     program = compile_check(ctx.keys.uuids, plan.order_column, ())
-    out: list[Row] = []
-    step = ctx.settings.walk_chunk
-    for i in range(0, len(handles), step):
-        out += [(row.value, row.handle) for row in await ctx.scripts.check(program, handles[i : i + step], False)]
-    return out
+    rows = await ctx.scripts.check_chunks(program, handles, ctx.settings.walk_chunk, False)
+    return [(row.value, row.handle) for row in rows]
 
 
 async def arrange(

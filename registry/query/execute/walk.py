@@ -5,7 +5,7 @@ from __future__ import annotations
 from registry.query import cost
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.ranges import existing
-from registry.query.planner import Plan
+from registry.query.planner import Plan, Range
 from registry.store.indexes import RUNS_BITS, SECOND_BITS, SECOND_US
 
 
@@ -66,3 +66,16 @@ async def select_start(ctx: QueryContext, plan: Plan, f: str, count: int, skip: 
     )
     await ctx.redis.pexpire(scratch, TEMP_TTL_MS)
     return rank, skip - above
+
+
+def order_range_start(plan: Plan) -> tuple[str, str] | None:
+    """ZCOUNT bounds counting the sort-set entries before the first that a range on the
+    order field itself admits (the walk starts at that rank); None without such a range."""
+    for pred in plan.predicates:
+        if not isinstance(pred, Range) or pred.field != plan.order.value:
+            continue
+        if plan.desc and pred.hi is not None:
+            return f"({pred.hi}", "+inf"
+        if not plan.desc and pred.lo is not None:
+            return "-inf", f"({pred.lo}"
+    return None

@@ -1,15 +1,21 @@
 -- RANGE_TO_BITMAP: set the bits of the handles of a sort set's members in a lex or score
--- range, one bounded slice per call, into a temporary bitmap.
+-- range, one bounded slice by rank per call, into a temporary bitmap.
 -- KEYS[1] the bitmap, KEYS[2] the sort set
--- ARGV[1] 'lex' or 'score', ARGV[2] min, ARGV[3] max, ARGV[4] offset, ARGV[5] count (at most),
--- ARGV[6] the bitmap's time to live (ms)
+-- ARGV[1] 'lex' or 'score', ARGV[2] the bound just below the range (exclusive form of its
+-- min: '(x' for lex '[x' or score x), ARGV[3] min, ARGV[4] max, ARGV[5] offset into the range,
+-- ARGV[6] count (at most), ARGV[7] the bitmap's time to live (ms)
 -- Returns how many members were read.
-local members
-if ARGV[1] == 'lex' then
-  members = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5])
-else
-  members = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5])
-end
+-- The slice is read by rank (the range's first rank is a ZLEXCOUNT/ZCOUNT, O(log N)), not
+-- with LIMIT offset, which steps over every skipped member: calls deep into a large range
+-- (an id prefix of 60k jobs) would each cost O(offset).
+local count_of = ARGV[1] == 'lex' and 'ZLEXCOUNT' or 'ZCOUNT'
+local low = ARGV[1] == 'lex' and '-' or '-inf'
+local first = redis.call(count_of, KEYS[2], low, ARGV[2])
+local size = redis.call(count_of, KEYS[2], ARGV[3], ARGV[4])
+local offset, count = tonumber(ARGV[5]), tonumber(ARGV[6])
+local stop = math.min(offset + count, size) - 1
+local members = {}
+if stop >= offset then members = redis.call('ZRANGE', KEYS[2], first + offset, first + stop) end
 for _, m in ipairs(members) do redis.call('SETBIT', KEYS[1], handle(m), 1) end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return #members
