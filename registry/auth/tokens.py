@@ -26,6 +26,7 @@ JWK_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 SUPPORTED = HMAC_ALGORITHMS | RSA_ALGORITHMS | frozenset(EC_ALGORITHMS.values()) | {"EdDSA"}
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash output
 MAX_PROJECTS = 10_000  # a bound on what one token may scope a query to
+TIME_CLAIMS = ("exp", "nbf", "iat")  # NumericDate claims (RFC 7519 section 2): numbers, never strings
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,13 @@ class Verifier:
         return self._principal(claims)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
+        for name in TIME_CLAIMS:
+            value = claims.get(name, 0)
+            # RFC 7519 NumericDate is a JSON number. PyJWT also accepts a numeric string ("exp":
+            # "1796000000") and checks it, but a string expiry would then be honoured in one place
+            # and not in another (a watch stream outliving its token): refuse it everywhere.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Unauthorized(f"token {name} claim must be a number")
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not user:
             raise Unauthorized("token has no user id")
@@ -243,12 +251,11 @@ class Verifier:
             or not all(isinstance(p, str) and UUID_RE.match(p) for p in projects)
         ):
             raise Unauthorized("token projects claim must be a list of project UUIDs")
-        exp = claims["exp"]
         return Principal(
             user_id=user,
             projects=frozenset(p.lower() for p in projects),
             role=role,
-            expires_at=int(exp) if isinstance(exp, int | float) else None,
+            expires_at=int(claims["exp"]),
         )
 
 

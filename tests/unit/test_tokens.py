@@ -157,6 +157,10 @@ def test_other_hmac_strengths_are_not_accepted_unless_listed() -> None:
         ({"aud": None}, "token lacks a required claim (exp, iss, aud)"),
         ({"iss": None}, "token lacks a required claim (exp, iss, aud)"),
         ({"exp": "tomorrow"}, "malformed token"),
+        # Issue 12, finding 7: a numeric string verified, but a watch stream never ended at it.
+        ({"exp": str(int(time.time()) + 3600)}, "token exp claim must be a number"),
+        ({"nbf": str(int(time.time()) - 10)}, "token nbf claim must be a number"),
+        ({"iat": str(int(time.time()) - 10)}, "token iat claim must be a number"),
         ({"sub": None}, "token has no user id"),
         ({"sub": ""}, "token has no user id"),
         ({"projects": P1}, "token projects claim must be a list of project UUIDs"),
