@@ -15,6 +15,7 @@ from litestar.types import ASGIApp, Scope
 from registry.auth.principal import UNAUTHENTICATED, Principal
 from registry.auth.tokens import Verifier
 from registry.errors import Unauthorized
+from registry.ops.text import printable
 
 log = logging.getLogger("jobreg.api.auth")
 
@@ -61,7 +62,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             principal = self.verifier.verify(bearer_token(connection.headers.get("authorization")))
         except Unauthorized as exc:
             # The reason is fixed text: the token never reaches the logs.
-            log.info("rejected %s %s: %s", connection.scope.get("method", "WS"), connection.url.path, exc.reason)
+            # The path is the client's (decoded: %0a is a newline): escaped, it cannot forge a log line.
+            method, path = connection.scope.get("method", "WS"), printable(connection.url.path)
+            log.info("rejected %s %s: %s", printable(method), path, exc.reason)
             raise
         return AuthenticationResult(user=principal, auth=None)
 

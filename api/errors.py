@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.auth import challenge
 from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, Unauthorized
 from registry.live.changes import ResumeGone
+from registry.ops.text import printable
 
 log = logging.getLogger("jobreg.api")
 
@@ -91,8 +92,13 @@ def _unauthorized(_: Request[Any, Any, Any], exc: Unauthorized) -> Response[JSen
     return jsend_error(401, exc.reason, headers={"WWW-Authenticate": challenge(exc)})
 
 
+def _where(request: Request[Any, Any, Any]) -> str:
+    """The request's method and decoded path for a log line, control characters escaped (no forged lines)."""
+    return printable(f"{request.method} {request.url.path}")
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
-    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    log.warning("store unavailable on %s: %s", _where(request), printable(str(exc)))
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
@@ -102,7 +108,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[JSend
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s", _where(request), exc_info=exc)
     return jsend_error(500, "internal server error")
 
 

@@ -27,6 +27,7 @@ from registry.errors import InvalidQuery
 from registry.live.changes import Position, ResumeGone, format_position, parse_position
 from registry.live.watch import Bookmark, Watch
 from registry.ops.health import PipelineHealth, pipeline_health
+from registry.ops.text import printable
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
 
@@ -125,7 +126,7 @@ class _Session:
             yield b"event: gone\ndata: " + body + b"\n\n"
         except RedisError as exc:
             # The client reconnects with its Last-Event-ID and resumes where it was.
-            log.warning("watch stream ended by a store error: %s", exc)
+            log.warning("watch stream ended by a store error: %s", printable(str(exc)))
         finally:
             self.close()
 

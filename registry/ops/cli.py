@@ -20,6 +20,7 @@ import redis
 
 from registry.errors import AuthConfigError, InvalidEvent
 from registry.keys import Keys
+from registry.ops.text import printable, redact_url
 from registry.settings import Settings, load_settings
 
 log = logging.getLogger("jobreg")
@@ -80,7 +81,7 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
 
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     store: contextlib.AbstractContextManager[tuple[str, str]] = (
-        contextlib.nullcontext((settings.redis_url, f"Redis at {settings.redis_url} (JOBREG_REDIS_URL)"))
+        contextlib.nullcontext((settings.redis_url, f"Redis at {redact_url(settings.redis_url)} (JOBREG_REDIS_URL)"))
         if os.environ.get("JOBREG_REDIS_URL")
         else embedded_redis(Path(ns.data_dir))
     )
@@ -163,7 +164,8 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
                 if ns.json:
                     print(msgspec.json.encode(d).decode())
                 else:
-                    print(f"{d.id}  source={d.source_id}  error={d.error}")
+                    # The reason may quote a producer's field names: escaped, as every line from event data.
+                    print(printable(f"{d.id}  source={d.source_id}  error={d.error}"))
             return 0
         finally:
             await client.aclose()
@@ -179,7 +181,7 @@ def cmd_top(settings: Settings, ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except redis.RedisError as exc:
-        print(f"jobreg top: cannot read {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"jobreg top: cannot read {redact_url(settings.redis_url)}: {printable(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -16,6 +16,7 @@ from registry.keys import Keys
 from registry.live.changes import decode_entries
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.metrics import read_worker_counters
+from registry.ops.text import printable
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.query.spec import Counts, JobQuery
@@ -61,7 +62,7 @@ async def read_frame(redis: aioredis.Redis, keys: Keys, settings: Settings, exec
         kind = "added" if change.old is None else "modified"
         latest.append(
             f"  {stamp}  {kind:<8}  {job.id[:8]}  {job.status.value:<9}  {job.origin.value:<7}  "
-            f"{job.user_id[:16]:<16}  runs {job.runs}"
+            f"{printable(job.user_id)[:16]:<16}  runs {job.runs}"  # a producer's text: no terminal sequences
         )
     return Frame(counts, health, Sample(time.monotonic(), counters.consumed_total, counters.changed), latest)
 
