@@ -22,6 +22,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.live import LiveController
 from api.metrics import QueryTimes, metrics
 from api.services import Live, LiveMetrics, Services, dependencies
+from api.sessions import Streams
 from registry.auth.tokens import Verifier
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
@@ -68,6 +69,8 @@ def create_app(settings: Settings) -> Litestar:
         log.warning("authentication is OFF: every caller sees every project's jobs")
 
     query_times = QueryTimes()
+    # Built here, not in the lifespan: the server drains it on SIGTERM (api/server.py).
+    streams = Streams(settings.watch_max_per_caller, settings.watch_max_streams)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,14 +85,14 @@ def create_app(settings: Settings) -> Litestar:
             block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
             count=min(1000, settings.change_log_retention),
         )
-        app.state.live = Live(feed, LiveMetrics())
+        app.state.live = Live(feed, LiveMetrics(), streams)
         try:
             yield
         finally:
             await feed.close()
             await client.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             JobListController,
             LiveController,
@@ -102,7 +105,10 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         # Authentication outermost; the timing sees only requests that got through it.
-        middleware=[*([] if verifier is None else [auth_middleware(verifier)]), query_times.middleware],
+        middleware=[
+            *([] if verifier is None else [auth_middleware(verifier, settings.auth_max_header_bytes)]),
+            query_times.middleware,
+        ],
         # Handlers name what they need (services, live, query_times, principal); nothing reads app.state.
         dependencies={
             **dependencies(),
@@ -117,3 +123,5 @@ def create_app(settings: Settings) -> Litestar:
             security=[{BEARER: []}] if verifier else None,
         ),
     )
+    app.state.streams = streams
+    return app

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import challenge
-from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, Unauthorized
+from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, TooManyWatches, Unauthorized
 from registry.live.changes import ResumeGone
 from registry.ops.text import printable
 
@@ -102,6 +102,12 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JS
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+def _too_many_watches(_: Request[Any, Any, Any], exc: TooManyWatches) -> Response[JSendError]:
+    # The caller's own bound is theirs to fix (close a stream): 429. The process's is capacity: 503.
+    status = 429 if exc.per_caller else 503
+    return jsend_error(status, exc.reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[JSendError]:
     message = exc.detail if exc.status_code < 500 else "internal server error"
     return jsend_error(exc.status_code, message, headers=exc.headers)
@@ -119,6 +125,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     QueryTooLong: _too_long,
     ResumeGone: _gone,
     Unauthorized: _unauthorized,
+    TooManyWatches: _too_many_watches,
     StoreUnavailable: _unavailable,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,

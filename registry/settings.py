@@ -57,12 +57,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     watch_max_per_caller: int = 8
     watch_max_streams: int = 500
     # -- HTTP limits. Bytes of a request's line and headers together (431 and the connection closed
-    # past it, before the app sees the request), and of the Authorization header alone (401).
-    http_max_header_bytes: int = 32 * 1024
-    auth_max_header_bytes: int = 8 * 1024
+    # past it, before the app sees the request), and of the Authorization header alone (401). A
+    # token naming auth_max_projects projects is about 52 KB: the defaults leave room for it.
+    http_max_header_bytes: int = 96 * 1024
+    auth_max_header_bytes: int = 64 * 1024
     # On SIGTERM, open watch streams are told to reconnect and ended; connections still open after
     # this many seconds are closed, so the API exits within about that long.
-    shutdown_grace_s: float = 2.0
+    shutdown_grace_s: int = 2
     # Workers lower their CPU priority by this much (os.nice): where API and workers share cores, ingest
     # bursts then queue in the stream instead of slowing queries down.
     worker_nice: int = 0
