@@ -24,6 +24,7 @@ from api.metrics import QueryTimes, metrics
 from api.services import Live, LiveMetrics, Services, dependencies
 from api.sessions import Streams
 from registry.auth.tokens import Verifier
+from registry.connection import async_client
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
@@ -47,14 +48,13 @@ BEARER_SCHEME = SecurityScheme(
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    return async_client(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
     )
-    return client
 
 
 def create_app(settings: Settings) -> Litestar:

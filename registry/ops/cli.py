@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import redis
 
+from registry.connection import async_client, sync_client
 from registry.errors import AuthConfigError, InvalidEvent
 from registry.keys import Keys
 from registry.ops.text import printable, redact_url
@@ -109,7 +110,7 @@ def cmd_up(settings: Settings, ns: argparse.Namespace) -> int:
                 from registry.wire.publisher import Publisher
 
                 print("jobreg: --demo: publishing simulated emulator/QPU traffic", flush=True)
-                run_demo(Publisher(redis.Redis.from_url(url), Keys(settings.prefix)))
+                run_demo(Publisher(sync_client(url), Keys(settings.prefix)))
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)
             print("jobreg: a child process exited; stopping", file=sys.stderr)
@@ -137,7 +138,7 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
             print(f"jobreg publish: --field expects NAME=VALUE, got {item!r}", file=sys.stderr)
             return 2
         fields[name] = value
-    publisher = Publisher(redis.Redis.from_url(settings.redis_url), Keys(settings.prefix))
+    publisher = Publisher(sync_client(settings.redis_url), Keys(settings.prefix))
     try:
         entry = publisher.publish(ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=ns.event_id, **fields)
     except InvalidEvent as exc:
@@ -150,7 +151,7 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
 def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
     from registry.wire import deadletter
 
-    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    client = async_client(settings.redis_url)
     keys = Keys(settings.prefix)
 
     async def go() -> int:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 import redis.asyncio as aioredis
 
+from registry.connection import async_client
 from registry.domain.model import Origin, Status
 from registry.keys import Keys
 from registry.live.changes import decode_entries
@@ -101,7 +102,7 @@ async def run_top(
     A one-shot frame still samples twice, ``interval`` apart, so it can show throughput.
     """
     out = out or sys.stdout
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    redis = async_client(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     keys = Keys(settings.prefix)
     executor = Executor(redis, keys, settings)
     clear = out.isatty() and not once
