@@ -19,6 +19,7 @@ from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, JobReadsV1Controller, healthz
 from api.dashboard import dashboard_routes
 from api.errors import EXCEPTION_HANDLERS
+from api.heap import HeapTrimmer
 from api.live import LiveController
 from api.metrics import QueryTimes, metrics
 from api.services import Live, LiveMetrics, Services, dependencies
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> Litestar:
 
     query_times = QueryTimes()
     # Built here, not in the lifespan: the server drains it on SIGTERM (api/server.py).
-    streams = Streams(settings.watch_max_per_caller, settings.watch_max_streams)
+    streams = Streams(settings.watch_max_per_caller, settings.watch_max_streams, HeapTrimmer())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Protocol
 
+from api.heap import HeapTrimmer
 from registry.errors import TooManyWatches
 
 
@@ -31,8 +32,9 @@ class Streams:
     slot is reserved before the watch starts reading, so concurrent requests cannot overshoot.
     """
 
-    def __init__(self, per_caller: int, total: int) -> None:
+    def __init__(self, per_caller: int, total: int, trimmer: HeapTrimmer | None = None) -> None:
         self.per_caller = per_caller
+        self.trimmer = trimmer
         self.total = total
         self._by_caller: Counter[str] = Counter()
         self._slots: set[Slot] = set()
@@ -73,6 +75,8 @@ class Streams:
         self._by_caller[slot.caller] -= 1
         if self._by_caller[slot.caller] <= 0:
             del self._by_caller[slot.caller]  # no entry per caller ever seen: the map stays small
+        if self.trimmer is not None:
+            self.trimmer.request()
 
     def drain(self) -> int:
         """Refuse new streams and stop every open one (each ends with a reconnect event); how many were open."""

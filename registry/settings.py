@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     watch_buffer: int = 10_000
     # ...and bytes (of stored job state): a watcher that does not read holds at most about this much
     # in the feed's buffer, and reads (and writes) the log in batches of about this much.
-    watch_buffer_bytes: int = 1 << 20
+    watch_buffer_bytes: int = 256 * 1024
     # Open watch streams one caller may hold (429 past it) and this API process serves (503 past it).
     # A caller is the token's user (the client's address when authentication is off).
     watch_max_per_caller: int = 8

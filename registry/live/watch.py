@@ -79,7 +79,7 @@ class Watch:
         # follows the size of the changes read so far, so big jobs are read a few at a time).
         self.max_bytes = max_bytes
         # Until sizes are known, a first read small enough for big jobs.
-        self._read_count = chunk if max_bytes is None else min(chunk, 32)
+        self._read_count = chunk if max_bytes is None else min(chunk, 8)
         self._stopping = False
         self.position: Position = (0, 0)
         self._sub: Subscription | None = None
