@@ -49,9 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     watch_heartbeat_s: float = 15.0
     # Changes buffered per watcher before a slow one falls back to reading the log itself.
     watch_buffer: int = 10_000
-    # ...and bytes (of stored job state): a watcher that does not read holds at most about this much
-    # in the feed's buffer, and reads (and writes) the log in batches of about this much.
-    watch_buffer_bytes: int = 256 * 1024
+    # ...and bytes (of stored job state): a watcher that does not keep up holds at most about this
+    # much in the feed's buffer, and reads (and writes) the log in batches of a quarter of it.
+    watch_buffer_bytes: int = 1 << 20
     # Open watch streams one caller may hold (429 past it) and this API process serves (503 past it).
     # A caller is the token's user (the client's address when authentication is off).
     watch_max_per_caller: int = 8

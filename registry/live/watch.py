@@ -75,9 +75,11 @@ class Watch:
         self.heartbeat_s = heartbeat_s
         self.buffer = buffer
         self.chunk = chunk
-        # Bounds what this watcher holds: its feed buffer, and each catch-up read (whose count
-        # follows the size of the changes read so far, so big jobs are read a few at a time).
+        # Bounds what this watcher holds: its feed buffer (``max_bytes``), and each catch-up read
+        # (a quarter of it: a read is held a few times over, as states, JSON and socket buffer),
+        # whose count follows the size of the changes read so far, so big jobs come a few at a time.
         self.max_bytes = max_bytes
+        self._read_bytes = None if max_bytes is None else max(1, max_bytes // 4)
         # Until sizes are known, a first read small enough for big jobs.
         self._read_count = chunk if max_bytes is None else min(chunk, 8)
         self._stopping = False
@@ -117,9 +119,9 @@ class Watch:
         self._pending = got
         # A short chunk means everything up to the subscription's start has been read.
         self._caught_up = len(got) < count
-        if self.max_bytes is not None and got:
+        if self._read_bytes is not None and got:
             average = max(1, sum(c.size for c in got) // len(got))
-            self._read_count = max(1, min(self.chunk, self.max_bytes // average))
+            self._read_count = max(1, min(self.chunk, self._read_bytes // average))
 
     async def events(self) -> AsyncIterator[WatchEvent | Bookmark]:
         """Events one by one (see ``batches``)."""

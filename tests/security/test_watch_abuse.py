@@ -65,7 +65,7 @@ def test_watchers_that_never_read_hold_bounded_memory_and_return_it(big_jobs: tu
             peak = max(peak, rss_mb(pid))
             time.sleep(0.5)
         # The report: ten such watchers took the API from 84 to 805 MB. Each now holds about
-        # JOBREG_WATCH_BUFFER_BYTES (256 KiB) read from the log, a few times over (the reply, the
+        # a quarter of JOBREG_WATCH_BUFFER_BYTES (1 MiB) read from the log, a few times over (the reply, the
         # decoded states, the JSON, the socket's buffer): measured +32 MB for these 20.
         assert peak < baseline + 150, (baseline, peak)
     finally:
