@@ -58,8 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     watch_max_streams: int = 500
     # -- HTTP limits. Bytes of a request's line and headers together (431 and the connection closed
     # past it, before the app sees the request), and of the Authorization header alone (401). A
-    # token naming auth_max_projects projects is about 52 KB: the defaults leave room for it.
-    http_max_header_bytes: int = 96 * 1024
+    # token naming auth_max_projects projects is about 52 KB, and a query string past the API's
+    # own 64 KiB gets its 414: the defaults leave room for both.
+    http_max_header_bytes: int = 256 * 1024
     auth_max_header_bytes: int = 64 * 1024
     # On SIGTERM, open watch streams are told to reconnect and ended; connections still open after
     # this many seconds are closed, so the API exits within about that long.
