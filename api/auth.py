@@ -12,6 +12,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Scope
 
+from api.token_cache import VerifiedTokens
 from registry.auth.principal import UNAUTHENTICATED, Principal
 from registry.auth.tokens import Verifier
 from registry.errors import Unauthorized
@@ -59,15 +60,15 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     A route opts out with ``opt={"exclude_from_auth": True}``; new routes are protected by default.
     """
 
-    def __init__(self, app: ASGIApp, verifier: Verifier, max_header_bytes: int = 65536, **kwargs: Any) -> None:
+    def __init__(self, app: ASGIApp, tokens: VerifiedTokens, max_header_bytes: int = 65536, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.verifier = verifier
+        self.tokens = tokens  # shared by every route's instance of this middleware
         self.max_header_bytes = max_header_bytes
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         try:
             header = connection.headers.get("authorization")
-            principal = self.verifier.verify(bearer_token(header, self.max_header_bytes))
+            principal = await self.tokens.principal(bearer_token(header, self.max_header_bytes))
         except Unauthorized as exc:
             # The reason is fixed text: the token never reaches the logs.
             # The path is the client's (decoded: %0a is a newline): escaped, it cannot forge a log line.
@@ -82,8 +83,9 @@ CurrentPrincipal = NamedDependency[Principal]
 
 
 def auth_middleware(verifier: Verifier, max_header_bytes: int = 65536) -> DefineMiddleware:
+    tokens = VerifiedTokens(verifier)
     return DefineMiddleware(
-        BearerAuthMiddleware, verifier=verifier, max_header_bytes=max_header_bytes, exclude=PUBLIC_PATHS
+        BearerAuthMiddleware, tokens=tokens, max_header_bytes=max_header_bytes, exclude=PUBLIC_PATHS
     )
 
 
