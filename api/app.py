@@ -20,11 +20,14 @@ from api.controllers import JobController, JobListController, JobReadsV1Controll
 from api.dashboard import dashboard_routes
 from api.deadletters import DeadLetterController
 from api.errors import EXCEPTION_HANDLERS
+from api.heap import HeapTrimmer
 from api.live import LiveController
 from api.metrics import QueryTimes, metrics
 from api.schema_docs import OfflineSwagger
 from api.services import Live, LiveMetrics, Services, dependencies
+from api.sessions import Streams
 from registry.auth.tokens import Verifier
+from registry.connection import async_client
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
@@ -48,14 +51,13 @@ BEARER_SCHEME = SecurityScheme(
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    return async_client(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
     )
-    return client
 
 
 def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
@@ -71,6 +73,8 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
         log.warning("authentication is OFF: every caller sees every project's jobs")
 
     query_times = QueryTimes()
+    # Built here, not in the lifespan: the server drains it on SIGTERM (api/server.py).
+    streams = Streams(settings.watch_max_per_caller, settings.watch_max_streams, HeapTrimmer())
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -85,14 +89,14 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
             block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
             count=min(1000, settings.change_log_retention),
         )
-        app.state.live = Live(feed, LiveMetrics())
+        app.state.live = Live(feed, LiveMetrics(), streams)
         try:
             yield
         finally:
             await feed.close()
             await client.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             JobListController,
             LiveController,
@@ -106,7 +110,10 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         # Authentication outermost; the timing sees only requests that got through it.
-        middleware=[*([] if verifier is None else [auth_middleware(verifier)]), query_times.middleware],
+        middleware=[
+            *([] if verifier is None else [auth_middleware(verifier, settings.auth_max_header_bytes)]),
+            query_times.middleware,
+        ],
         # Handlers name what they need (services, live, query_times, principal); nothing reads app.state.
         dependencies={
             **dependencies(),
@@ -123,3 +130,5 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
             render_plugins=[OfflineSwagger()],
         ),
     )
+    app.state.streams = streams
+    return app

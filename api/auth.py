@@ -12,9 +12,11 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Scope
 
+from api.token_cache import VerifiedTokens
 from registry.auth.principal import UNAUTHENTICATED, Principal
 from registry.auth.tokens import Verifier
 from registry.errors import Unauthorized
+from registry.ops.text import printable
 
 log = logging.getLogger("jobreg.api.auth")
 
@@ -26,10 +28,16 @@ PUBLIC_PATHS = ["^/healthz$", "^/schema"]
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
-def bearer_token(header: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header; Unauthorized otherwise."""
+def bearer_token(header: str | None, max_bytes: int = 65536) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; Unauthorized otherwise.
+
+    A header past ``max_bytes`` is refused before anything parses it: the pattern match and the
+    JWT decoding are linear, and a 16 MiB token took the event loop for seconds.
+    """
     if header is None or not header.strip():
         raise Unauthorized("missing bearer token", presented=False)
+    if len(header) > max_bytes:
+        raise Unauthorized("authorization header too large")
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         raise Unauthorized("authorization scheme must be Bearer", presented=False)
@@ -52,16 +60,20 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     A route opts out with ``opt={"exclude_from_auth": True}``; new routes are protected by default.
     """
 
-    def __init__(self, app: ASGIApp, verifier: Verifier, **kwargs: Any) -> None:
+    def __init__(self, app: ASGIApp, tokens: VerifiedTokens, max_header_bytes: int = 65536, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.verifier = verifier
+        self.tokens = tokens  # shared by every route's instance of this middleware
+        self.max_header_bytes = max_header_bytes
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         try:
-            principal = self.verifier.verify(bearer_token(connection.headers.get("authorization")))
+            header = connection.headers.get("authorization")
+            principal = await self.tokens.principal(bearer_token(header, self.max_header_bytes))
         except Unauthorized as exc:
             # The reason is fixed text: the token never reaches the logs.
-            log.info("rejected %s %s: %s", connection.scope.get("method", "WS"), connection.url.path, exc.reason)
+            # The path is the client's (decoded: %0a is a newline): escaped, it cannot forge a log line.
+            method, path = connection.scope.get("method", "WS"), printable(connection.url.path)
+            log.info("rejected %s %s: %s", printable(str(method)), path, exc.reason)
             raise
         return AuthenticationResult(user=principal, auth=None)
 
@@ -70,8 +82,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 CurrentPrincipal = NamedDependency[Principal]
 
 
-def auth_middleware(verifier: Verifier) -> DefineMiddleware:
-    return DefineMiddleware(BearerAuthMiddleware, verifier=verifier, exclude=PUBLIC_PATHS)
+def auth_middleware(verifier: Verifier, max_header_bytes: int = 65536) -> DefineMiddleware:
+    tokens = VerifiedTokens(verifier)
+    return DefineMiddleware(
+        BearerAuthMiddleware, tokens=tokens, max_header_bytes=max_header_bytes, exclude=PUBLIC_PATHS
+    )
 
 
 def principal_dependency(enabled: bool) -> Provide:

@@ -98,7 +98,10 @@ class JobListController(Controller):
             ResponseHeader(
                 name="X-Jobreg-Plan",
                 documentation_only=True,
-                description="how the query was answered (strategy and sizes), for diagnosing slow queries",
+                description=(
+                    "how the query was answered (strategy and sizes), for diagnosing slow queries; "
+                    "admins only (its sizes count every project's jobs)"
+                ),
             ),
             ResponseHeader(
                 name="X-Resource-Version",
@@ -126,9 +129,12 @@ class JobListController(Controller):
         body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
         headers = {
             "Content-Range": content_range,
-            "X-Jobreg-Plan": page.strategy,
             "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan, X-Resource-Version",
         }
+        if principal.is_admin:
+            # The plan's sizes are read before scoping narrows the match (how many jobs an id,
+            # prefix, batch or user has in every project): only an operator may see them.
+            headers["X-Jobreg-Plan"] = page.strategy
         if position is not None:
             headers["X-Resource-Version"] = format_position(position)
         return Response(body, headers=headers)

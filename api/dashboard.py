@@ -8,6 +8,8 @@ from litestar import Response, Router, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.static_files import create_static_files_router
 
+from api.page_headers import page_headers
+
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -16,10 +18,18 @@ STATIC_DIR = Path(__file__).parent / "static"
 PUBLIC = {"exclude_from_auth": True}
 
 
-@get("/", summary="Live dashboard", include_in_schema=False, media_type="text/html", opt=PUBLIC)
+@get(
+    "/",
+    summary="Live dashboard",
+    include_in_schema=False,
+    media_type="text/html",
+    opt=PUBLIC,
+    middleware=[page_headers],
+)
 async def dashboard() -> Response[bytes]:
     # Read on each request (a few KB) so the page never goes stale behind a restart-less upgrade.
-    return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
+    # Litestar adds the charset to text/* itself (naming it here too sent it twice).
+    return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html")
 
 
 # The tab icon: a status-coloured dot on the page's background. Built here rather than shipped as
@@ -42,6 +52,11 @@ def dashboard_routes() -> list[Router | HTTPRouteHandler]:
         dashboard,
         favicon,
         create_static_files_router(
-            path="/static", directories=[STATIC_DIR], name="static", include_in_schema=False, opt=PUBLIC
+            path="/static",
+            directories=[STATIC_DIR],
+            name="static",
+            include_in_schema=False,
+            opt=PUBLIC,
+            middleware=[page_headers],
         ),
     ]

@@ -13,8 +13,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import challenge
-from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, Unauthorized
+from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, TooManyWatches, Unauthorized
 from registry.live.changes import ResumeGone
+from registry.ops.text import printable
 
 log = logging.getLogger("jobreg.api")
 
@@ -91,9 +92,20 @@ def _unauthorized(_: Request[Any, Any, Any], exc: Unauthorized) -> Response[JSen
     return jsend_error(401, exc.reason, headers={"WWW-Authenticate": challenge(exc)})
 
 
+def _where(request: Request[Any, Any, Any]) -> str:
+    """The request's method and decoded path for a log line, control characters escaped (no forged lines)."""
+    return printable(f"{request.method} {request.url.path}")
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
-    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    log.warning("store unavailable on %s: %s", _where(request), printable(str(exc)))
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _too_many_watches(_: Request[Any, Any, Any], exc: TooManyWatches) -> Response[JSendError]:
+    # The caller's own bound is theirs to fix (close a stream): 429. The process's is capacity: 503.
+    status = 429 if exc.per_caller else 503
+    return jsend_error(status, exc.reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[JSendError]:
@@ -102,7 +114,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[JSend
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[JSendError]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s", _where(request), exc_info=exc)
     return jsend_error(500, "internal server error")
 
 
@@ -113,6 +125,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     QueryTooLong: _too_long,
     ResumeGone: _gone,
     Unauthorized: _unauthorized,
+    TooManyWatches: _too_many_watches,
     StoreUnavailable: _unavailable,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,

@@ -22,11 +22,13 @@ from api.errors import JSendError
 from api.params import parse_query
 from api.query_docs import JOB_QUERY_PARAMETERS
 from api.services import LiveDep, LiveMetrics, ServicesDep
+from api.sessions import Slot, Streams
 from registry.auth.principal import Principal, scope
 from registry.errors import InvalidQuery
 from registry.live.changes import Position, ResumeGone, format_position, parse_position
 from registry.live.watch import Bookmark, Watch
 from registry.ops.health import PipelineHealth, pipeline_health
+from registry.ops.text import printable
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
 
@@ -37,6 +39,8 @@ RETRY_MS = 2000
 RESUME_PARAM = "resource_version"
 _POSITION_MSG = "must be a change log position like 1700000000000-0"
 _GONE = ResponseSpec(JSendError, description="The resume point is older than the change log keeps: list again")
+_TOO_MANY = ResponseSpec(JSendError, description="The caller holds its maximum of open watch streams (Retry-After)")
+_FULL = ResponseSpec(JSendError, description="Redis unreachable, or this server holds its maximum of watch streams")
 
 
 class StatsData(msgspec.Struct, kw_only=True):
@@ -76,21 +80,46 @@ def resume_position(request: Request[Any, Any, Any]) -> Position | None:
     return pos
 
 
+# What a stream ended by a shutdown says last: the client reconnects (to another process, or
+# this one restarted) with its Last-Event-ID and misses nothing.
+_RECONNECT = msgspec.json.encode(
+    {"status": "fail", "code": "503", "message": "server shutting down; reconnect with Last-Event-ID", "data": None}
+)
+
+
 class _Session:
     """One open watch: its SSE body, and a cleanup that runs once however the stream ends."""
 
-    def __init__(self, watch: Watch, metrics: LiveMetrics, expires_at: int | None = None) -> None:
+    def __init__(
+        self,
+        watch: Watch,
+        metrics: LiveMetrics,
+        expires_at: int | None = None,
+        streams: Streams | None = None,
+        slot: Slot | None = None,
+    ) -> None:
         self.watch = watch
         self.metrics = metrics
         self.expires_at = expires_at  # the caller's token expiry: the stream ends there
+        self.streams, self.slot = streams, slot
         self.closed = False
+        self.stopped = False
         metrics.watch_connections += 1
+        if streams is not None and slot is not None:
+            streams.attach(slot, self)
+
+    def stop(self) -> None:
+        """End the stream with a reconnect event (the server is shutting down)."""
+        self.stopped = True
+        self.watch.stop()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.watch.close()
             self.metrics.watch_connections -= 1
+            if self.streams is not None and self.slot is not None:
+                self.streams.release(self.slot)
 
     async def body(self) -> AsyncIterator[bytes]:
         w, m = self.watch, self.metrics
@@ -118,16 +147,25 @@ class _Session:
                     parts += (b'","job":', event.change.job_json, b"}\n\n")
                     m.kinds[event.kind.value] = m.kinds.get(event.kind.value, 0) + 1
                 m.watch_events_sent += len(item)
-                yield b"".join(parts)  # one write for all the events that were waiting
+                yield b"".join(parts)  # one write for all the events that were waiting (bounded by the watch)
+            if self.stopped:
+                yield f"id: {format_position(w.position)}\nevent: reconnect\ndata: ".encode() + _RECONNECT + b"\n\n"
         except ResumeGone as exc:
             m.watch_gone += 1
             body = msgspec.json.encode({"status": "fail", "code": "410", "message": str(exc), "data": None})
             yield b"event: gone\ndata: " + body + b"\n\n"
         except RedisError as exc:
             # The client reconnects with its Last-Event-ID and resumes where it was.
-            log.warning("watch stream ended by a store error: %s", exc)
+            log.warning("watch stream ended by a store error: %s", printable(str(exc)))
         finally:
             self.close()
+
+
+def _caller(request: Request[Any, Any, Any], principal: Principal) -> str:
+    """Whom a per-caller bound counts: the token's user, or the client's address when auth is off."""
+    if principal.user_id:
+        return "user:" + principal.user_id
+    return "addr:" + (request.client.host if request.client else "")
 
 
 class LiveController(Controller):
@@ -156,27 +194,34 @@ class LiveController(Controller):
             "get a comment heartbeat that also carries the current position as `id`."
         ),
         media_type="text/event-stream",
-        responses={401: _UNAUTHORIZED, 410: _GONE, 422: _INVALID, 503: _UNAVAILABLE},
+        responses={401: _UNAUTHORIZED, 410: _GONE, 422: _INVALID, 429: _TOO_MANY, 503: _FULL},
     )
     async def watch(
         self, request: Request[Any, Any, Any], services: ServicesDep, live: LiveDep, principal: CurrentPrincipal
     ) -> Stream:
         query = job_query(request, principal)
         after = resume_position(request)
+        settings = services.settings
         watch = Watch(
             live.feed,
             services.redis,
             services.keys,
             query,
-            heartbeat_s=services.settings.watch_heartbeat_s,
-            buffer=services.settings.watch_buffer,
+            heartbeat_s=settings.watch_heartbeat_s,
+            buffer=settings.watch_buffer,
+            max_bytes=settings.watch_buffer_bytes,
         )
+        slot = live.streams.reserve(_caller(request, principal))
         try:
             await watch.open(after)
         except ResumeGone:
+            live.streams.release(slot)
             live.metrics.watch_gone += 1
             raise
-        session = _Session(watch, live.metrics, principal.expires_at)
+        except BaseException:
+            live.streams.release(slot)
+            raise
+        session = _Session(watch, live.metrics, principal.expires_at, live.streams, slot)
         return Stream(
             session.body(),
             media_type="text/event-stream",

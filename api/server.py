@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+
 import uvicorn
 
 from api.app import create_app
+from api.http_limits import bounded_http
+from api.sessions import Streams
 from registry.auth.tokens import serving_verifier
 from registry.ops import logs
 from registry.settings import Settings
 
-# On SIGTERM uvicorn waits for open connections; a watch stream (SSE) never ends by itself, so past
-# this it cancels them. Under `jobreg up`'s own grace period, so a stop is never a kill.
-GRACEFUL_SHUTDOWN_S = 3
+log = logging.getLogger("jobreg.api")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending open watch streams when it shuts down.
+
+    uvicorn waits for every connection to finish before it exits, and a watch stream never
+    does: without this, SIGTERM left `jobreg api` running as long as one client watched.
+    """
+
+    def __init__(self, config: uvicorn.Config, streams: Streams) -> None:
+        super().__init__(config)
+        self.streams = streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        ended = self.streams.drain()
+        if ended:
+            log.info("ending %d watch streams (each told to reconnect)", ended)
+        await super().shutdown(sockets)
 
 
 def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, embedded: bool = False) -> None:
@@ -24,11 +45,15 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
     # Litestar's default logging config takes over the root logger when the app is built: take it back,
     # so the whole process logs in one format.
     logs.configure(settings.log_level, quiet_lifecycle=embedded)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,  # uvicorn's loggers propagate to ours
         access_log=not embedded or settings.log_level == "DEBUG",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        http=bounded_http(settings.http_max_header_bytes),
+        # Streams told to stop end at once; this bounds the wait for clients that do not read
+        # (under `jobreg up`'s own grace period, so a stop is never a kill).
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+    _Server(config, app.state.streams).run()

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
+from api.sessions import Streams
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
@@ -41,10 +42,11 @@ class LiveMetrics:
 
 @dataclass(frozen=True)
 class Live:
-    """The live side: this process's change feed and its counters (``app.state.live``)."""
+    """The live side: this process's change feed, its counters and its open streams (``app.state.live``)."""
 
     feed: ChangeFeed
     metrics: LiveMetrics
+    streams: Streams
 
 
 # How a handler asks for them (the parameter name picks the provider).

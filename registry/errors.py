@@ -56,3 +56,12 @@ class Unauthorized(JobregError):
 
 class AuthConfigError(JobregError):
     """The JOBREG_AUTH_* settings are incomplete, inconsistent or point at unusable key material."""
+
+
+class TooManyWatches(JobregError):
+    """A watch stream past a bound: the caller's (``per_caller``, 429) or the process's (503); retry later."""
+
+    def __init__(self, reason: str, *, per_caller: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.per_caller = per_caller

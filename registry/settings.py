@@ -52,6 +52,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     watch_heartbeat_s: float = 15.0
     # Changes buffered per watcher before a slow one falls back to reading the log itself.
     watch_buffer: int = 10_000
+    # ...and bytes (of stored job state): a watcher that does not keep up holds at most about this
+    # much in the feed's buffer, and reads (and writes) the log in batches of a quarter of it.
+    watch_buffer_bytes: int = 1 << 20
+    # Open watch streams one caller may hold (429 past it) and this API process serves (503 past it).
+    # A caller is the token's user (the client's address when authentication is off).
+    watch_max_per_caller: int = 8
+    watch_max_streams: int = 500
+    # -- HTTP limits. Bytes of a request's line and headers together (431 and the connection closed
+    # past it, before the app sees the request), and of the Authorization header alone (401). A
+    # token naming auth_max_projects projects is about 52 KB, and a query string past the API's
+    # own 64 KiB gets its 414: the defaults leave room for both.
+    http_max_header_bytes: int = 256 * 1024
+    auth_max_header_bytes: int = 64 * 1024
+    # On SIGTERM, open watch streams are told to reconnect and ended; connections still open after
+    # this many seconds are closed, so the API exits within about that long.
+    shutdown_grace_s: int = 2
     # Workers lower their CPU priority by this much (os.nice): where API and workers share cores, ingest
     # bursts then queue in the stream instead of slowing queries down.
     worker_nice: int = 0
@@ -72,6 +88,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_role_claim: str = "role"  # "user" (default when absent) or the admin role
     auth_admin_role: str = "admin"
     auth_token_ttl_s: int = 3600  # default lifetime of `jobreg token`
+    # Projects one user token may name: each list or stats call checks every one (about 50 us each).
+    auth_max_projects: int = 1000
 
     def __repr__(self) -> str:
         # Settings get printed in debugging sessions and tracebacks; the shared secret must not.

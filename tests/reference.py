@@ -51,7 +51,10 @@ def parse_timestamp(text: str) -> int | None:
         dt = datetime.fromisoformat(text)
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        return (dt - EPOCH) // timedelta(microseconds=1)
+        us = (dt - EPOCH) // timedelta(microseconds=1)
+        # RFC 3339 writes four-digit years: an instant in year 10000 (a zone can push one
+        # there) could not be rendered, so it is not a timestamp.
+        return us if dt.astimezone(UTC).year <= 9999 else None
     except (ValueError, TypeError, OverflowError):
         return None
 

@@ -21,6 +21,7 @@ from registry.domain.model import Event
 from registry.errors import InvalidEvent
 from registry.keys import Keys
 from registry.ops.metrics import record_batch
+from registry.ops.text import printable
 from registry.settings import Settings
 from registry.store.projection import Projection
 from registry.wire.deadletter import DeadLetterer
@@ -220,7 +221,7 @@ class Consumer:
         except Exception as exc:
             if is_store_wide(exc):
                 raise StoreError(str(exc)) from exc
-            log.warning("applying a batch of %d failed (%s); isolating job by job", len(valid), exc)
+            log.warning("applying a batch of %d failed (%s); isolating job by job", len(valid), printable(str(exc)))
         # The scripts that did run before the failure are not undone; re-applying their jobs below
         # folds to the same state and writes nothing, so no job is applied twice in effect.
         by_job: dict[str, list[tuple[bytes, Event]]] = defaultdict(list)
@@ -248,7 +249,8 @@ class Consumer:
 
         Pending entries come back through reclaim once idle; return how many were dead-lettered.
         """
-        reason = f"{type(exc).__name__}: {exc}"[:500]
+        # Escaped: the error may quote event data, and it is logged and shown by `jobreg dead-letters`.
+        reason = printable(f"{type(exc).__name__}: {exc}")[:500]
         ids = [entry_id for entry_id, _ in items]
         pipe = self.redis.pipeline(transaction=False)
         for entry_id in ids:

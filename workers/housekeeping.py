@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 from registry.keys import Keys
 from registry.lua import source
 from registry.ops.metrics import record_batch
+from registry.ops.text import printable
 from registry.settings import Settings
 from workers.consumer import Consumer, Entry
 
@@ -84,7 +85,7 @@ async def _give_up(redis: aioredis.Redis, settings: Settings, consumer: Consumer
         for (entry_id, fields), last in zip(claimed, reasons, strict=True):
             detail = last.decode("utf-8", "backslashreplace") if last else "no apply error recorded"
             reason = f"delivered {times[entry_id]} times without being applied (a worker crash?): {detail}"
-            log.error("dead-lettering %s: %s", entry_id.decode(), reason)
+            log.error("dead-lettering %s: %s", entry_id.decode(), printable(reason))
             if fields:
                 items.append((entry_id, fields, reason))
             else:  # deleted from the stream meanwhile: only the acknowledgement is left to do

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -20,13 +19,14 @@ from typing import Any
 import arq.worker
 import redis.asyncio as aioredis
 from arq import cron
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from registry.connection import async_client, async_pool
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
 from workers.consumer import UNREACHABLE, Consumer
@@ -43,16 +43,20 @@ MAX_RESTART_BACKOFF_S = 5.0
 OUTAGE = (*UNREACHABLE, WatchError)
 
 
-def _arq_redis_settings(settings: Settings) -> RedisSettings:
-    # A few quick retries per command absorb a blip; longer outages end arq's run and `serve` restarts
-    # it. Start-up waits for Redis as long as it takes (SIGTERM still stops it).
-    return dataclasses.replace(
-        RedisSettings.from_dsn(settings.redis_url),
-        conn_retries=10**9,
-        conn_retry_delay=1,
+def _arq_pool(settings: Settings, queue_name: str) -> ArqRedis:
+    """arq's client, from the same URL and through the same path as every other client.
+
+    Not ``RedisSettings.from_dsn``: it kept a percent-encoded password encoded and ignored
+    ``rediss://`` options, so the worker failed where the API connected. A few quick retries per
+    command absorb a blip; longer outages (start-up included) end arq's run and ``serve`` restarts it.
+    """
+    pool = async_pool(
+        settings.redis_url,
+        socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return ArqRedis(pool, default_queue_name=queue_name)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -74,7 +78,7 @@ class Host:
         """arq's on_startup: start the consumer loop (once; arq calls this again after an outage restart)."""
         if self.task is not None:
             return
-        self.redis = aioredis.Redis.from_url(
+        self.redis = async_client(
             self.settings.redis_url,
             # Above the blocking read's own timeout, so only a dead connection trips it.
             socket_timeout=self.settings.block_ms / 1000 + 10,
@@ -153,7 +157,7 @@ def build_worker(settings: Settings, host: Host) -> arq.worker.Worker:
         ],
         on_startup=host.startup,
         on_shutdown=host.shutdown,
-        redis_settings=_arq_redis_settings(settings),
+        redis_pool=_arq_pool(settings, keys.arq_queue),
         queue_name=keys.arq_queue,
         # SIGTERM/SIGINT cancel arq's run and call on_stop, which ends `serve`.
         handle_signals=True,
@@ -222,7 +226,7 @@ def run_worker(settings: Settings) -> None:
 
 
 async def _store_answers_info(settings: Settings) -> bool:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = async_client(settings.redis_url, socket_connect_timeout=5)
     try:
         return await _answers_info(client) or not await _reachable(client)
     finally:

@@ -25,7 +25,7 @@ EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512
 JWK_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 SUPPORTED = HMAC_ALGORITHMS | RSA_ALGORITHMS | frozenset(EC_ALGORITHMS.values()) | {"EdDSA"}
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash output
-MAX_PROJECTS = 10_000  # a bound on what one token may scope a query to
+TIME_CLAIMS = ("exp", "nbf", "iat")  # NumericDate claims (RFC 7519 section 2): numbers, never strings
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class Verifier:
     projects_claim: str
     role_claim: str
     admin_role: str
+    max_projects: int = 1000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Verifier | None:  # noqa: C901  one check per auth setting, each with its own message
@@ -156,6 +157,8 @@ class Verifier:
                 raise AuthConfigError(f"JOBREG_AUTH_{name.upper()} must not be empty")
         if settings.auth_leeway_s < 0:
             raise AuthConfigError("JOBREG_AUTH_LEEWAY_S must be >= 0")
+        if settings.auth_max_projects < 1:
+            raise AuthConfigError("JOBREG_AUTH_MAX_PROJECTS must be >= 1")
         keys: list[VerificationKey] = []
         if settings.auth_secret:
             secret = settings.auth_secret.encode()
@@ -184,6 +187,7 @@ class Verifier:
             projects_claim=settings.auth_projects_claim,
             role_claim=settings.auth_role_claim,
             admin_role=settings.auth_admin_role,
+            max_projects=settings.auth_max_projects,
         )
 
     def _candidates(self, alg: str, kid: Any) -> list[VerificationKey]:
@@ -229,6 +233,13 @@ class Verifier:
         return self._principal(claims)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
+        for name in TIME_CLAIMS:
+            value = claims.get(name, 0)
+            # RFC 7519 NumericDate is a JSON number. PyJWT also accepts a numeric string ("exp":
+            # "1796000000") and checks it, but a string expiry would then be honoured in one place
+            # and not in another (a watch stream outliving its token): refuse it everywhere.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Unauthorized(f"token {name} claim must be a number")
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not user:
             raise Unauthorized("token has no user id")
@@ -237,18 +248,17 @@ class Verifier:
         # Anything but the admin role is a plain user: an unexpected value never grants more.
         role = Role.ADMIN if self.admin_role in roles else Role.USER
         projects = claims.get(self.projects_claim, [])
-        if (
-            not isinstance(projects, list)
-            or len(projects) > MAX_PROJECTS
-            or not all(isinstance(p, str) and UUID_RE.match(p) for p in projects)
-        ):
+        if isinstance(projects, list) and len(projects) > self.max_projects and role is not Role.ADMIN:
+            # Every list and stats call of a user checks each of their projects: a token naming
+            # 10,000 cost about 0.5 s a call. An operator sees everything and needs no list.
+            raise Unauthorized(f"token names more than {self.max_projects} projects")
+        if not isinstance(projects, list) or not all(isinstance(p, str) and UUID_RE.match(p) for p in projects):
             raise Unauthorized("token projects claim must be a list of project UUIDs")
-        exp = claims["exp"]
         return Principal(
             user_id=user,
             projects=frozenset(p.lower() for p in projects),
             role=role,
-            expires_at=int(exp) if isinstance(exp, int | float) else None,
+            expires_at=int(claims["exp"]),
         )
 
 

@@ -165,10 +165,21 @@ def render_timestamp(us: int | None) -> str | None:
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00" % (t[0], t[1], t[2], t[3], t[4], t[5], micros)  # noqa: UP031
 
 
+# The first instant RFC 3339 cannot write (a four-digit year): 10000-01-01T00:00:00Z.
+RENDERABLE_UNTIL_US = 253_402_300_800 * 1_000_000
+
+
 def parse_timestamp(text: str) -> int:
-    """RFC 3339 / ISO 8601 text to microseconds since the epoch; no zone means UTC."""
+    """RFC 3339 / ISO 8601 text to microseconds since the epoch; no zone means UTC.
+
+    ValueError for an instant past 9999-12-31T23:59:59.999999Z: a zone can push a valid-looking
+    local time (9999-12-31T23:59:59-23:59) into year 10000, which render_timestamp cannot write.
+    """
     dt = datetime.fromisoformat(text.strip())
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if us >= RENDERABLE_UNTIL_US:
+        raise ValueError("after 9999-12-31T23:59:59.999999Z")
+    return us

@@ -60,13 +60,16 @@ def _pos(raw: bytes | str) -> Position:
 class Change:
     """One logged change: the job's state after it and, unless the change listed the job, before it."""
 
-    __slots__ = ("_job", "_json", "handle", "old", "position", "state")
+    __slots__ = ("_job", "_json", "handle", "old", "position", "size", "state")
 
-    def __init__(self, position: Position, handle: int, state: JobState, old: JobState | None) -> None:
+    def __init__(self, position: Position, handle: int, state: JobState, old: JobState | None, size: int = 0) -> None:
         self.position = position
         self.handle = handle
         self.state = state
         self.old = old
+        # Bytes of the stored states: what holding this change costs, give or take a small factor
+        # (the decoded states and the rendered JSON). Watchers bound their buffers by it.
+        self.size = size
         self._job: LinkedJob | None = None
         self._json: bytes | None = None
 
@@ -92,11 +95,13 @@ class Change:
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change:
     old = fields.get(OLD_STATE)
+    state = fields[STATE]
     return Change(
         _pos(entry_id),
         int(fields[HANDLE]),
-        decode_state(fields[STATE]),
+        decode_state(state),
         decode_state(old) if old else None,
+        len(state) + len(old or b""),
     )
 
 

@@ -35,25 +35,36 @@ class Overflow(Exception):
 
 
 class Subscription:
-    """Changes after ``start``, as the feed reads them, buffered up to ``maxsize`` for one watcher."""
+    """Changes after ``start``, as the feed reads them, buffered up to ``maxsize`` changes and
+    ``max_bytes`` (their ``size``) for one watcher."""
 
-    def __init__(self, start: Position, maxsize: int) -> None:
+    def __init__(self, start: Position, maxsize: int, max_bytes: int | None = None) -> None:
         self.start = start
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self._items: deque[Change] = deque()
+        self._bytes = 0
         self._ready = asyncio.Event()
         self._overflowed = False
 
     def push(self, changes: list[Change]) -> None:
         if self._overflowed:
             return
-        if len(self._items) + len(changes) > self.maxsize:
+        size = sum(c.size for c in changes)
+        if len(self._items) + len(changes) > self.maxsize or (
+            # A batch alone above the bound is still taken by a watcher that has nothing
+            # buffered: the bound is on what piles up, and a reader that keeps up never overflows.
+            self.max_bytes is not None and self._items and self._bytes + size > self.max_bytes
+        ):
             # Dropping the buffer (rather than blocking the feed) keeps one slow client from
-            # slowing every other; it catches up from Redis at its own pace instead.
+            # slowing every other, and frees what it held; it catches up from Redis at its
+            # own pace instead, never holding more than a bounded read.
             self._overflowed = True
             self._items.clear()
+            self._bytes = 0
         else:
             self._items.extend(changes)
+            self._bytes += size
         self._ready.set()
 
     def tick(self) -> None:
@@ -63,6 +74,7 @@ class Subscription:
     def overflow(self) -> None:
         self._overflowed = True
         self._items.clear()
+        self._bytes = 0
         self._ready.set()
 
     async def wait(self) -> None:
@@ -74,6 +86,7 @@ class Subscription:
             raise Overflow
         items = list(self._items)
         self._items.clear()
+        self._bytes = 0
         self._ready.clear()
         return items
 
@@ -110,7 +123,7 @@ class ChangeFeed:
     def subscribers(self) -> int:
         return len(self._subs)
 
-    async def subscribe(self, maxsize: int, start_timeout: float = 3.0) -> Subscription:
+    async def subscribe(self, maxsize: int, start_timeout: float = 3.0, max_bytes: int | None = None) -> Subscription:
         """A subscription starting at the feed's current position (the feed starts on first use).
 
         Raises StoreUnavailable if the feed cannot learn its starting position in time.
@@ -124,7 +137,7 @@ class ChangeFeed:
         assert self.position is not None
         # No await between reading the position and registering: nothing can be dispatched
         # in between, so the subscription holds exactly the changes after ``start``.
-        sub = Subscription(self.position, maxsize)
+        sub = Subscription(self.position, maxsize, max_bytes)
         self._subs.add(sub)
         return sub
 

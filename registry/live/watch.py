@@ -65,6 +65,7 @@ class Watch:
         heartbeat_s: float,
         buffer: int,
         chunk: int = 500,
+        max_bytes: int | None = None,
     ) -> None:
         self.feed = feed
         self.redis = redis
@@ -74,6 +75,14 @@ class Watch:
         self.heartbeat_s = heartbeat_s
         self.buffer = buffer
         self.chunk = chunk
+        # Bounds what this watcher holds: its feed buffer (``max_bytes``), and each catch-up read
+        # (a quarter of it: a read is held a few times over, as states, JSON and socket buffer),
+        # whose count follows the size of the changes read so far, so big jobs come a few at a time.
+        self.max_bytes = max_bytes
+        self._read_bytes = None if max_bytes is None else max(1, max_bytes // 4)
+        # Until sizes are known, a first read small enough for big jobs.
+        self._read_count = chunk if max_bytes is None else min(chunk, 8)
+        self._stopping = False
         self.position: Position = (0, 0)
         self._sub: Subscription | None = None
         self._pending: list[Change] = []
@@ -82,7 +91,7 @@ class Watch:
 
     async def open(self, after: Position | None) -> None:
         """Subscribe and read the first catch-up chunk, so a position outside the log fails here (ResumeGone)."""
-        self._sub = await self.feed.subscribe(self.buffer)
+        self._sub = await self.feed.subscribe(self.buffer, max_bytes=self.max_bytes)
         self.position = self._sub.start if after is None else after
         try:
             await self._catch_up_chunk()
@@ -94,14 +103,25 @@ class Watch:
         if self._sub is not None:
             self.feed.unsubscribe(self._sub)
             self._sub = None
+        self._pending = []
+
+    def stop(self) -> None:
+        """End ``batches`` at its next step (the server is shutting down); a waiting watcher wakes now."""
+        self._stopping = True
+        if self._sub is not None:
+            self._sub.tick()
 
     async def _catch_up_chunk(self) -> None:
         """Read the next chunk of the log between the watcher's position and the subscription's start."""
         assert self._sub is not None
-        got = await read_after(self.redis, self.keys, self.position, self._sub.start, self.chunk)
+        count = self._read_count
+        got = await read_after(self.redis, self.keys, self.position, self._sub.start, count)
         self._pending = got
         # A short chunk means everything up to the subscription's start has been read.
-        self._caught_up = len(got) < self.chunk
+        self._caught_up = len(got) < count
+        if self._read_bytes is not None and got:
+            average = max(1, sum(c.size for c in got) // len(got))
+            self._read_count = max(1, min(self.chunk, self._read_bytes // average))
 
     async def events(self) -> AsyncIterator[WatchEvent | Bookmark]:
         """Events one by one (see ``batches``)."""
@@ -121,7 +141,7 @@ class Watch:
         Raises ResumeGone if the watcher falls so far behind that the log was trimmed past it.
         """
         last_output = time.monotonic()
-        while True:
+        while not self._stopping:
             assert self._sub is not None
             if self._pending:
                 batch, self._pending = self._pending, []
@@ -136,7 +156,7 @@ class Watch:
                 except Overflow:
                     # Too slow for the in-memory buffer: subscribe again and read the log from here.
                     self.close()
-                    self._sub = await self.feed.subscribe(self.buffer)
+                    self._sub = await self.feed.subscribe(self.buffer, max_bytes=self.max_bytes)
                     self._caught_up = False
                     self.resubscribed += 1
                     continue

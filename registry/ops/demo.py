@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import redis
-import redis.asyncio as aioredis
 
+from registry.connection import async_client
 from registry.domain.model import Status
 from registry.keys import Keys
 from registry.ops.health import pipeline_health
@@ -84,7 +84,7 @@ def seed(publisher: Publisher) -> None:
 
 async def _left_open(settings: Settings) -> list[str]:
     """Ids of the demo's jobs still open (its projects and users): what an earlier run left behind."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    client = async_client(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
     keys = Keys(settings.prefix)
     try:
         # Events an earlier run published but the workers have not applied yet would be missed.

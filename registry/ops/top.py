@@ -15,6 +15,7 @@ from typing import TextIO
 
 import redis.asyncio as aioredis
 
+from registry.connection import async_client
 from registry.domain.model import Origin, Status
 from registry.keys import Keys
 from registry.live.changes import decode_entries
@@ -197,7 +198,7 @@ async def run_top(
     view fits the window and is coloured (unless NO_COLOR is set); elsewhere it is plain text.
     """
     out = out or sys.stdout
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    redis = async_client(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     keys = Keys(settings.prefix)
     executor = Executor(redis, keys, settings)
     term = Term.of(out) if not once else None

@@ -11,6 +11,7 @@ import msgspec
 
 from registry.domain.model import Event, EventType, Origin, parse_timestamp
 from registry.errors import InvalidEvent
+from registry.ops.text import printable
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _RUNS_RE = re.compile(r"^[0-9]+$")
@@ -43,7 +44,8 @@ def _text(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
         except UnicodeDecodeError:
             raise InvalidEvent("entry is not valid UTF-8") from None
         if len(raw) > MAX_VALUE_BYTES:
-            raise InvalidEvent(f"{key} exceeds {MAX_VALUE_BYTES} bytes")
+            # The field name is the producer's: escaped and cut, it is safe in logs and terminals.
+            raise InvalidEvent(f"{printable(key[:60])} exceeds {MAX_VALUE_BYTES} bytes")
         out[key] = val
     return out
 

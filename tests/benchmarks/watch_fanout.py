@@ -181,6 +181,9 @@ def main() -> None:
     prefix = f"fan{os.urandom(3).hex()}"
     port = free_port()
     env = {**os.environ, "JOBREG_REDIS_URL": server.url, "JOBREG_PREFIX": prefix, "JOBREG_LOG_LEVEL": "WARNING"}
+    # Every watcher comes from this one address: lift the per-caller and per-process stream bounds.
+    most = str(max(int(n) for n in args.watchers.split(",")))
+    env |= {"JOBREG_WATCH_MAX_PER_CALLER": most, "JOBREG_WATCH_MAX_STREAMS": most}
     # JOBREG_BENCH_PROFILE=FILE profiles the API process (cProfile) for a look at where fan-out time goes.
     profile = (
         ["-m", "cProfile", "-o", os.environ["JOBREG_BENCH_PROFILE"]] if "JOBREG_BENCH_PROFILE" in os.environ else []

@@ -210,6 +210,7 @@ INVALID: list[tuple[list[tuple[str, str]], set[str]]] = [
     ([("id__starts_with", "xyz")], {"id__starts_with"}),
     ([("start_date", "yesterday")], {"start_date"}),
     ([("end_date", "2026-02-30T00:00:00")], {"end_date"}),
+    ([("end_date", "9999-12-31T23:59:59-23:59")], {"end_date"}),  # year 10000 in UTC: not RFC 3339
     ([("limit", "0")], {"limit"}),
     ([("limit", "101")], {"limit"}),
     ([("limit", "ten")], {"limit"}),

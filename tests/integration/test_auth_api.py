@@ -291,3 +291,51 @@ def test_new_routes_are_protected_by_default(env: Env) -> None:
         # Opting a route out of authentication never turns its caller into the all-seeing principal.
         assert client.get("/open-probe").status_code == 401
         assert client.get("/open-page").text == "static shell"
+
+
+# -- no side channel: a foreign value answers exactly like a nonexistent one ----------------------
+
+
+def _visible_bytes(resp: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Everything a response says but its date and change-log position."""
+    headers = sorted((k, v) for k, v in resp.headers.items() if k not in ("date", "x-resource-version"))
+    return resp.status_code, headers, resp.content
+
+
+def test_foreign_ids_prefixes_batches_and_users_look_nonexistent(env: Env) -> None:
+    """Finding 1 of issue 12: the plan header counted other projects' jobs before scoping."""
+    jobs = env.ref.jobs()
+    mine = env.projects[0]
+    token = env.token("alice", [mine])
+    foreign_id = next(i for i, j in sorted(jobs.items()) if j["project_id"] != mine)
+    ghost_id = str(uuid.UUID(int=int(uuid.UUID(foreign_id)) ^ (1 << 80)))
+    assert ghost_id not in jobs
+    # A prefix naming only foreign jobs, and one naming no job at all, of the same length.
+    prefix = next(
+        i[:5] for i in sorted(jobs) if not any(k.startswith(i[:5]) and jobs[k]["project_id"] == mine for k in jobs)
+    )
+    nowhere = next(p for p in (f"{n:05x}" for n in range(1 << 20)) if not any(k.startswith(p) for k in jobs))
+    foreign_batch = next(j["batch_id"] for j in jobs.values() if j["project_id"] != mine)
+    assert not any(j["batch_id"] == foreign_batch and j["project_id"] == mine for j in jobs.values())
+    probes = [
+        ("id", foreign_id, ghost_id),
+        ("id__starts_with", prefix, nowhere),
+        ("batch_id", foreign_batch, str(uuid.uuid4())),
+    ]
+    for name, foreign, missing in probes:
+        for extra in ([], [("status", "DONE")], [("order_by", "runs")]):
+            got = env.get(JOBS, token, [(name, foreign), *extra])
+            assert got.json()["pagination"]["total"] == 0
+            assert _visible_bytes(got) == _visible_bytes(env.get(JOBS, token, [(name, missing), *extra])), name
+            stats = env.get(f"{JOBS}/stats", token, [(name, foreign), *extra]).json()["data"]
+            assert stats["total"] == 0 and set(stats["by_status"].values()) == {0}
+    # A user of a project without jobs: every user id with jobs elsewhere looks like an unknown one.
+    lonely = env.token("eve", [str(uuid.uuid4())])
+    users = sorted({j["user_id"] for j in jobs.values()})
+    for user in users:
+        assert _visible_bytes(env.get(JOBS, lonely, [("user_id", user)])) == _visible_bytes(
+            env.get(JOBS, lonely, [("user_id", "nobody-at-all")])
+        )
+    # Operators keep the plan, which is where slow queries explain themselves.
+    admin = env.get(JOBS, env.token("root", [], admin=True), [("id", foreign_id)])
+    assert "x-jobreg-plan" in admin.headers

@@ -56,6 +56,11 @@ def test_good_created_is_normalised() -> None:
         ({"results_link": "https://h\u00f4st/r"}, "results_link is not an absolute http(s) URL"),
         ({"results_link": "https://host/" + "a" * 4096}, "results_link longer than 4096"),
         ({"sequence": "s" * 70_000}, "sequence exceeds 65536 bytes"),
+        # Issue 12, finding 11: a zone pushes this past year 9999, which RFC 3339 cannot write.
+        ({"occurred_at": "9999-12-31T23:59:59-23:59"}, "occurred_at is not an RFC 3339 timestamp"),
+        ({"occurred_at": "9999-12-31T23:59:59.999999-00:00:01"}, "occurred_at is not an RFC 3339 timestamp"),
+        # Issue 12, finding 5: a field name with control characters is escaped (and cut) in the reason.
+        ({"x\x1b[2J\n" + "y" * 100: "v" * 70_000}, "x\\x1b[2J\\n" + "y" * 54 + " exceeds 65536 bytes"),
     ],
 )
 def test_bad_entries_give_a_reason(change: dict[str, str | None], reason: str) -> None:

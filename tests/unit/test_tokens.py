@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,10 @@ def test_other_hmac_strengths_are_not_accepted_unless_listed() -> None:
         ({"aud": None}, "token lacks a required claim (exp, iss, aud)"),
         ({"iss": None}, "token lacks a required claim (exp, iss, aud)"),
         ({"exp": "tomorrow"}, "malformed token"),
+        # Issue 12, finding 7: a numeric string verified, but a watch stream never ended at it.
+        ({"exp": str(int(time.time()) + 3600)}, "token exp claim must be a number"),
+        ({"nbf": str(int(time.time()) - 10)}, "token nbf claim must be a number"),
+        ({"iat": str(int(time.time()) - 10)}, "token iat claim must be a number"),
         ({"sub": None}, "token has no user id"),
         ({"sub": ""}, "token has no user id"),
         ({"projects": P1}, "token projects claim must be a list of project UUIDs"),
@@ -167,6 +172,19 @@ def test_other_hmac_strengths_are_not_accepted_unless_listed() -> None:
 def test_claim_checks(over: dict[str, Any], reason: str) -> None:
     v = verifier(auth_secret=SECRET)
     assert rejected(v, jwt.encode(claims(**over), SECRET, algorithm="HS256")) == reason
+
+
+def test_project_count_is_bounded() -> None:
+    """Issue 12, finding 11: a token naming 10,000 projects cost ~0.5 s per list call; users get a bound."""
+    many = [str(uuid.UUID(int=i)) for i in range(1, 1002)]
+    v = verifier(auth_secret=SECRET)
+    assert v.verify(jwt.encode(claims(projects=many[:1000]), SECRET, algorithm="HS256")).projects
+    assert rejected(v, jwt.encode(claims(projects=many), SECRET, algorithm="HS256")) == (
+        "token names more than 1000 projects"
+    )
+    small = verifier(auth_secret=SECRET, auth_max_projects=2)
+    assert rejected(small, jwt.encode(claims(projects=many[:3]), SECRET, algorithm="HS256")).startswith("token names")
+    assert small.verify(jwt.encode(claims(projects=many[:3], role="admin"), SECRET, algorithm="HS256")).is_admin
 
 
 def test_leeway_and_audience_lists() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import redis
 
+from registry.connection import async_client, sync_client
 from registry.errors import AuthConfigError, InvalidEvent
 from registry.keys import Keys
 from registry.ops.text import printable
@@ -68,9 +69,7 @@ def cmd_token(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-    )
+    return sync_client(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S)
 
 
 def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
@@ -92,12 +91,11 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
-    from redis.asyncio import Redis as AsyncRedis
 
     from registry.wire import deadletter
 
     async def go() -> int:
-        client = AsyncRedis.from_url(
+        client = async_client(
             settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
         )
         keys = Keys(settings.prefix)

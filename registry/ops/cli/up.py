@@ -16,6 +16,7 @@ from types import FrameType
 
 import httpx
 
+from registry.connection import sync_client
 from registry.ops import children
 from registry.ops.datadir import DataDirBusy, DataDirLock, holding
 from registry.ops.embedded import Store, StoreFailed, embedded_redis
@@ -181,14 +182,13 @@ def _run(
 
 
 def _demo(settings: Settings, url: str) -> None:
-    import redis
 
     from registry.keys import Keys
     from registry.ops.demo import run_demo
     from registry.wire.publisher import Publisher
 
     say("--demo: publishing simulated emulator/QPU traffic (fixed ids: see README, Querying)")
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+    client = sync_client(url, socket_connect_timeout=3, socket_timeout=10)
     try:
         run_demo(Publisher(client, Keys(settings.prefix)), settings)
     finally:
