@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from registry.connection import sync_client
 from registry.ops import children
 
 log = logging.getLogger("jobreg.up")
@@ -42,7 +43,7 @@ def _free_port() -> int:
 
 def _wait_ready(url: str, alive: Callable[[], bool] | None = None, timeout: float = READY_TIMEOUT_S) -> None:
     """Wait until ``url`` answers PING; ``alive()`` (when given) False means the server is gone."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    client = sync_client(url, socket_connect_timeout=1)
     deadline = time.monotonic() + timeout
     try:
         while True:

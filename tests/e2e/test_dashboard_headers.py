@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import RedisServer
-from tests.e2e.stack import Stack, running_stack
 from tests.e2e.browser import CHROMEDRIVER, CHROMIUM, _browser_missing, text, wait_for
+from tests.e2e.stack import Stack, running_stack
 
 PAGES = ["/", "/static/dashboard.js", "/static/dashboard.css", "/static/index.html"]
 
