@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from registry.domain.fold import fold
 from registry.domain.model import Event, JobState
@@ -96,44 +96,67 @@ class Projection:
             result.conflicts += sum(1 for h in replies if h == -1)
         raise RuntimeError(f"could not apply events to {len(todo)} jobs after {max_attempts} attempts")
 
-    def _calls(self, writes: Sequence[_Write]) -> list[_Call]:
-        """The apply calls for ``writes``, in order, each cut at ``chunk`` jobs or ``call_budget``."""
-        calls = [_Call(self.keys)]
+    def _calls(self, writes: Sequence[_Write]) -> Iterator[tuple[list[str], list[str | int | bytes]]]:
+        """KEYS and ARGV of the apply calls for ``writes``, in order, each cut at ``chunk`` jobs or ``call_budget``."""
+        call = _Call(self.keys)
         for w in writes:
-            call = calls[-1]
             call.add(w)
             if len(call.records) >= self.chunk or call.cost >= self.call_budget:
-                calls.append(_Call(self.keys))
-        return [c for c in calls if c.records]
+                yield call.keys_and_args(self.threshold, self.change_log_retention)
+                call = _Call(self.keys)
+        if call.records:
+            yield call.keys_and_args(self.threshold, self.change_log_retention)
 
     async def _run(self, writes: Sequence[_Write], result: ApplyResult) -> list[int]:
-        """Apply calls of bounded cost (short, so other clients never wait long), in one pipeline.
+        """Apply calls of bounded cost (short, so other clients never wait long), pipelined on one connection.
 
-        One pipeline on one connection, so jobs get their handles (creation_order) in the
-        order their events were read.
+        Each call is sent as soon as it is built, so Redis runs one while Python builds the next;
+        the replies are read at the end. One connection, so jobs get their handles
+        (creation_order) in the order their events were read.
         """
         if not writes:
             return []
         if self._sha is None:
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
-        calls = self._calls(writes)
-        result.calls += len(calls)
+        calls: Iterable[tuple[list[str], list[str | int | bytes]]] = self._calls(writes)
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for call in calls:
-                keys, args = call.keys_and_args(self.threshold, self.change_log_retention)
-                pipe.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[arg-type]
-            try:
-                replies = await pipe.execute()
-            except NoScriptError:
-                # Redis restarted or flushed its script cache. Calls that did run are not
-                # applied twice: their version check fails and the caller folds again.
-                if attempt == 2:
-                    raise
-                self._sha = await self.redis.script_load(source("registry.store", "apply"))
-                continue
-            return [int(h) for reply in replies for h in reply]
+            sent, replies = await self._send_all(calls)
+            result.calls += len(sent)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if not errors:
+                return [int(h) for reply in replies for h in reply]  # type: ignore[union-attr]
+            if attempt == 2 or not all(isinstance(e, NoScriptError) for e in errors):
+                raise errors[0]
+            # Redis restarted or flushed its script cache. Calls that did run are not
+            # applied twice: their version check fails and the caller folds again.
+            self._sha = await self.redis.script_load(source("registry.store", "apply"))
+            calls = sent
         raise AssertionError("unreachable")
+
+    async def _send_all(
+        self, calls: Iterable[tuple[list[str], list[str | int | bytes]]]
+    ) -> tuple[list[tuple[list[str], list[str | int | bytes]]], list[list[int] | Exception]]:
+        """Send every call on one connection, then read every reply (an error reply as its exception)."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        sent: list[tuple[list[str], list[str | int | bytes]]] = []
+        try:
+            for keys, args in calls:
+                await conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                sent.append((keys, args))
+            replies: list[list[int] | Exception] = []
+            for _ in sent:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            # Replies may be left unread on it: never hand it back as it is.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return sent, replies
 
 
 class _Call:
