@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from registry.domain.fold import fold
 from registry.domain.model import Event, JobState
 from registry.keys import Keys
 from registry.lua import source
 from registry.store import record
+from registry.store.fresh import FreshRuns
 from registry.store.indexes import index_ops, row_of
-from registry.store.ops import KeyTable, Op, encode_ops
+from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
+
+# What one apply call may cost Redis, in rough microseconds: calls stay short so a query never
+# queues behind one for long, and several travel in one pipeline so throughput does not suffer.
+# A job costs JOB_COST (record check and write, change log, sort sets, zone maps) plus one per
+# op it still sends per job (a bit flip counts one; a fresh job sends only sort, zone and member
+# ops); each index key a call writes costs KEY_COST.
+CALL_BUDGET = 600
+JOB_COST = 12
+KEY_COST = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,7 @@ class ApplyResult:
     changed: int = 0  # jobs whose state changed
     unchanged: int = 0  # jobs the events left as they were (redelivery, duplicates)
     conflicts: int = 0  # compare-and-set retries caused by concurrent workers
+    calls: int = 0  # apply script calls run
 
 
 class Projection:
@@ -43,13 +54,15 @@ class Projection:
         redis: aioredis.Redis,
         keys: Keys,
         set_to_bitmap_threshold: int = 2048,
-        chunk: int = 32,
+        chunk: int = 256,
         change_log_retention: int = 100_000,
+        call_budget: int = CALL_BUDGET,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.threshold = set_to_bitmap_threshold
-        self.chunk = chunk
+        self.chunk = chunk  # jobs per apply call at most
+        self.call_budget = call_budget
         self.change_log_retention = change_log_retention
         self._sha: str | None = None
 
@@ -76,46 +89,103 @@ class Projection:
                     result.unchanged += 1
                     continue
                 writes.append(_Write(job_id, version, old, new))
-            replies = await self._run(writes)
+            replies = await self._run(writes, result)
             todo = [w.job_id for w, h in zip(writes, replies, strict=True) if h < 0]
             result.changed += len(writes) - len(todo)
-            result.conflicts += len(todo)
+            # -1: that job's record moved; -2: another job's did, so the call wrote nothing.
+            result.conflicts += sum(1 for h in replies if h == -1)
         raise RuntimeError(f"could not apply events to {len(todo)} jobs after {max_attempts} attempts")
 
-    def _call(self, writes: Sequence[_Write]) -> tuple[list[str], list[str | int | bytes]]:
-        """KEYS and ARGV of one call of lua/apply.lua (its header documents both)."""
-        k = self.keys
-        table = KeyTable([k.seq, k.uuids, k.changes, *[k.job(w.job_id) for w in writes]])
-        args: list[str | int | bytes] = [self.threshold, self.change_log_retention]
+    def _calls(self, writes: Sequence[_Write]) -> Iterator[tuple[list[str], list[str | int | bytes]]]:
+        """KEYS and ARGV of the apply calls for ``writes``, in order, each cut at ``chunk`` jobs or ``call_budget``."""
+        call = _Call(self.keys)
         for w in writes:
-            new_row = row_of(w.new)
-            ops: list[Op] = index_ops(k, table, row_of(w.old) if w.old else None, new_row)
-            args += [w.version, record.encode_state(w.new), new_row.uuid16 if new_row else b"", encode_ops(ops)]
-        return table.names, args
+            call.add(w)
+            if len(call.records) >= self.chunk or call.cost >= self.call_budget:
+                yield call.keys_and_args(self.threshold, self.change_log_retention)
+                call = _Call(self.keys)
+        if call.records:
+            yield call.keys_and_args(self.threshold, self.change_log_retention)
 
-    async def _run(self, writes: Sequence[_Write]) -> list[int]:
-        """Apply calls of up to ``chunk`` jobs each (short, so other clients never wait long).
+    async def _run(self, writes: Sequence[_Write], result: ApplyResult) -> list[int]:
+        """Apply calls of bounded cost (short, so other clients never wait long), pipelined on one connection.
 
-        One pipeline on one connection, so jobs get their handles (creation_order) in the
-        order their events were read.
+        Each call is sent as soon as it is built, so Redis runs one while Python builds the next;
+        the replies are read at the end. One connection, so jobs get their handles
+        (creation_order) in the order their events were read.
         """
         if not writes:
             return []
         if self._sha is None:
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
-        calls = [self._call(writes[i : i + self.chunk]) for i in range(0, len(writes), self.chunk)]
+        calls: Iterable[tuple[list[str], list[str | int | bytes]]] = self._calls(writes)
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)  # type: ignore[arg-type]
-            try:
-                replies = await pipe.execute()
-            except NoScriptError:
-                # Redis restarted or flushed its script cache. Calls that did run are not
-                # applied twice: their version check fails and the caller folds again.
-                if attempt == 2:
-                    raise
-                self._sha = await self.redis.script_load(source("registry.store", "apply"))
-                continue
-            return [int(h) for reply in replies for h in reply]
+            sent, replies = await self._send_all(calls)
+            result.calls += len(sent)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if not errors:
+                return [int(h) for reply in replies for h in reply]  # type: ignore[union-attr]
+            if attempt == 2 or not all(isinstance(e, NoScriptError) for e in errors):
+                raise errors[0]
+            # Redis restarted or flushed its script cache. Calls that did run are not
+            # applied twice: their version check fails and the caller folds again.
+            self._sha = await self.redis.script_load(source("registry.store", "apply"))
+            calls = sent
         raise AssertionError("unreachable")
+
+    async def _send_all(
+        self, calls: Iterable[tuple[list[str], list[str | int | bytes]]]
+    ) -> tuple[list[tuple[list[str], list[str | int | bytes]]], list[list[int] | Exception]]:
+        """Send every call on one connection, then read every reply (an error reply as its exception)."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        sent: list[tuple[list[str], list[str | int | bytes]]] = []
+        try:
+            for keys, args in calls:
+                await conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                sent.append((keys, args))
+            replies: list[list[int] | Exception] = []
+            for _ in sent:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            # Replies may be left unread on it: never hand it back as it is.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return sent, replies
+
+
+class _Call:
+    """One apply call being built: its key table, records, per-job ARGV and fresh jobs' runs, and its cost."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.table = KeyTable([keys.seq, keys.uuids, keys.changes])
+        self.records: list[str] = []
+        self.jobs: list[str | int | bytes] = []
+        self.fresh = FreshRuns()
+        self.job_cost = 0
+
+    @property
+    def cost(self) -> int:
+        return self.job_cost + KEY_COST * len(self.table.names)
+
+    def add(self, w: _Write) -> None:
+        new_row = row_of(w.new)
+        old_row = row_of(w.old) if w.old else None
+        ops: list[Op] = index_ops(self.keys, self.table, old_row, new_row)
+        if old_row is None and new_row is not None:
+            ops = self.fresh.take(ops)
+        self.records.append(self.keys.job(w.job_id))
+        self.jobs += [w.version, record.encode_state(w.new), new_row.uuid16 if new_row else b"", encode_ops(ops)]
+        self.job_cost += JOB_COST + sum(len(op.flips) if type(op) is FlipBits else 1 for op in ops)
+
+    def keys_and_args(self, threshold: int, retention: int) -> tuple[list[str], list[str | int | bytes]]:
+        """KEYS (fixed keys, index keys, then the records: ops number keys before the call's length
+        is known) and ARGV, as lua/apply.lua's header documents them."""
+        header, blob = self.fresh.encode()
+        return [*self.table.names, *self.records], [threshold, retention, header, blob, *self.jobs]

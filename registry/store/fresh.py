@@ -1,0 +1,108 @@
+"""The fresh-jobs protocol: a call's newly listed jobs' bitmap bits and column values, written as whole runs.
+
+Jobs listed for the first time in an apply call ("fresh") get consecutive handles ``first``,
+``first + 1``, ... in call order, and no index holds anything at those handles yet. So their
+SetBit(1), FlipBits and SetColumn ops travel column-wise instead of per job: one BITFIELD SET of
+up to 63 bits per bitmap and one SETRANGE per column, however many fresh jobs the call has
+(a new job's ops were ~80 Redis commands, mostly one SETBIT per bit-slice). Offsets count fresh
+jobs (0 = the call's first); the script adds ``first``.
+
+The reader is ``registry/store/lua/apply.lua`` (ARGV[3] and ARGV[4]).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import msgspec
+
+from registry.store.ops import FlipBits, Op, SetBit, SetColumn
+
+#: Bits one BITFIELD SET writes at most (``u63``: the widest unsigned type Redis accepts).
+WORD_BITS = 63
+
+
+class FreshWord(msgspec.Struct, frozen=True, array_like=True):
+    """Fresh jobs ``start .. start + width - 1`` in the bitmap KEYS[key]: job ``start`` is ``word``'s
+    most significant bit. A job whose bit is 0 gets 0, which a fresh handle holds already."""
+
+    key: int
+    start: int
+    width: int
+    word: str  # decimal: Lua numbers would round it
+
+
+class FreshColumn(msgspec.Struct, frozen=True, array_like=True):
+    """``length`` bytes of the call's column blob (ARGV[4], big-endian i64s, one per fresh job from
+    ``start`` on) go into the value column KEYS[key] at the handle of fresh job ``start``."""
+
+    key: int
+    start: int
+    length: int
+
+
+class Fresh(msgspec.Struct, frozen=True, array_like=True):
+    """A call's column-wise writes: ``count`` fresh jobs (the script refuses a call whose fresh jobs
+    it counts otherwise), their bitmap words and column runs."""
+
+    count: int
+    words: list[FreshWord]
+    columns: list[FreshColumn]
+
+
+encode_fresh = msgspec.json.Encoder().encode
+# The Python reader, for tests and debugging; the apply script is the one that runs.
+decode_fresh = msgspec.json.Decoder(Fresh).decode
+
+
+class FreshRuns:
+    """Collects a call's fresh jobs' bits and column values, in call order, then encodes them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._bits: dict[int, int] = {}  # key -> mask, bit p set when fresh job p has a 1
+        self._columns: dict[int, list[tuple[int, int]]] = {}  # key -> (fresh job, value)
+
+    def take(self, ops: Sequence[Op]) -> list[Op]:
+        """Take the next fresh job's bit and column ops; return the ops still to send per job."""
+        bit = 1 << self.count
+        position = self.count
+        self.count += 1
+        bits, rest = self._bits, []
+        for op in ops:
+            kind = type(op)
+            if kind is FlipBits and all(k > 0 for k in op.flips):  # type: ignore[union-attr]
+                for k in op.flips:  # type: ignore[union-attr]
+                    bits[k] = bits.get(k, 0) | bit
+            elif kind is SetBit and op.value == 1:  # type: ignore[union-attr]
+                bits[op.key] = bits.get(op.key, 0) | bit  # type: ignore[union-attr]
+            elif kind is SetColumn:
+                self._columns.setdefault(op.key, []).append((position, int(op.value)))  # type: ignore[union-attr]
+            else:
+                rest.append(op)
+        return rest
+
+    def encode(self) -> tuple[bytes, bytes]:
+        """ARGV[3] (the Fresh header as JSON) and ARGV[4] (the column blob)."""
+        words = []
+        for key, mask in self._bits.items():
+            for start in range(0, self.count, WORD_BITS):
+                segment = (mask >> start) & ((1 << min(WORD_BITS, self.count - start)) - 1)
+                if segment:
+                    # Up to the last 1 only, so a bitmap grows no longer than per-bit writes made it.
+                    width = segment.bit_length()
+                    # Bit p of the mask is job p; BITFIELD puts the value's top bit first.
+                    word = int(format(segment, f"0{width}b")[::-1], 2)
+                    words.append(FreshWord(key, start, width, str(word)))
+        columns, blob = [], []
+        for key, values in self._columns.items():
+            run: list[int] = []
+            for i, (position, value) in enumerate(values):
+                run.append(value)
+                if i + 1 == len(values) or values[i + 1][0] != position + 1:
+                    data = struct.pack(f">{len(run)}q", *run)
+                    columns.append(FreshColumn(key, position + 1 - len(run), len(data)))
+                    blob.append(data)
+                    run = []
+        return encode_fresh(Fresh(self.count, words, columns)), b"".join(blob)
