@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import challenge
-from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, Unauthorized
+from registry.errors import InvalidQuery, JobNotFound, LayoutMismatch, QueryTooLong, StoreUnavailable, Unauthorized
 from registry.live.changes import ResumeGone
 
 log = logging.getLogger("jobreg.api")
@@ -96,6 +96,12 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[JS
     return jsend_error(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+def _layout(request: Request[Any, Any, Any], exc: LayoutMismatch) -> Response[JSendError]:
+    # The operator's fix is in the message (`jobreg migrate`); no Retry-After: it lasts until they act.
+    log.error("refusing %s %s: %s", request.method, request.url.path, exc)
+    return jsend_error(503, str(exc))
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[JSendError]:
     message = exc.detail if exc.status_code < 500 else "internal server error"
     return jsend_error(exc.status_code, message, headers=exc.headers)
@@ -114,6 +120,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ResumeGone: _gone,
     Unauthorized: _unauthorized,
     StoreUnavailable: _unavailable,
+    LayoutMismatch: _layout,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,
     HTTPException: _http_error,
