@@ -199,7 +199,7 @@ def cmd_migrate(settings: Settings, ns: argparse.Namespace) -> int:
                 if step.source >= state.version:
                     print(f"jobreg migrate: layout {step.source} -> {step.target}: {step.what}", file=sys.stderr)
             started = time.monotonic()
-            outcome = await migrate.migrate(client, keys, ns.batch, ProgressBar(sys.stderr))
+            outcome = await migrate.migrate(client, keys, ns.batch or migrate.DEFAULT_BATCH, ProgressBar(sys.stderr))
             print(
                 f"jobreg migrate: the store now holds layout {outcome.target} "
                 f"(from {outcome.source}, in {time.monotonic() - started:.1f} s)"

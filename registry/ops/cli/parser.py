@@ -146,7 +146,7 @@ def build_parser(commands: dict[str, Command]) -> Parser:
         help="move the store to this version's layout (resumable; see the README, Upgrading)",
     )
     mig.add_argument(
-        "--batch", type=positive_int, default=4096, help="jobs per Redis call (bounds how long each call blocks)"
+        "--batch", type=positive_int, help="jobs per Redis call, bounding how long each blocks (default 1024)"
     )
     mig.set_defaults(func=commands["migrate"])
 
