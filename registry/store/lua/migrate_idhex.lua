@@ -15,10 +15,28 @@ local first = tonumber(ARGV[1])
 local last = math.min(seq, first + tonumber(ARGV[2]) - 1)
 if last >= first then
   local bytes = redis.call('GETRANGE', KEYS[2], first * 16, last * 16 + 15)
+  -- One BITFIELD per digit (u1 at bit offset h is SETBIT's bit h) instead of one SETBIT per handle:
+  -- a sixteenth of the calls into Redis, each flushed at 256 handles to keep unpack() small.
+  local pending = {}
+  local function flush(digit)
+    local args = pending[digit]
+    if args and #args > 0 then
+      redis.call('BITFIELD', KEYS[4 + digit], unpack(args))
+      pending[digit] = {}
+    end
+  end
   for h = first, last do
     local b = string.byte(bytes, (h - first) * 16 + 1)
-    if b then redis.call('SETBIT', KEYS[4 + math.floor(b / 16)], h, 1) end
+    if b then
+      local digit = math.floor(b / 16)
+      local args = pending[digit] or {}
+      pending[digit] = args
+      local n = #args
+      args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'SET', 'u1', h, 1
+      if n + 4 >= 1024 then flush(digit) end
+    end
   end
+  for digit = 0, 15 do flush(digit) end
 end
 redis.call('HSET', KEYS[3], 'next', math.max(first, last + 1))
 return {math.max(first, last + 1), seq}
