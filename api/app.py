@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from api.auth import auth_middleware, principal_dependency
 from api.controllers import JobController, JobListController, JobReadsV1Controller, healthz
@@ -28,10 +31,12 @@ from api.services import Live, LiveMetrics, Services, dependencies
 from api.sessions import Streams
 from registry.auth.tokens import Verifier
 from registry.connection import async_client
+from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
 from registry.settings import Settings
+from registry.store.layout import LayoutGate
 
 log = logging.getLogger("jobreg.api")
 
@@ -42,6 +47,17 @@ log = logging.getLogger("jobreg.api")
 # reconnects after a restart (redis/redis-py#3745) and the request fails with a 500.
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 3.0
+
+
+# Routes that read the store: they answer 503 naming `jobreg migrate` while its layout is not this code's.
+STORE_ROUTES = ("/api/", "/healthz")
+
+
+async def _layout_gate(request: Request[Any, Any, Any]) -> None:
+    """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood."""
+    if request.url.path.startswith(STORE_ROUTES):
+        services: Services = request.app.state.services
+        await services.layout.check()
 
 
 BEARER = "BearerToken"
@@ -80,7 +96,12 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
-        app.state.services = Services(settings, client, keys, Executor(client, keys, settings))
+        gate = LayoutGate(client, keys)
+        app.state.services = Services(settings, client, keys, Executor(client, keys, settings), gate)
+        # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
+        # (re)checked on each request until it passes (see _layout_gate).
+        with contextlib.suppress(RedisError, LayoutMismatch):
+            await gate.check()
         # The feed's blocking read gets its own connection (see registry/live/feed.py).
         feed = ChangeFeed(
             lambda: redis_client(settings.redis_url),
@@ -108,6 +129,7 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
             *dashboard_routes(),
         ],
         lifespan=[lifespan],
+        before_request=_layout_gate,
         exception_handlers=EXCEPTION_HANDLERS,
         # Authentication outermost; the timing sees only requests that got through it.
         middleware=[

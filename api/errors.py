@@ -13,7 +13,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import challenge
-from registry.errors import InvalidQuery, JobNotFound, QueryTooLong, StoreUnavailable, TooManyWatches, Unauthorized
+from registry.errors import (
+    InvalidQuery,
+    JobNotFound,
+    LayoutMismatch,
+    QueryTooLong,
+    StoreUnavailable,
+    TooManyWatches,
+    Unauthorized,
+)
 from registry.live.changes import ResumeGone
 from registry.ops.text import printable
 
@@ -108,6 +116,12 @@ def _too_many_watches(_: Request[Any, Any, Any], exc: TooManyWatches) -> Respons
     return jsend_error(status, exc.reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+def _layout(request: Request[Any, Any, Any], exc: LayoutMismatch) -> Response[JSendError]:
+    # The operator's fix is in the message (`jobreg migrate`); no Retry-After: it lasts until they act.
+    log.error("refusing %s %s: %s", request.method, request.url.path, exc)
+    return jsend_error(503, str(exc))
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[JSendError]:
     message = exc.detail if exc.status_code < 500 else "internal server error"
     return jsend_error(exc.status_code, message, headers=exc.headers)
@@ -127,6 +141,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     Unauthorized: _unauthorized,
     TooManyWatches: _too_many_watches,
     StoreUnavailable: _unavailable,
+    LayoutMismatch: _layout,
     RedisConnectionError: _unavailable,
     RedisTimeoutError: _unavailable,
     HTTPException: _http_error,

@@ -18,16 +18,18 @@ from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
 from registry.settings import Settings
+from registry.store.layout import LayoutGate
 
 
 @dataclass(frozen=True)
 class Services:
-    """The query side: settings, the Redis client, key names and the executor (``app.state.services``)."""
+    """The query side: settings, Redis client, key names, executor and layout gate (``app.state.services``)."""
 
     settings: Settings
     redis: aioredis.Redis
     keys: Keys
     executor: Executor
+    layout: LayoutGate
 
 
 @dataclass

@@ -41,6 +41,10 @@ class StoreUnavailable(JobregError):
     """Redis could not be reached; callers answer 503 and retry later."""
 
 
+class LayoutMismatch(JobregError):
+    """The store holds a layout this code does not understand; the message says what to run (`jobreg migrate`)."""
+
+
 class Unauthorized(JobregError):
     """A request without acceptable credentials; ``reason`` is fixed text, never the token itself.
 

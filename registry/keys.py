@@ -37,6 +37,12 @@ class Keys:
         self.ended = f"{tag}:bm:ended"
         self.status = {s: f"{tag}:bm:status:{s.value}" for s in Status}
         self.origin = {o: f"{tag}:bm:origin:{o.value}" for o in Origin}
+        # The first hex digit of each listed job's id, one bitmap per digit (id__starts_with of one digit).
+        self.id_hex = {d: f"{tag}:bm:idhex:{d}" for d in "0123456789abcdef"}
+        # The stored layout's version (registry/store/layout.py); absent on data written before it existed.
+        self.layout = f"{tag}:layout"
+        # `jobreg migrate`'s progress, so a killed run resumes (registry/store/migrate.py).
+        self.migration = f"{tag}:layout:migration"
         self.stats = f"{tag}:stats"
         # Change log: one entry per change of a listed job, written by the apply script (so tagged).
         self.changes = f"{tag}:changes"

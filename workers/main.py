@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from registry.connection import async_client, async_pool
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
+from registry.store import layout
 from workers.consumer import UNREACHABLE, Consumer
 from workers.housekeeping import prune_consumers, reclaim, trim_stream
 
@@ -78,7 +79,7 @@ class Host:
         """arq's on_startup: start the consumer loop (once; arq calls this again after an outage restart)."""
         if self.task is not None:
             return
-        self.redis = async_client(
+        self.redis = self.redis or async_client(
             self.settings.redis_url,
             # Above the blocking read's own timeout, so only a dead connection trips it.
             socket_timeout=self.settings.block_ms / 1000 + 10,
@@ -86,6 +87,9 @@ class Host:
             # No health_check_interval: it makes redis-py recurse without end on reconnecting
             # (redis/redis-py#3745); a dead connection fails the next command and the loop retries.
         )
+        # A store of another layout ends the worker (LayoutMismatch, exit status 3) before it writes
+        # anything; a store that is down ends arq's run here and `serve` retries, with this same client.
+        await layout.ensure(self.redis, Keys(self.settings.prefix))
         self.consumer = Consumer(self.redis, self.settings)
         self.task = asyncio.create_task(self.consumer.run(), name="jobreg-consumer")
         self.task.add_done_callback(_log_crash)

@@ -16,8 +16,10 @@ SECOND_US = 1_000_000
 SECOND_BITS = 34  # seconds since 1970, up to year 2514
 SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs", "id")
 # Bumped whenever what the projection stores changes shape (index ops, key names, record
-# encoding), so copies kept by the benchmark (--keep) are known to be stale.
-LAYOUT = 4
+# encoding). Stored in Redis (registry/store/layout.py): the API and workers refuse another
+# one, and `jobreg migrate` (registry/store/migrate.py) moves a registry to this one; the
+# benchmark's kept copies (--keep) carry it too. 5: the id's first hex digit as bitmaps.
+LAYOUT = 5
 
 # Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
 # lookup per job. Nullable values are stored as value + 1, with 0 for null.
@@ -101,7 +103,13 @@ def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
         keys.errors: int(row.has_errors),
         keys.started: int(row.start_timestamp is not None),
         keys.ended: int(row.end_timestamp is not None),
+        keys.id_hex[first_hex(row.uuid16)]: 1,
     }
+
+
+def first_hex(uuid16: bytes) -> str:
+    """The first hex digit of the id's text: the high nibble of its first byte."""
+    return "0123456789abcdef"[uuid16[0] >> 4]
 
 
 def _sliced(row: Row | None) -> dict[str, int]:

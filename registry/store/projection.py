@@ -13,7 +13,7 @@ from registry.domain.fold import fold
 from registry.domain.model import Event, JobState
 from registry.keys import Keys
 from registry.lua import source
-from registry.store import record
+from registry.store import layout, record
 from registry.store.fresh import FreshRuns
 from registry.store.indexes import index_ops, row_of
 from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
@@ -117,6 +117,9 @@ class Projection:
         if not writes:
             return []
         if self._sha is None:
+            # A registry's first write stamps its layout version (a no-op on any other): whatever
+            # writes first, a worker, a test or the benchmark's loader, the data says what it is.
+            await layout.read(self.redis, self.keys)
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
         calls: Iterable[tuple[list[str], list[str | int | bytes]]] = self._calls(writes)
         for attempt in (1, 2):

@@ -12,10 +12,12 @@ import msgspec
 import redis
 from redis.connection import parse_url
 
+from registry.errors import LayoutMismatch
 from registry.ops import logs
 from registry.ops.cli.commands import (
     cmd_api,
     cmd_dead_letters,
+    cmd_migrate,
     cmd_publish,
     cmd_redis_url,
     cmd_token,
@@ -38,9 +40,12 @@ COMMANDS = {
     "dead-letters": cmd_dead_letters,
     "token": cmd_token,
     "top": cmd_top,
+    "migrate": cmd_migrate,
     "redis-url": cmd_redis_url,
 }
 URL_SCHEMES = ("redis", "rediss", "unix")
+# Exit status of a command refused because of the store's layout (see registry/store/layout.py).
+LAYOUT_EXIT = 3
 
 
 class Mistake(Exception):
@@ -117,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except Mistake as exc:
         print(f"{name}: {printable(str(exc))}", file=sys.stderr)
         return 2
+    except LayoutMismatch as exc:
+        # The store holds a layout this version cannot use: its own exit status, so scripts can tell.
+        print(f"{name}: {printable(str(exc))}", file=sys.stderr)
+        return LAYOUT_EXIT
     except BrokenPipeError:
         _quiet_closed_stdout()
         return 0

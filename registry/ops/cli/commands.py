@@ -1,4 +1,4 @@
-"""The `jobreg` commands other than `up`: api, worker, publish, dead-letters, token, top, redis-url."""
+"""The `jobreg` commands other than `up`: api, worker, publish, dead-letters, token, top, migrate, redis-url."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import importlib
 import sys
-from typing import Any
+import time
+from typing import Any, TextIO
 
 import msgspec
 import redis
@@ -42,9 +43,28 @@ def cmd_api(settings: Settings, ns: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    asyncio.run(_refuse_other_layout(settings))
     host, port = ns.host or settings.api_host, ns.port or settings.api_port
     _serve("api.server", "run_api", settings, host, port, no_auth=ns.no_auth, embedded=ns.embedded)
     return 0
+
+
+async def _refuse_other_layout(settings: Settings) -> None:
+    """Raise LayoutMismatch (exit status 3, see main) when the store answers with a layout this code cannot use.
+
+    A store that does not answer yet is the API's to check once it does (its requests answer 503 until then).
+    """
+    from redis.asyncio import Redis as AsyncRedis
+
+    from registry.store import layout
+
+    client = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    try:
+        await layout.ensure(client, Keys(settings.prefix))
+    except redis.RedisError:
+        pass
+    finally:
+        await client.aclose()
 
 
 def cmd_worker(settings: Settings, ns: argparse.Namespace) -> int:
@@ -132,6 +152,61 @@ def cmd_top(settings: Settings, ns: argparse.Namespace) -> int:
     except redis.RedisError as exc:
         print(f"jobreg top: cannot read {redact_url(settings.redis_url)}: {printable(str(exc))}", file=sys.stderr)
         return 1
+
+
+class ProgressBar:
+    """`jobreg migrate`'s progress on stderr: one redrawn line on a terminal, a line per tenth otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.started = time.monotonic()
+        self.shown = -1  # tenths printed so far (not on a terminal)
+
+    def __call__(self, step: Any, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        line = (
+            f"layout {step.source} -> {step.target} [{'#' * int(share * self.WIDTH):<{self.WIDTH}}] "
+            f"{share:4.0%} {done:,}/{total:,} jobs {time.monotonic() - self.started:.1f} s"
+        )
+        if self.tty:
+            print(f"\r{line}", end="" if done < total else "\n", file=self.out, flush=True)
+        elif int(share * 10) > self.shown:
+            self.shown = int(share * 10)
+            print(line, file=self.out, flush=True)
+
+
+def cmd_migrate(settings: Settings, ns: argparse.Namespace) -> int:
+    from redis.asyncio import Redis as AsyncRedis
+
+    from registry.store import layout, migrate
+
+    async def go() -> int:
+        client = AsyncRedis.from_url(
+            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        keys = Keys(settings.prefix)
+        try:
+            state = await layout.read(client, keys)
+            if state.refusal() is None:
+                print(f"jobreg migrate: the store already holds layout {state.version}: nothing to do")
+                return 0
+            for step in migrate.STEPS.values():
+                if step.source >= state.version:
+                    print(f"jobreg migrate: layout {step.source} -> {step.target}: {step.what}", file=sys.stderr)
+            started = time.monotonic()
+            outcome = await migrate.migrate(client, keys, ns.batch or migrate.DEFAULT_BATCH, ProgressBar(sys.stderr))
+            print(
+                f"jobreg migrate: the store now holds layout {outcome.target} "
+                f"(from {outcome.source}, in {time.monotonic() - started:.1f} s)"
+            )
+            return 0
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
 
 
 def cmd_redis_url(settings: Settings, ns: argparse.Namespace) -> int:

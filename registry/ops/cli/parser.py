@@ -140,6 +140,16 @@ def build_parser(commands: dict[str, Command]) -> Parser:
     top.add_argument("--frames", type=positive_int, help="exit after this many refreshes")
     top.set_defaults(func=commands["top"])
 
+    mig = sub.add_parser(
+        "migrate",
+        parents=[where],
+        help="move the store to this version's layout (resumable; see the README, Upgrading)",
+    )
+    mig.add_argument(
+        "--batch", type=positive_int, help="jobs per Redis call, bounding how long each blocks (default 1024)"
+    )
+    mig.set_defaults(func=commands["migrate"])
+
     url = sub.add_parser("redis-url", parents=[where], help="print the Redis URL the other commands use")
     url.set_defaults(func=commands["redis-url"])
     return p

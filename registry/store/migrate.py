@@ -1,0 +1,95 @@
+"""`jobreg migrate`: moves a registry's stored layout to this code's, step by step, in bounded, resumable calls.
+
+Each step rebuilds what its layout added from data every listed job already has, a bounded
+range of handles per call, and stores its cursor with the work, so a killed run resumes where
+it stopped. The last call bumps the version only once every handle assigned so far is done, in
+the same atomic step (lua/migrate_finish.lua). While a step runs, the API and workers of the new
+version refuse the store (naming the migration and its progress); the old version's API keeps
+answering from the indexes it knows, which a step leaves as they are. See the README, Upgrading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import redis.asyncio as aioredis
+
+from registry.errors import LayoutMismatch
+from registry.keys import Keys
+from registry.lua import source
+from registry.store import layout
+from registry.store.indexes import LAYOUT
+
+# Handles per call: a 16 KiB read of the uuid array and a BITFIELD per digit; at 1M jobs on the
+# busy 2-core machine a call took 0.9 ms p50, 1.0 ms p90 (4096 per call took 6-8 ms: too long a
+# pause for ingest and queries).
+DEFAULT_BATCH = 1024
+
+
+class Step(msgspec.Struct, frozen=True):
+    """One layout change: ``script`` (registry/store/lua/<script>.lua) rebuilds a range of handles."""
+
+    source: int
+    target: int
+    what: str
+    script: str
+
+    def index_keys(self, keys: Keys) -> list[str]:
+        """The keys the step writes besides the seq, uuids and progress keys every step script takes."""
+        if self.script == "migrate_idhex":
+            return list(keys.id_hex.values())
+        raise AssertionError(f"no keys for {self.script}")
+
+
+STEPS = {4: Step(4, 5, "the bitmaps of each id's first hex digit", "migrate_idhex")}
+
+# (step, jobs done, jobs to do): called after every bounded call.
+Progress = Callable[[Step, int, int], None]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    source: int
+    target: int
+    steps: tuple[Step, ...]
+
+
+async def migrate(
+    redis: aioredis.Redis, keys: Keys, batch: int = DEFAULT_BATCH, progress: Progress | None = None
+) -> Outcome:
+    """Run every step from the stored layout to LAYOUT; raises LayoutMismatch for a layout no step starts from."""
+    state = await layout.read(redis, keys)
+    source_version, done = state.version, []
+    if state.version > LAYOUT:
+        raise LayoutMismatch(state.refusal() or "")
+    while state.version < LAYOUT:
+        step = STEPS.get(state.version)
+        if step is None:
+            raise LayoutMismatch(
+                f"the store holds layout {state.version}, which no migration starts from: "
+                f"rebuild it from the events stream instead (see CONTRIBUTING.md, Changing the stored layout)"
+            )
+        await run_step(redis, keys, step, batch, progress)
+        done.append(step)
+        state = await layout.read(redis, keys)
+    return Outcome(source_version, state.version, tuple(done))
+
+
+async def run_step(redis: aioredis.Redis, keys: Keys, step: Step, batch: int, progress: Progress | None) -> None:
+    """Rebuild ``step``'s indexes for handles 1..seq from its stored cursor, then bump the version."""
+    to, cursor = await redis.hmget(keys.migration, ["to", "next"])  # type: ignore[misc]
+    if to is not None and int(to) != step.target:
+        await redis.delete(keys.migration)  # a cursor of some other step: start this one afresh
+    # Marks the migration as under way: the new version's API and workers name it when they refuse.
+    await redis.hset(keys.migration, mapping={"from": step.source, "to": step.target})  # type: ignore[misc]
+    rebuild = redis.register_script(source("registry.store", step.script))
+    finish = redis.register_script(source("registry.store", "migrate_finish"))
+    step_keys = [keys.seq, keys.uuids, keys.migration, *step.index_keys(keys)]
+    next_handle = int(cursor or 1) if to is not None and int(to) == step.target else 1
+    while True:
+        next_handle, seq = (int(x) for x in await rebuild(keys=step_keys, args=[next_handle, batch]))
+        if progress is not None:
+            progress(step, next_handle - 1, seq)
+        # Workers may have listed jobs meanwhile; the finish checks again, atomically with the bump.
+        if next_handle > seq and await finish(keys=[keys.seq, keys.migration, keys.layout], args=[step.target]):
+            return
