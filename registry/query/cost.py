@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, Range
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range
 from registry.settings import Settings
 from registry.store import indexes
 
@@ -17,6 +17,10 @@ SELECT_STOP = 256
 WALK_RISK = 4
 # Zone blocks a range may read value by value before the bit-sliced index is cheaper.
 MAX_STRADDLING = 24
+# Members of small (set-indexed) project/batch/user values PAGE may set bit by bit in one call.
+ONE_CALL_SET_MEMBERS = 2048
+# PAGE walks only if its estimate is at most budget / ONE_CALL_SLACK.
+ONE_CALL_SLACK = 2
 
 
 def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
@@ -132,3 +136,27 @@ def zone_map_tried(pred: Range) -> bool:
 def zone_map_pays(straddling: int) -> bool:
     """Whether the blocks straddling a range's bounds are few enough to read value by value."""
     return straddling <= MAX_STRADDLING
+
+
+def one_call_pays(plan: Plan, sizes: dict[str, int | None], strategy: Strategy, budget: int) -> bool:
+    """Whether to try the whole query in one PAGE call (execute.onecall) before the chunked path.
+
+    It builds the filter from bitmaps server-side (BITOPs, ~0.1 ms per million jobs each) and
+    walks at most ``budget`` sort-set entries; ranges and id filters stay on the chunked path
+    (their bitmaps take many calls), and so do member sets too large to set bit by bit here.
+    """
+    if budget <= 0 or strategy not in ("rank", "bitmap-walk"):
+        return False
+    small = 0
+    for pred in plan.predicates:
+        if isinstance(pred, Members):
+            small += sum(sizes.get(s) or 0 for s, b in zip(pred.sets, pred.bitmaps, strict=True) if not sizes.get(b))
+        elif not isinstance(pred, (AnyBit, NoBit)):
+            return False
+    return small <= ONE_CALL_SET_MEMBERS
+
+
+def one_call_walk_limit(budget: int) -> int:
+    """The largest walk estimate PAGE tries: a walk may read a few times its estimate
+    (matches are rarely spread evenly), and one that runs out of budget is resumed."""
+    return budget // ONE_CALL_SLACK

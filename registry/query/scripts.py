@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 from registry.lua import source
 from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
+from registry.query.page_call import PageCall, PageReply, page_reply
 
-_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records")
+_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records", "page")
 
 
 def script_text(name: str) -> str:
@@ -62,6 +63,10 @@ class Scripts:
         """(next rank, exhausted, matching members) of one chunk of a sort-set walk."""
         reply = await self._call("walk", [zset, *require, *exclude], [rank, chunk, int(desc), len(require), need])
         return int(reply[0]), bool(int(reply[1])), list(reply[2:])
+
+    async def page(self, call: PageCall) -> PageReply:
+        """A plan's total and page in one bounded call, or its counts and how far it got."""
+        return page_reply(await self._call("page", call.keys, call.args))
 
     async def check(self, program: CheckProgram, handles: Sequence[int], want_uuid: bool) -> list[CheckRow]:
         """The handles that pass ``program``, with their order values (and uuids)."""
