@@ -160,3 +160,16 @@ def one_call_walk_limit(budget: int) -> int:
     """The largest walk estimate PAGE tries: a walk may read a few times its estimate
     (matches are rarely spread evenly), and one that runs out of budget is resumed."""
     return budget // ONE_CALL_SLACK
+
+
+def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None], budget: int) -> bool:
+    """Whether a candidates query runs in one PICK call (execute.onecall): its driver is a few
+    small member sets holding at most ``budget`` jobs, and no other filter tests ids (PICK's
+    program has no id ops)."""
+    if budget <= 0 or not isinstance(driver, Members):
+        return False
+    if any(sizes.get(b) for b in driver.bitmaps):
+        return False
+    if any(isinstance(p, (IdIn, IdPrefix)) for p in plan.predicates):
+        return False
+    return sum(sizes.get(s) or 0 for s in driver.sets) <= budget

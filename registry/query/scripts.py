@@ -12,12 +12,16 @@ from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
 from registry.query.page_call import PageCall, PageReply, page_reply
 
-_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records", "page")
+_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records", "page", "pick")
+# Scripts that run predicate programs: lua/checklib.lua goes before them.
+_CHECKING = frozenset({"check", "pick"})
 
 
 def script_text(name: str) -> str:
-    """A script as run: the shared helpers of lua/lib.lua, then lua/<name>.lua."""
-    return source(__package__ or "registry.query", "lib") + source(__package__ or "registry.query", name)
+    """A script as run: the shared helpers of lua/lib.lua (and lua/checklib.lua), then lua/<name>.lua."""
+    package = __package__ or "registry.query"
+    libs = ("lib", "checklib") if name in _CHECKING else ("lib",)
+    return "".join(source(package, n) for n in (*libs, name))
 
 
 class Scripts:
@@ -67,6 +71,19 @@ class Scripts:
     async def page(self, call: PageCall) -> PageReply:
         """A plan's total and page in one bounded call, or its counts and how far it got."""
         return page_reply(await self._call("page", call.keys, call.args))
+
+    async def pick(
+        self, program: CheckProgram, sets: Sequence[str], *, offset: int, limit: int, desc: bool, order: str, cap: int
+    ) -> tuple[int, list[bytes]] | None:
+        """(total, the page's uuid bytes) of the members of ``sets`` that pass ``program``, ordered
+        by ``order`` ('value', 'nullable', 'handle' or 'id'); None if the sets hold over ``cap`` jobs."""
+        first = len(program.keys) + 1
+        keys = [*program.keys, *sets]
+        args = [offset, limit, int(desc), order, cap, len(sets), *range(first, first + len(sets)), *program.ops]
+        reply = await self._call("pick", keys, args)
+        if not int(reply[0]):
+            return None
+        return int(reply[1]), list(reply[2:])
 
     async def check(self, program: CheckProgram, handles: Sequence[int], want_uuid: bool) -> list[CheckRow]:
         """The handles that pass ``program``, with their order values (and uuids)."""

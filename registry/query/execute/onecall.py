@@ -1,16 +1,19 @@
-"""Strategy one-call: bitmap filters, count and page in one PAGE script call; the chunked path goes on if it must."""
+"""Strategies in one call: bitmap filters counted and paged by PAGE, small drivers checked and sorted by PICK."""
 
 from __future__ import annotations
+
+import uuid as _uuid
 
 import msgspec
 
 from registry.query import cost
 from registry.query.bits import member_id
+from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
 from registry.query.page_call import PageMode, compile_page
-from registry.query.planner import Plan
-from registry.query.spec import Page
+from registry.query.planner import Members, Plan
+from registry.query.spec import OrderBy, Page
 
 
 async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
@@ -48,3 +51,27 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
     page = await read_page(ctx, plan, counted, no_filter=no_filter, resume=resume)
     why = "walk over budget" if reply.phase else "walk estimate over budget"
     return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}")
+
+
+async def run_pick(ctx: QueryContext, plan: Plan, driver: Members, sizes: dict[str, int | None]) -> Page | None:
+    """A small driver's jobs checked, ordered and paged in one PICK call; None if its sets grew past the budget."""
+    others = [p for p in plan.predicates if p is not driver]
+    program = compile_check(ctx.keys.uuids, plan.order_column, others)
+    order = "handle" if plan.order is OrderBy.CREATION_ORDER else "id" if plan.order is OrderBy.ID else "value"
+    if order == "value" and plan.nonnull is not None:
+        order = "nullable"
+    sets = [s for s in driver.sets if sizes.get(s)]
+    picked = await ctx.scripts.pick(
+        program,
+        sets,
+        offset=plan.offset,
+        limit=plan.limit,
+        desc=plan.desc,
+        order=order,
+        cap=ctx.settings.one_call_budget,
+    )
+    if picked is None:
+        return None
+    total, uuids = picked
+    how = f"one call: {driver.kind} ({len(sets)} sets) checked against {len(others)} other filters, sorted there"
+    return Page(total=total, job_ids=[str(_uuid.UUID(bytes=u)) for u in uuids], strategy=how)
