@@ -54,7 +54,7 @@ async def _one(ex: Executor, r: aioredis.Redis, query: Any, repeat: int) -> tupl
         page = await ex.run(plan(query, ex.keys))
         await ex.jobs(page.job_ids)
         times.append(time.perf_counter() - t0)
-        answer = (page.total, page.job_ids)
+        answer = (page.total, page.job_ids, _kind(page.strategy))
     await r.slowlog_reset()
     before = SENT[0]
     page = await ex.run(plan(query, ex.keys))
@@ -74,6 +74,7 @@ async def _run(url: str, queries: Sequence[tuple[str, list[tuple[str, str]]]], r
     variants["one-call"] = Executor(r, keys, base)
     rows: dict[str, list[tuple[float, int, float]]] = {name: [] for name in variants}
     differ = []
+    kinds: list[str] = []
     for label, params in queries:
         query = parse_query(params)
         answers = []
@@ -81,8 +82,9 @@ async def _run(url: str, queries: Sequence[tuple[str, list[tuple[str, str]]]], r
             ms, sent, slow, answer = await _one(ex, r, query, repeat)
             rows[name].append((ms, sent, slow))
             answers.append(answer)
-        if answers[0] != answers[1]:
+        if answers[0][:2] != answers[1][:2]:
             differ.append(label)
+        kinds.append(answers[1][2])
     n = len(queries)
     for name, got in rows.items():
         ms = sorted(x[0] for x in got)
@@ -96,7 +98,20 @@ async def _run(url: str, queries: Sequence[tuple[str, list[tuple[str, str]]]], r
     a, b = rows["chunked"], rows["one-call"]
     faster = sum(y[0] < x[0] for x, y in zip(a, b, strict=True)) / n
     print(f"one-call faster than chunked on {faster:.0%} of queries; answers differ on {len(differ)}: {differ[:5]}")
+    print("one-call variant by plan: queries, median ms, median round trips, max slowest call")
+    for kind in sorted(set(kinds), key=kinds.count, reverse=True):
+        got = [row for row, k in zip(b, kinds, strict=True) if k == kind]
+        print(
+            f"  {len(got):4} {statistics.median(x[0] for x in got):7.2f} ms {statistics.median(x[1] for x in got):4.1f}"
+            f" {max(x[2] for x in got):6.2f} ms  {kind}"
+        )
     await r.aclose()
+
+
+def _kind(strategy: str) -> str:
+    """A plan's kind: its text without the sizes (digits), up to the first semicolon or two."""
+    head = ";".join(strategy.split(";")[:2])
+    return "".join("#" if c.isdigit() else c for c in head).replace("##", "#").replace("##", "#").replace("##", "#")
 
 
 def _fields(settings: Any) -> dict[str, Any]:

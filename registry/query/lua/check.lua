@@ -9,7 +9,14 @@
 -- run first in program order and nothing is read for a job that fails them.
 local want_uuid = ARGV[2] == '1'
 local out = {}
-for _, h in ipairs(handles(ARGV[1])) do
+local list = handles(ARGV[1])
+local lo, hi = math.huge, 0
+for _, h in ipairs(list) do
+  if h < lo then lo = h end
+  if h > hi then hi = h end
+end
+fit_window(lo, hi, #list)
+for _, h in ipairs(list) do
   if passes(h, 3) then
     out[#out + 1] = h
     if KEYS[2] ~= '' then out[#out + 1] = column(KEYS[2], h) else out[#out + 1] = h end

@@ -8,10 +8,17 @@
 -- Candidates come in handle order and often close together (a project's jobs, a filter
 -- bitmap's bits), so each key is read a window at a time with one GETRANGE and tested in
 -- Lua, instead of a GETBIT/BITFIELD call per candidate and key (a call costs ~1.5 us, a
--- Lua byte test a tenth of that). Windows stay small so that scattered candidates copy
--- little: WINDOW handles per read, i.e. WINDOW/8 bytes of a bitmap, WINDOW*8 of a column.
+-- Lua byte test a tenth of that). WINDOW handles per read, i.e. WINDOW/8 bytes of a bitmap,
+-- WINDOW*8 of a column, WINDOW*16 of the uuid array: fit_window sizes it to the candidates'
+-- spacing, so that scattered ones (a user's jobs over a million handles) do not each copy
+-- kilobytes of which they use a few bytes.
 local WINDOW = 256
 local windows = {}
+-- Size the windows for candidates from lo to hi (handles), n of them.
+local function fit_window(lo, hi, n)
+  local gap = (hi - lo + 1) / math.max(n, 1)
+  if gap >= 64 then WINDOW = 8 elseif gap >= 8 then WINDOW = 64 else WINDOW = 256 end
+end
 local function span(key, h, width)
   -- (bytes of the window holding h, 1-based index of h's first byte in them), width in bytes
   -- per handle (0: one bit per handle).

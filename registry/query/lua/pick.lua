@@ -25,6 +25,7 @@ for j = 1, n do
 end
 -- In handle order, so the windowed reads of checklib.lua serve neighbours from one GETRANGE.
 table.sort(hs)
+if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
 -- A row: {is null, value, the uuid as four 32-bit numbers, the uuid}. Numbers, not strings:
 -- Lua compares strings with strcoll, which follows the server's locale.
 local rows = {}
