@@ -156,6 +156,12 @@ def one_call_pays(plan: Plan, sizes: dict[str, int | None], strategy: Strategy, 
     return small <= ONE_CALL_SET_MEMBERS
 
 
+def one_call_collect_limit(budget: int) -> int:
+    """The most matches PAGE collects (instead of a walk it did not try): each costs a column
+    and a uuid read and its share of a sort, a few times a walked entry's cost."""
+    return budget // ONE_CALL_SLACK
+
+
 def one_call_walk_limit(budget: int) -> int:
     """The largest walk estimate PAGE tries: a walk may read a few times its estimate
     (matches are rarely spread evenly), and one that runs out of budget is resumed."""
@@ -164,12 +170,12 @@ def one_call_walk_limit(budget: int) -> int:
 
 def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None], budget: int) -> bool:
     """Whether a candidates query runs in one PICK call (execute.onecall): its driver is a few
-    small member sets holding at most ``budget`` jobs, and no other filter tests ids (PICK's
-    program has no id ops)."""
-    if budget <= 0 or not isinstance(driver, Members):
+    small member sets or an id prefix holding at most ``budget`` jobs, and no other filter
+    tests ids (PICK's program has no id ops)."""
+    if budget <= 0 or not isinstance(driver, (Members, IdPrefix)):
         return False
-    if any(sizes.get(b) for b in driver.bitmaps):
+    if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
-    if any(isinstance(p, (IdIn, IdPrefix)) for p in plan.predicates):
+    if any(isinstance(p, (IdIn, IdPrefix)) and p is not driver for p in plan.predicates):
         return False
-    return sum(sizes.get(s) or 0 for s in driver.sets) <= budget
+    return (driver_size(driver, sizes) or 0) <= budget

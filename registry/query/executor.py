@@ -48,7 +48,7 @@ class Executor:
             if cost.one_call_pays(plan, sizes, strategy, self.settings.one_call_budget):
                 return await run_one_call(ctx, plan, sizes, no_filter=strategy == "rank")
             if strategy == "candidates" and cost.pick_pays(plan, driver, sizes, self.settings.one_call_budget):
-                assert isinstance(driver, Members)
+                assert isinstance(driver, (Members, IdPrefix))
                 page = await run_pick(ctx, plan, driver, sizes)
                 if page is not None:
                     return page

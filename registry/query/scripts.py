@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -14,7 +14,15 @@ from registry.query.page_call import PageCall, PageReply, page_reply
 
 _NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records", "page", "pick")
 # Scripts that run predicate programs: lua/checklib.lua goes before them.
-_CHECKING = frozenset({"check", "pick"})
+_CHECKING = frozenset({"check", "pick", "page"})
+
+
+class LexRange(NamedTuple):
+    """A PICK driver: the members of a sort set between two ZRANGEBYLEX bounds."""
+
+    zset: str
+    lo: bytes
+    hi: bytes
 
 
 def script_text(name: str) -> str:
@@ -73,13 +81,27 @@ class Scripts:
         return page_reply(await self._call("page", call.keys, call.args))
 
     async def pick(
-        self, program: CheckProgram, sets: Sequence[str], *, offset: int, limit: int, desc: bool, order: str, cap: int
+        self,
+        program: CheckProgram,
+        driver: Sequence[str] | LexRange,
+        *,
+        offset: int,
+        limit: int,
+        desc: bool,
+        order: str,
+        cap: int,
     ) -> tuple[int, list[bytes]] | None:
-        """(total, the page's uuid bytes) of the members of ``sets`` that pass ``program``, ordered
-        by ``order`` ('value', 'nullable', 'handle' or 'id'); None if the sets hold over ``cap`` jobs."""
+        """(total, the page's uuid bytes) of the driver's jobs that pass ``program``, ordered by
+        ``order`` ('value', 'nullable', 'handle' or 'id'); None if the driver holds over ``cap``.
+        ``driver``: member set keys, or a lex range of the id sort set."""
         first = len(program.keys) + 1
-        keys = [*program.keys, *sets]
-        args = [offset, limit, int(desc), order, cap, len(sets), *range(first, first + len(sets)), *program.ops]
+        head: list[Any] = [offset, limit, int(desc), order, cap]
+        if isinstance(driver, LexRange):
+            keys: list[Any] = [*program.keys, driver.zset]
+            args = [*head, "lex", first, driver.lo, driver.hi, *program.ops]
+        else:
+            keys = [*program.keys, *driver]
+            args = [*head, "sets", len(driver), *range(first, first + len(driver)), *program.ops]
         reply = await self._call("pick", keys, args)
         if not int(reply[0]):
             return None

@@ -11,9 +11,10 @@ from registry.query.bits import member_id
 from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
-from registry.query.page_call import PageMode, compile_page
-from registry.query.planner import Members, Plan
-from registry.query.spec import OrderBy, Page
+from registry.query.page_call import PageMode, collect_order, compile_page
+from registry.query.planner import IdPrefix, Members, Plan
+from registry.query.scripts import LexRange
+from registry.query.spec import Page
 
 
 async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
@@ -34,12 +35,15 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
         scratch,
         budget=budget,
         walk_limit=cost.one_call_walk_limit(budget),
+        collect_limit=cost.one_call_collect_limit(budget),
         ttl_ms=TEMP_TTL_MS,
     )
     reply = await ctx.scripts.page(call)
     source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
     if reply.done:
         how = {"handle": "read from the bitmap in handle order", "rank": "by rank", "walk": "walked"}[mode]
+        if reply.phase:
+            how = f"of {reply.total} matches sorted there"
         how = f"one call: {source}, counted; page {how}"
         return Page(total=reply.total, job_ids=[member_id(m) for m in reply.items], strategy=how)
     if no_filter:
@@ -53,17 +57,22 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
     return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}")
 
 
-async def run_pick(ctx: QueryContext, plan: Plan, driver: Members, sizes: dict[str, int | None]) -> Page | None:
-    """A small driver's jobs checked, ordered and paged in one PICK call; None if its sets grew past the budget."""
+async def run_pick(
+    ctx: QueryContext, plan: Plan, driver: Members | IdPrefix, sizes: dict[str, int | None]
+) -> Page | None:
+    """A small driver's jobs checked, ordered and paged in one PICK call; None if it grew past the budget."""
     others = [p for p in plan.predicates if p is not driver]
     program = compile_check(ctx.keys.uuids, plan.order_column, others)
-    order = "handle" if plan.order is OrderBy.CREATION_ORDER else "id" if plan.order is OrderBy.ID else "value"
-    if order == "value" and plan.nonnull is not None:
-        order = "nullable"
-    sets = [s for s in driver.sets if sizes.get(s)]
+    order = collect_order(plan)
+    if isinstance(driver, IdPrefix):
+        source: list[str] | LexRange = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
+        what = "id prefix"
+    else:
+        source = [s for s in driver.sets if sizes.get(s)]
+        what = f"{driver.kind} ({len(source)} sets)"
     picked = await ctx.scripts.pick(
         program,
-        sets,
+        source,
         offset=plan.offset,
         limit=plan.limit,
         desc=plan.desc,
@@ -73,5 +82,5 @@ async def run_pick(ctx: QueryContext, plan: Plan, driver: Members, sizes: dict[s
     if picked is None:
         return None
     total, uuids = picked
-    how = f"one call: {driver.kind} ({len(sets)} sets) checked against {len(others)} other filters, sorted there"
+    how = f"one call: {what} checked against {len(others)} other filters, sorted there"
     return Page(total=total, job_ids=[str(_uuid.UUID(bytes=u)) for u in uuids], strategy=how)

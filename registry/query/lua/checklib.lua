@@ -93,3 +93,48 @@ local function passes(h, from)
   end
   return ok
 end
+
+-- The page of the handles hs (ascending) that pass the program ARGV[from..] (none: from past
+-- #ARGV), ordered by order ('value': the column col; 'nullable': it holds value + 1, 0 = null,
+-- nulls last; 'handle'; 'id'), ties broken by id, all in the direction desc (nulls by id too);
+-- uuids is the uuid array. Returns (matches, the uuids of matches offset+1 .. offset+limit).
+local function order_page(hs, from, uuids, col, order, desc, offset, limit)
+  if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
+  -- A row: {is null, value, the uuid as four 32-bit numbers, the uuid}. Numbers, not strings:
+  -- Lua compares strings with strcoll, which follows the server's locale.
+  local rows = {}
+  for _, h in ipairs(hs) do
+    if passes(h, from) then
+      local u = uuid(uuids, h)
+      local a1, a2, a3, a4, b1, b2, b3, b4, c1, c2, c3, c4, d1, d2, d3, d4 = string.byte(u, 1, 16)
+      local null, v = false, 0
+      if order == 'handle' then
+        v = h
+      elseif order ~= 'id' then
+        v = column(col, h)
+        if order == 'nullable' then
+          if v == 0 then null = true else v = v - 1 end
+        end
+      end
+      rows[#rows + 1] = {
+        null, v,
+        ((a1 * 256 + a2) * 256 + a3) * 256 + a4, ((b1 * 256 + b2) * 256 + b3) * 256 + b4,
+        ((c1 * 256 + c2) * 256 + c3) * 256 + c4, ((d1 * 256 + d2) * 256 + d3) * 256 + d4,
+        u,
+      }
+    end
+  end
+  table.sort(rows, function(x, y)
+    if x[1] ~= y[1] then return y[1] end  -- nulls last, in either direction
+    for k = 2, 6 do
+      if x[k] ~= y[k] then
+        if desc then return x[k] > y[k] end
+        return x[k] < y[k]
+      end
+    end
+    return false
+  end)
+  local page = {}
+  for k = offset + 1, math.min(offset + limit, #rows) do page[#page + 1] = rows[k][7] end
+  return #rows, page
+end

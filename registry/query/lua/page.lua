@@ -10,34 +10,39 @@
 -- KEYS[6]   the id sort set (a nullable order's nulls come last, by id)
 -- KEYS[7]   the filter bitmap (temporary: written unless there is no program, deleted when done)
 -- KEYS[8]   scratch bitmap (temporary, deleted before returning)
--- KEYS[9..] the keys the program refers to (by KEYS index)
+-- KEYS[9]   the order field's column (i64 per handle; orders without one: unused, pass KEYS[3])
+-- KEYS[10..] the keys the program refers to (by KEYS index)
 -- ARGV[1] offset, ARGV[2] limit, ARGV[3] desc ('1'/'0')
 -- ARGV[4] mode: 'handle' (creation_order: the page read from the bitmap), 'rank' (no program:
 --         a rank range of the sort set), 'walk' (the sort set walked, each member's bit tested)
 -- ARGV[5] nullable order ('1'/'0'), ARGV[6] budget: sort-set entries read at most,
 -- ARGV[7] walk limit: walk only if (offset + limit) * listed / total is at most this,
 -- ARGV[8] the filter bitmap's time to live (ms)
--- ARGV[9..] the program (none: no filter), its ops AND-ed:
+-- ARGV[9] collect limit: a walk not tried is replaced by collecting the matches, reading their
+--         order values and sorting them here, when they are at most this many
+-- ARGV[10] how lua/checklib.lua's order_page orders collected matches: 'value', 'nullable', 'handle', 'id'
+-- ARGV[11..] the program (none: no filter), its ops AND-ed:
 --   A n k...        set in any of the n bitmaps KEYS[k]
 --   N k             clear in KEYS[k]
 --   M nb ns k...    set in any of nb bitmaps KEYS[k], or a member of any of ns (small) sets KEYS[k]
 -- Returns {done, total, first, listed, phase, rank, skip, item...}: first counts the matches with a
 -- value (nullable orders; else the total). done 1: the items are the page, each starting with the
--- job's 16 uuid bytes. done 0: the page is not read; phase 0: no walk tried (its estimate is over
+-- job's 16 uuid bytes, and phase is 1 if the matches were collected and sorted here, else 0. done 0: the page is not read; phase 0: no walk tried (its estimate is over
 -- the walk limit), else the walk ran out of budget in phase 1 (the sort set) or 2 (the nulls, by
 -- id) at rank, with skip matches still to skip, and the items are the matches found so far.
 local offset, limit, desc = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local mode, nullable, budget = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
 local walk_limit, ttl = tonumber(ARGV[7]), ARGV[8]
+local collect_limit, order = tonumber(ARGV[9]), ARGV[10]
 local all, f, scratch = KEYS[1], KEYS[7], KEYS[8]
 -- No program: no filter, the all bitmap itself (neither written nor deleted).
-local nofilter = #ARGV < 9
+local nofilter = #ARGV < 11
 if nofilter then f = all end
 
 -- The filter: one BITOP AND of every bitmap an op names whole, then one more per op that
 -- needs its own bitmap first (an OR, a negation, small member sets).
 local direct, composite = {all}, {}
-local i = 9
+local i = 11
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'A' then
@@ -86,11 +91,12 @@ if nullable then
 end
 redis.call('DEL', scratch)
 -- The page is done: the filter bitmap goes (the caller keeps it only when the page is not done).
-local function done(items)
+-- collected: 1 if the matches were collected and sorted here, 0 if read in order.
+local function done(items, collected)
   if not nofilter then redis.call('DEL', f) end
-  return {1, total, first, listed, 0, 0, 0, unpack(items)}
+  return {1, total, first, listed, collected, 0, 0, unpack(items)}
 end
-if offset >= total then return done({}) end
+if offset >= total then return done({}, 0) end
 
 local function uuid(h)
   return redis.call('GETRANGE', KEYS[3], h * 16, h * 16 + 15)
@@ -150,12 +156,16 @@ local function handle_page()
 end
 
 if mode == 'handle' then
-  return done(handle_page())
+  return done(handle_page(), 0)
 end
 
 -- A walk's estimate assumes matches spread evenly along the order; the budget bounds it anyway.
+-- Few matches are collected instead: found in the bitmap, their values read and sorted here.
 if mode == 'walk' and (offset + limit) * listed / math.max(total, 1) > walk_limit then
-  return {0, total, first, listed, 0, 0, offset}
+  if total > collect_limit then return {0, total, first, listed, 0, 0, offset} end
+  local hs = bits_of(redis.call('GET', f), 0)
+  local _, page = order_page(hs, #ARGV + 1, KEYS[3], KEYS[9], order, desc, offset, limit)
+  return done(page, 1)
 end
 
 local used = 0
@@ -207,4 +217,4 @@ if #out < limit and nullable then
   rank, skip, finished = walk(KEYS[6], KEYS[5], 0, skip, limit, out, not nofilter)
   if not finished then return {0, total, first, listed, 2, rank, skip, unpack(out)} end
 end
-return done(out)
+return done(out, 0)
