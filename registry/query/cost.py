@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range
@@ -19,6 +20,8 @@ WALK_RISK = 4
 MAX_STRADDLING = 24
 # Members of small (set-indexed) project/batch/user values PAGE may set bit by bit in one call.
 ONE_CALL_SET_MEMBERS = 2048
+# Redis commands one CHECK call makes at most (about 1.5 ms).
+CHECK_CALLS = 1000
 # PAGE walks only if its estimate is at most budget / ONE_CALL_SLACK.
 ONE_CALL_SLACK = 2
 
@@ -176,6 +179,30 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
         return False
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
-    if any(isinstance(p, (IdIn, IdPrefix)) and p is not driver for p in plan.predicates):
+    others = [p for p in plan.predicates if p is not driver]
+    if any(isinstance(p, (IdIn, IdPrefix)) for p in others):
         return False
-    return (driver_size(driver, sizes) or 0) <= budget
+    per = check_calls(others, plan.order_column)
+    if plan.order.value == "id" and not isinstance(driver, IdPrefix):
+        per += 1  # every match's uuid is read (an id prefix's members carry theirs)
+    return (driver_size(driver, sizes) or 0) * per <= budget
+
+
+def check_calls(preds: Sequence[Predicate], order_column: str | None) -> int:
+    """Redis commands checking one candidate makes at most: one read per key it tests (candidates
+    far apart share no read window), plus its order value."""
+    calls = 1 if order_column else 0
+    for pred in preds:
+        if isinstance(pred, AnyBit):
+            calls += len(pred.keys)
+        elif isinstance(pred, Members):
+            calls += 2 * len(pred.sets)  # SISMEMBER and a bitmap read per value
+        elif isinstance(pred, (NoBit, Range)):
+            calls += 1
+    return max(calls, 1)
+
+
+def check_chunk(preds: Sequence[Predicate], order_column: str | None, walk_chunk: int) -> int:
+    """Candidates per CHECK call: at most ``walk_chunk``, and few enough that the call makes
+    about CHECK_CALLS commands (~1.5 us each), so no call runs much over 2 ms."""
+    return max(16, min(walk_chunk, CHECK_CALLS // check_calls(preds, order_column)))

@@ -97,16 +97,24 @@ end
 -- The page of the handles hs (ascending) that pass the program ARGV[from..] (none: from past
 -- #ARGV), ordered by order ('value': the column col; 'nullable': it holds value + 1, 0 = null,
 -- nulls last; 'handle'; 'id'), ties broken by id, all in the direction desc (nulls by id too);
--- uuids is the uuid array. Returns (matches, the uuids of matches offset+1 .. offset+limit).
-local function order_page(hs, from, uuids, col, order, desc, offset, limit)
+-- uuids is the uuid array, known (optional) the uuids of some handles already at hand.
+-- Returns (matches, the uuids of matches offset+1 .. offset+limit). Only the uuids the order
+-- needs are read: every match's for 'id', else the page's and those tied with its ends.
+local function order_page(hs, from, uuids, col, order, desc, offset, limit, known)
   if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
-  -- A row: {is null, value, the uuid as four 32-bit numbers, the uuid}. Numbers, not strings:
-  -- Lua compares strings with strcoll, which follows the server's locale.
+  -- A row: {is null, value, the uuid as four 32-bit numbers (0 until read), the uuid, handle}.
+  -- Numbers, not strings: Lua compares strings with strcoll, which follows the server's locale.
+  local function read_uuid(row)
+    local h = row[8]
+    local u = known and known[h] or redis.call('GETRANGE', uuids, h * 16, h * 16 + 15)
+    local a1, a2, a3, a4, b1, b2, b3, b4, c1, c2, c3, c4, d1, d2, d3, d4 = string.byte(u, 1, 16)
+    row[3], row[4] = ((a1 * 256 + a2) * 256 + a3) * 256 + a4, ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    row[5], row[6] = ((c1 * 256 + c2) * 256 + c3) * 256 + c4, ((d1 * 256 + d2) * 256 + d3) * 256 + d4
+    row[7] = u
+  end
   local rows = {}
   for _, h in ipairs(hs) do
     if passes(h, from) then
-      local u = uuid(uuids, h)
-      local a1, a2, a3, a4, b1, b2, b3, b4, c1, c2, c3, c4, d1, d2, d3, d4 = string.byte(u, 1, 16)
       local null, v = false, 0
       if order == 'handle' then
         v = h
@@ -116,15 +124,12 @@ local function order_page(hs, from, uuids, col, order, desc, offset, limit)
           if v == 0 then null = true else v = v - 1 end
         end
       end
-      rows[#rows + 1] = {
-        null, v,
-        ((a1 * 256 + a2) * 256 + a3) * 256 + a4, ((b1 * 256 + b2) * 256 + b3) * 256 + b4,
-        ((c1 * 256 + c2) * 256 + c3) * 256 + c4, ((d1 * 256 + d2) * 256 + d3) * 256 + d4,
-        u,
-      }
+      local row = {null, v, 0, 0, 0, 0, false, h}
+      if order == 'id' then read_uuid(row) end
+      rows[#rows + 1] = row
     end
   end
-  table.sort(rows, function(x, y)
+  local function before(x, y)
     if x[1] ~= y[1] then return y[1] end  -- nulls last, in either direction
     for k = 2, 6 do
       if x[k] ~= y[k] then
@@ -133,8 +138,28 @@ local function order_page(hs, from, uuids, col, order, desc, offset, limit)
       end
     end
     return false
-  end)
+  end
+  table.sort(rows, before)
+  local first, last = offset + 1, math.min(offset + limit, #rows)
+  if first > last then return #rows, {} end
+  if order == 'value' or order == 'nullable' then
+    -- Rows tied with the page's ends (same value, or both null) may belong on either side of
+    -- them: widen to the whole ties, read their uuids and sort that stretch again.
+    local s, e = first, last
+    local function tied(a, b) return rows[a][1] == rows[b][1] and rows[a][2] == rows[b][2] end
+    while s > 1 and tied(s - 1, s) do s = s - 1 end
+    while e < #rows and tied(e + 1, e) do e = e + 1 end
+    local stretch = {}
+    for k = s, e do
+      read_uuid(rows[k])
+      stretch[#stretch + 1] = rows[k]
+    end
+    table.sort(stretch, before)
+    for k = s, e do rows[k] = stretch[k - s + 1] end
+  elseif order == 'handle' then
+    for k = first, last do read_uuid(rows[k]) end
+  end
   local page = {}
-  for k = offset + 1, math.min(offset + limit, #rows) do page[#page + 1] = rows[k][7] end
+  for k = first, last do page[#page + 1] = rows[k][7] end
   return #rows, page
 end

@@ -16,11 +16,16 @@
 -- than ARGV[5] jobs (it grew since it was sized; the caller takes the chunked path).
 local offset, limit, desc, order = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
 local cap = tonumber(ARGV[5])
-local hs, from = {}, 0
+local hs, from, known = {}, 0, nil
 if ARGV[6] == 'lex' then
   local zset = KEYS[tonumber(ARGV[7])]
   if redis.call('ZLEXCOUNT', zset, ARGV[8], ARGV[9]) > cap then return {0} end
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', zset, ARGV[8], ARGV[9])) do hs[#hs + 1] = handle(m) end
+  known = {}  -- id sort set members start with the job's uuid: none to read
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', zset, ARGV[8], ARGV[9])) do
+    local h = handle(m)
+    hs[#hs + 1] = h
+    known[h] = string.sub(m, 1, 16)
+  end
   from = 10
 else
   local n = tonumber(ARGV[7])
@@ -39,5 +44,5 @@ else
 end
 -- In handle order, so the windowed reads of checklib.lua serve neighbours from one GETRANGE.
 table.sort(hs)
-local total, page = order_page(hs, from, KEYS[1], KEYS[2], order, desc, offset, limit)
+local total, page = order_page(hs, from, KEYS[1], KEYS[2], order, desc, offset, limit, known)
 return {1, total, unpack(page)}
