@@ -90,18 +90,27 @@ class Scripts:
         desc: bool,
         order: str,
         cap: int,
+        ors: Sequence[tuple[str, Sequence[str]]] = (),
     ) -> tuple[int, list[bytes]] | None:
         """(total, the page's uuid bytes) of the driver's jobs that pass ``program``, ordered by
         ``order`` ('value', 'nullable', 'handle' or 'id'); None if the driver holds over ``cap``.
-        ``driver``: member set keys, or a lex range of the id sort set."""
-        first = len(program.keys) + 1
+        ``driver``: member set keys, or a lex range of the id sort set. ``ors``: (temporary
+        bitmap the program tests, the bitmaps OR-ed into it first)."""
+        keys: list[Any] = list(program.keys)
+
+        def ref(key: str) -> int:
+            keys.append(key)
+            return len(keys)
+
         head: list[Any] = [offset, limit, int(desc), order, cap]
         if isinstance(driver, LexRange):
-            keys: list[Any] = [*program.keys, driver.zset]
-            args = [*head, "lex", first, driver.lo, driver.hi, *program.ops]
+            args = [*head, "lex", ref(driver.zset), driver.lo, driver.hi]
         else:
-            keys = [*program.keys, *driver]
-            args = [*head, "sets", len(driver), *range(first, first + len(driver)), *program.ops]
+            args = [*head, "sets", len(driver), *[ref(s) for s in driver]]
+        args.append(len(ors))
+        for dest, sources in ors:
+            args += [program.keys.index(dest) + 1, len(sources), *[ref(k) for k in sources]]
+        args += program.ops
         reply = await self._call("pick", keys, args)
         if not int(reply[0]):
             return None

@@ -27,12 +27,14 @@ def test_pick_budget_counts_commands_per_candidate() -> None:
     driver = p.predicates[0]
     assert cost.pick_pays(p, driver, _sizes(q, 999), 1000)  # one column read each
     assert not cost.pick_pays(p, driver, _sizes(q, 1001), 1000)
-    # Three status bitmaps and the column: four reads per candidate.
+    # Three status bitmaps and the column: four reads per candidate when checked in chunks; PICK
+    # ORs the three first (PRE_OR), then tests one bit and reads the column.
     q3 = JobQuery(project_ids=("p",), statuses=tuple(Status)[:3])
     p3 = plan(q3, KEYS)
     assert cost.check_calls([p3.predicates[1]], p3.order_column) == 4
-    assert cost.pick_pays(p3, p3.predicates[0], _sizes(q3, 250), 1000)
-    assert not cost.pick_pays(p3, p3.predicates[0], _sizes(q3, 251), 1000)
+    fits = (1000 - cost.PRE_OR) // 2
+    assert cost.pick_pays(p3, p3.predicates[0], _sizes(q3, fits), 1000)
+    assert not cost.pick_pays(p3, p3.predicates[0], _sizes(q3, fits + 1), 1000)
     assert not cost.pick_pays(p, driver, _sizes(q, 1), 0)  # budget 0: the one-call path is off
 
 

@@ -12,7 +12,7 @@ from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
 from registry.query.page_call import PageMode, collect_order, compile_page
-from registry.query.planner import IdPrefix, Members, Plan
+from registry.query.planner import AnyBit, IdPrefix, Members, Plan
 from registry.query.scripts import LexRange
 from registry.query.spec import Page
 
@@ -62,7 +62,11 @@ async def run_pick(
 ) -> Page | None:
     """A small driver's jobs checked, ordered and paged in one PICK call; None if it grew past the budget."""
     others = [p for p in plan.predicates if p is not driver]
-    program = compile_check(ctx.keys.uuids, plan.order_column, others)
+    # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate.
+    ors = [(ctx.keys.temp(), p.keys) for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
+    it = iter(ors)
+    checked = [AnyBit((next(it)[0],)) if isinstance(p, AnyBit) and len(p.keys) > 1 else p for p in others]
+    program = compile_check(ctx.keys.uuids, plan.order_column, checked)
     order = collect_order(plan)
     if isinstance(driver, IdPrefix):
         source: list[str] | LexRange = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
@@ -78,6 +82,7 @@ async def run_pick(
         desc=plan.desc,
         order=order,
         cap=ctx.settings.one_call_budget,
+        ors=ors,
     )
     if picked is None:
         return None

@@ -11,7 +11,11 @@
 -- ARGV[6] the driver: 'sets', then ARGV[7] n and ARGV[8..7+n] the KEYS index of each set;
 --         or 'lex', then ARGV[7] the KEYS index of the id sort set, ARGV[8] min, ARGV[9] max
 --         (ZRANGEBYLEX bounds)
--- ARGV[...] the program, after the driver's arguments (see lua/checklib.lua)
+-- ARGV[...] after the driver's arguments: m, then m bitmaps to build first, each as the KEYS
+--         index of a temporary bitmap, n, and the KEYS indexes of the n bitmaps OR-ed into it
+--         (a status or origin list is then one bit test per candidate, not one per value;
+--         the temporary bitmaps are deleted before returning)
+-- ARGV[...] then the program (see lua/checklib.lua)
 -- Returns {1, total, uuid...} (the page's 16-byte uuids), or {0} when the driver holds more
 -- than ARGV[5] jobs (it grew since it was sized; the caller takes the chunked path).
 local offset, limit, desc, order = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
@@ -42,7 +46,20 @@ else
   end
   from = 8 + n
 end
+local temps = {}
+local m = tonumber(ARGV[from])
+from = from + 1
+for _ = 1, m do
+  local dest, n = KEYS[tonumber(ARGV[from])], tonumber(ARGV[from + 1])
+  local sources = {}
+  for k = 1, n do sources[k] = KEYS[tonumber(ARGV[from + 1 + k])] end
+  redis.call('BITOP', 'OR', dest, unpack(sources))
+  redis.call('PEXPIRE', dest, 60000)  -- gone even if this script fails before deleting it
+  temps[#temps + 1] = dest
+  from = from + 2 + n
+end
 -- In handle order, so the windowed reads of checklib.lua serve neighbours from one GETRANGE.
 table.sort(hs)
 local total, page = order_page(hs, from, KEYS[1], KEYS[2], order, desc, offset, limit, known)
+for _, t in ipairs(temps) do redis.call('DEL', t) end
 return {1, total, unpack(page)}
