@@ -18,8 +18,6 @@ SELECT_STOP = 256
 WALK_RISK = 4
 # Zone blocks a range may read value by value before the bit-sliced index is cheaper.
 MAX_STRADDLING = 24
-# Members of small (set-indexed) project/batch/user values PAGE may set bit by bit in one call.
-ONE_CALL_SET_MEMBERS = 2048
 # What OR-ing a few bitmaps costs, in commands' worth of time (~0.1 ms for 1M jobs).
 PRE_OR = 50
 # Redis commands one CHECK call makes at most (about 1.5 ms).
@@ -158,7 +156,7 @@ def one_call_pays(plan: Plan, sizes: dict[str, int | None], strategy: Strategy, 
             small += sum(sizes.get(s) or 0 for s, b in zip(pred.sets, pred.bitmaps, strict=True) if not sizes.get(b))
         elif not isinstance(pred, (AnyBit, NoBit)):
             return False
-    return small <= ONE_CALL_SET_MEMBERS
+    return small <= budget // ONE_CALL_SLACK  # a SETBIT each
 
 
 def one_call_collect_limit(budget: int) -> int:

@@ -163,7 +163,15 @@ end
 -- Few matches are collected instead: found in the bitmap, their values read and sorted here.
 if mode == 'walk' and (offset + limit) * listed / math.max(total, 1) > walk_limit then
   if total > collect_limit then return {0, total, first, listed, 0, 0, offset} end
-  local hs = bits_of(redis.call('GET', f), 0)
+  local hs, byte = {}, 0
+  -- BITPOS skips empty stretches in C; a Lua pattern scan of a million-job bitmap costs ~2 ms.
+  while true do
+    local p = redis.call('BITPOS', f, 1, byte)
+    if p < 0 then break end
+    local b = math.floor(p / 8)
+    for _, h in ipairs(bits_of(redis.call('GETRANGE', f, b, b + 15), b)) do hs[#hs + 1] = h end
+    byte = b + 16
+  end
   local _, page = order_page(hs, #ARGV + 1, KEYS[3], KEYS[9], order, desc, offset, limit)
   return done(page, 1)
 end
