@@ -173,15 +173,15 @@ def one_call_walk_limit(budget: int) -> int:
 
 def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None], budget: int) -> bool:
     """Whether a candidates query runs in one PICK call (execute.onecall): its driver is a few
-    small member sets or an id prefix holding at most ``budget`` jobs, and no other filter
-    tests ids (PICK's program has no id ops)."""
+    small member sets or an id prefix whose jobs, times the reads each needs, fit ``budget``,
+    and every other filter is one PICK's program can test."""
     if budget <= 0 or not isinstance(driver, (Members, IdPrefix)):
         return False
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
     others = [p for p in plan.predicates if p is not driver]
-    if any(isinstance(p, (IdIn, IdPrefix)) for p in others):
-        return False
+    if not all(isinstance(p, (AnyBit, NoBit, Members, Range)) for p in others):
+        return False  # PICK's program has ops for these only (ids are tested in Python)
     # PICK ORs a list of statuses or origins into one bitmap first (a BITOP, costed as PRE_OR):
     # one bit test per candidate.
     ors = [p for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
