@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # An offset past this many matches finds where to start walking the sort set by counting
     # over the order field's bit-sliced index, instead of walking the skipped jobs.
     select_offset: int = 5000
+    # The common query runs in one script call (bitmap filters counted and paged, or a small
+    # driver's jobs checked and sorted) making at most about this many Redis commands (~1.5 us
+    # each): a longer walk goes on in chunks, a larger driver takes the chunked path. 0: never.
+    one_call_budget: int = 1000
     # Change log entries kept for watch resumption (~0.5 KB each); older resume points get 410.
     change_log_retention: int = 100_000
     # Seconds between heartbeats (and resume-position bookmarks) on idle watch streams.

@@ -34,6 +34,10 @@ class QueryContext:
         self._temps.append(key)
         return key
 
+    def adopt(self, key: str) -> None:
+        """Delete ``key`` (a temporary key a script left for this query) when the query ends."""
+        self._temps.append(key)
+
     async def bitop(self, op: str, sources: list[str]) -> str:
         """``op`` of ``sources`` into a new temporary bitmap, in one round trip."""
         dest = self.temp()

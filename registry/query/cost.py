@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
-from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, Range
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range
 from registry.settings import Settings
 from registry.store import indexes
 
@@ -17,6 +18,12 @@ SELECT_STOP = 256
 WALK_RISK = 4
 # Zone blocks a range may read value by value before the bit-sliced index is cheaper.
 MAX_STRADDLING = 24
+# What OR-ing a few bitmaps costs, in commands' worth of time (~0.1 ms for 1M jobs).
+PRE_OR = 50
+# Redis commands one CHECK call makes at most (about 1.5 ms).
+CHECK_CALLS = 1000
+# PAGE walks only if its estimate is at most budget / ONE_CALL_SLACK.
+ONE_CALL_SLACK = 2
 
 
 def driver_size(pred: Predicate, sizes: dict[str, int | None]) -> int | None:
@@ -132,3 +139,73 @@ def zone_map_tried(pred: Range) -> bool:
 def zone_map_pays(straddling: int) -> bool:
     """Whether the blocks straddling a range's bounds are few enough to read value by value."""
     return straddling <= MAX_STRADDLING
+
+
+def one_call_pays(plan: Plan, sizes: dict[str, int | None], strategy: Strategy, budget: int) -> bool:
+    """Whether to try the whole query in one PAGE call (execute.onecall) before the chunked path.
+
+    It builds the filter from bitmaps server-side (BITOPs, ~0.1 ms per million jobs each) and
+    walks at most ``budget`` sort-set entries; ranges and id filters stay on the chunked path
+    (their bitmaps take many calls), and so do member sets too large to set bit by bit here.
+    """
+    if budget <= 0 or strategy not in ("rank", "bitmap-walk"):
+        return False
+    small = 0
+    for pred in plan.predicates:
+        if isinstance(pred, Members):
+            small += sum(sizes.get(s) or 0 for s, b in zip(pred.sets, pred.bitmaps, strict=True) if not sizes.get(b))
+        elif not isinstance(pred, (AnyBit, NoBit)):
+            return False
+    return small <= budget // ONE_CALL_SLACK  # a SETBIT each
+
+
+def one_call_collect_limit(budget: int) -> int:
+    """The most matches PAGE collects (instead of a walk it did not try): each costs a column
+    and a uuid read and its share of a sort, a few times a walked entry's cost."""
+    return budget // ONE_CALL_SLACK
+
+
+def one_call_walk_limit(budget: int) -> int:
+    """The largest walk estimate PAGE tries: a walk may read a few times its estimate
+    (matches are rarely spread evenly), and one that runs out of budget is resumed."""
+    return budget // ONE_CALL_SLACK
+
+
+def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None], budget: int) -> bool:
+    """Whether a candidates query runs in one PICK call (execute.onecall): its driver is a few
+    small member sets or an id prefix whose jobs, times the reads each needs, fit ``budget``,
+    and every other filter is one PICK's program can test."""
+    if budget <= 0 or not isinstance(driver, (Members, IdPrefix)):
+        return False
+    if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
+        return False
+    others = [p for p in plan.predicates if p is not driver]
+    if not all(isinstance(p, (AnyBit, NoBit, Members, Range)) for p in others):
+        return False  # PICK's program has ops for these only (ids are tested in Python)
+    # PICK ORs a list of statuses or origins into one bitmap first (a BITOP, costed as PRE_OR):
+    # one bit test per candidate.
+    ors = [p for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
+    per = check_calls([AnyBit(p.keys[:1]) if p in ors else p for p in others], plan.order_column)
+    if plan.order.value == "id" and not isinstance(driver, IdPrefix):
+        per += 1  # every match's uuid is read (an id prefix's members carry theirs)
+    return (driver_size(driver, sizes) or 0) * per + PRE_OR * len(ors) <= budget
+
+
+def check_calls(preds: Sequence[Predicate], order_column: str | None) -> int:
+    """Redis commands checking one candidate makes at most: one read per key it tests (candidates
+    far apart share no read window), plus its order value."""
+    calls = 1 if order_column else 0
+    for pred in preds:
+        if isinstance(pred, AnyBit):
+            calls += len(pred.keys)
+        elif isinstance(pred, Members):
+            calls += 2 * len(pred.sets)  # SISMEMBER and a bitmap read per value
+        elif isinstance(pred, (NoBit, Range)):
+            calls += 1
+    return max(calls, 1)
+
+
+def check_chunk(preds: Sequence[Predicate], order_column: str | None, walk_chunk: int) -> int:
+    """Candidates per CHECK call: at most ``walk_chunk``, and few enough that the call makes
+    about CHECK_CALLS commands (~1.5 us each), so no call runs much over 2 ms."""
+    return max(16, min(walk_chunk, CHECK_CALLS // check_calls(preds, order_column)))

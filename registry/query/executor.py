@@ -14,6 +14,7 @@ from registry.query.context import QueryContext
 from registry.query.execute.bitmap import run_bitmap
 from registry.query.execute.candidates import run_candidates
 from registry.query.execute.counts import run_counts, zero_counts
+from registry.query.execute.onecall import run_one_call, run_pick
 from registry.query.planner import IdPrefix, Members, Plan, Predicate, prune
 from registry.query.scripts import Scripts
 from registry.query.spec import Counts, Page
@@ -44,6 +45,13 @@ class Executor:
         if strategy == "empty":
             return Page(total=0, job_ids=[], strategy="empty")
         async with self._context() as ctx:
+            if cost.one_call_pays(plan, sizes, strategy, self.settings.one_call_budget):
+                return await run_one_call(ctx, plan, sizes, no_filter=strategy == "rank")
+            if strategy == "candidates" and cost.pick_pays(plan, driver, sizes, self.settings.one_call_budget):
+                assert isinstance(driver, (Members, IdPrefix))
+                page = await run_pick(ctx, plan, driver, sizes)
+                if page is not None:
+                    return page
             if strategy == "candidates":
                 assert driver is not None
                 return await run_candidates(ctx, plan, driver, sizes)

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
 from registry.lua import source
 from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
+from registry.query.page_call import PageCall, PageReply, page_reply
 
-_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records")
+_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records", "page", "pick")
+# Scripts that run predicate programs: lua/checklib.lua goes before them.
+_CHECKING = frozenset({"check", "pick", "page"})
+
+
+class LexRange(NamedTuple):
+    """A PICK driver: the members of a sort set between two ZRANGEBYLEX bounds."""
+
+    zset: str
+    lo: bytes
+    hi: bytes
 
 
 def script_text(name: str) -> str:
-    """A script as run: the shared helpers of lua/lib.lua, then lua/<name>.lua."""
-    return source(__package__ or "registry.query", "lib") + source(__package__ or "registry.query", name)
+    """A script as run: the shared helpers of lua/lib.lua (and lua/checklib.lua), then lua/<name>.lua."""
+    package = __package__ or "registry.query"
+    libs = ("lib", "checklib") if name in _CHECKING else ("lib",)
+    return "".join(source(package, n) for n in (*libs, name))
 
 
 class Scripts:
@@ -62,6 +75,46 @@ class Scripts:
         """(next rank, exhausted, matching members) of one chunk of a sort-set walk."""
         reply = await self._call("walk", [zset, *require, *exclude], [rank, chunk, int(desc), len(require), need])
         return int(reply[0]), bool(int(reply[1])), list(reply[2:])
+
+    async def page(self, call: PageCall) -> PageReply:
+        """A plan's total and page in one bounded call, or its counts and how far it got."""
+        return page_reply(await self._call("page", call.keys, call.args))
+
+    async def pick(
+        self,
+        program: CheckProgram,
+        driver: Sequence[str] | LexRange,
+        *,
+        offset: int,
+        limit: int,
+        desc: bool,
+        order: str,
+        cap: int,
+        ors: Sequence[tuple[str, Sequence[str]]] = (),
+    ) -> tuple[int, list[bytes]] | None:
+        """(total, the page's uuid bytes) of the driver's jobs that pass ``program``, ordered by
+        ``order`` ('value', 'nullable', 'handle' or 'id'); None if the driver holds over ``cap``.
+        ``driver``: member set keys, or a lex range of the id sort set. ``ors``: (temporary
+        bitmap the program tests, the bitmaps OR-ed into it first)."""
+        keys: list[Any] = list(program.keys)
+
+        def ref(key: str) -> int:
+            keys.append(key)
+            return len(keys)
+
+        head: list[Any] = [offset, limit, int(desc), order, cap]
+        if isinstance(driver, LexRange):
+            args = [*head, "lex", ref(driver.zset), driver.lo, driver.hi]
+        else:
+            args = [*head, "sets", len(driver), *[ref(s) for s in driver]]
+        args.append(len(ors))
+        for dest, sources in ors:
+            args += [program.keys.index(dest) + 1, len(sources), *[ref(k) for k in sources]]
+        args += program.ops
+        reply = await self._call("pick", keys, args)
+        if not int(reply[0]):
+            return None
+        return int(reply[1]), list(reply[2:])
 
     async def check(self, program: CheckProgram, handles: Sequence[int], want_uuid: bool) -> list[CheckRow]:
         """The handles that pass ``program``, with their order values (and uuids)."""

@@ -23,9 +23,25 @@ async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> 
 
 
 @pytest.mark.parametrize(
-    ("collect_threshold", "select_offset", "zone_size"),
-    [(0, 5000, 1024), (3000, 5000, 1024), (0, 0, 1024), (0, 5000, 8), (3000, 5000, 8)],
-    ids=["bitmaps-and-walks", "candidates", "walks-start-by-counting", "scans-small-zones", "candidates-small-zones"],
+    ("collect_threshold", "select_offset", "zone_size", "one_call_budget"),
+    [
+        (0, 5000, 1024, 1000),
+        (3000, 5000, 1024, 1000),
+        (0, 0, 1024, 1000),
+        (0, 5000, 8, 1000),
+        (3000, 5000, 8, 1000),
+        (0, 5000, 1024, 0),
+        (0, 5000, 1024, 3),
+    ],
+    ids=[
+        "bitmaps-and-walks",
+        "candidates",
+        "walks-start-by-counting",
+        "scans-small-zones",
+        "candidates-small-zones",
+        "chunked-only",
+        "one-call-resumed",
+    ],
 )
 async def test_random_queries_match_reference(
     aredis: aioredis.Redis,
@@ -34,6 +50,7 @@ async def test_random_queries_match_reference(
     collect_threshold: int,
     select_offset: int,
     zone_size: int,
+    one_call_budget: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Small zones make the scans cross many blocks (and stop early) even on a few hundred jobs;
@@ -59,6 +76,7 @@ async def test_random_queries_match_reference(
             "candidate_threshold": collect_threshold,
             "select_offset": select_offset,
             "walk_chunk": 50,
+            "one_call_budget": one_call_budget,
         }
     )
     ex = Executor(aredis, keys, tuned)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 
 from registry.query import cost
@@ -17,9 +19,28 @@ from registry.query.planner import Plan, Range
 from registry.query.spec import Page
 
 
-async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset depth) kept in reading order
-    ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool
-) -> Page:
+class Counted(NamedTuple):
+    """The filter bitmap and its counts: matches, jobs listed, matches with an order value
+    (``first``, before a nullable order's nulls), and the rank no match precedes."""
+
+    f: str
+    total: int
+    listed: int
+    first: int
+    start_rank: int
+
+
+class Resume(NamedTuple):
+    """Where an earlier walk of this plan stopped: phase 1 (the sort set) or 2 (the nulls, by id),
+    at ``rank`` with ``skip`` matches still to skip, having found ``members``."""
+
+    phase: int
+    rank: int
+    skip: int
+    members: list[bytes]
+
+
+async def run_bitmap(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
     if no_filter:
         f = ctx.keys.all
     else:
@@ -33,6 +54,11 @@ async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset d
                 return await collect(ctx, plan, handles, ranges, how=how)
             parts = [f, *[await range_bitmap(ctx, r) for r in ranges]]
             f = await ctx.bitop("AND", parts)
+    return await read_page(ctx, plan, await count(ctx, plan, f), no_filter=no_filter)
+
+
+async def count(ctx: QueryContext, plan: Plan, f: str) -> Counted:
+    """The filter bitmap's counts, in one round trip."""
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.get(ctx.keys.seq)  # handles issued: how many jobs are listed
     pipe.bitcount(f)
@@ -45,10 +71,18 @@ async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset d
     if start is not None:
         pipe.zcount(plan.order_zset or "", *start)
     counts = await pipe.execute()
-    listed, total = int(counts[0] or 0), int(counts[1])
+    total = int(counts[1])
     first = total if plan.nonnull is None else int(counts[3])
     # No match ranks before the bound of a range on the order field itself.
     start_rank = int(counts[-1]) if start is not None else 0
+    return Counted(f, total, int(counts[0] or 0), first, start_rank)
+
+
+async def read_page(  # noqa: C901  one decision ladder (count, order, offset depth) kept in reading order
+    ctx: QueryContext, plan: Plan, c: Counted, *, no_filter: bool, resume: Resume | None = None
+) -> Page:
+    """The page of a counted filter bitmap; ``resume`` continues a walk that stopped (if walking is chosen)."""
+    f, total, listed, first = c.f, c.total, c.listed, c.first
     source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
     if plan.offset >= total:
         return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
@@ -69,13 +103,21 @@ async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset d
     members: list[bytes] = []
     skip, need = plan.offset, plan.limit
     how = f"{source}, counted; page by rank in the sort set"
-    if skip < first:
+    if resume is not None and (resume.phase == 2 or not cost.select_pays(plan, skip, ctx.settings)):
+        members = list(resume.members)
+        how = f"{source}, counted; walk resumed at rank {resume.rank}"
+        if resume.phase == 1:
+            want = min(need, first - skip) - len(members)
+            if want > 0:
+                members += await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], resume.skip, want, resume.rank)
+        skip, rank = (resume.skip, resume.rank) if resume.phase == 2 else (0, 0)
+    elif skip < first:
         if no_filter:
             members = await zrange(ctx, plan.order_zset, plan.desc, skip, need)
         else:
-            rank = start_rank
+            rank = c.start_rank
             how = f"{source}, counted; sort set walked from rank {rank}"
-            if start is not None:
+            if c.start_rank:
                 how += f" (the {plan.order.value} range's bound)"
             if cost.select_pays(plan, skip, ctx.settings):
                 rank, skip = await select_start(ctx, plan, f, first, skip)
@@ -83,11 +125,11 @@ async def run_bitmap(  # noqa: C901  one decision ladder (count, order, offset d
             # At most the matches left: the walk stops at the last one instead of reading on to the end.
             want = min(need, first - skip)
             members = await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], skip, want, rank)
-        skip = 0
+        skip, rank = 0, 0
     else:
-        skip -= first
+        skip, rank = skip - first, 0
     if len(members) < need and plan.nonnull is not None:
         members += await walk_segment(
-            ctx, ctx.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members)
+            ctx, ctx.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members), rank
         )
     return Page(total=total, job_ids=[member_id(m) for m in members], strategy=how)

@@ -33,7 +33,7 @@ async def collect(
     nullable = plan.nonnull is not None
     present: list[Row] = []
     nulls: list[int] = []
-    step = ctx.settings.walk_chunk
+    step = cost.check_chunk(preds, plan.order_column, ctx.settings.walk_chunk)
     if not preds and plan.order is OrderBy.CREATION_ORDER:
         present = [(h, h) for h in handles]  # nothing to check and the handle is the order
         handles = []

@@ -4,92 +4,20 @@
 -- KEYS[3..] every bitmap, set and column the program refers to (by KEYS index)
 -- ARGV[1]   candidate handles, packed
 -- ARGV[2]   '1' to return each match's uuid
--- ARGV[3..] the program, ops AND-ed:
---   A n k...              bit set in any of the n bitmaps KEYS[k]
---   N k                   bit clear in KEYS[k]
---   M n (s b)...          member of any set KEYS[s] or bitmap KEYS[b]
---   R col lo hi nullable  value in column KEYS[col] within [lo, hi] (nullable: stored value + 1, 0 = null)
+-- ARGV[3..] the program, ops AND-ed (see lua/checklib.lua)
 -- Returns, for each match: handle, order value, and (ARGV[2] = '1') uuid. Cheap bit tests
 -- run first in program order and nothing is read for a job that fails them.
 local want_uuid = ARGV[2] == '1'
-local prog_start = 3
--- Candidates come in handle order and often close together (a project's jobs, a filter
--- bitmap's bits), so each key is read a window at a time with one GETRANGE and tested in
--- Lua, instead of a GETBIT/BITFIELD call per candidate and key (a call costs ~1.5 us, a
--- Lua byte test a tenth of that). Windows stay small so that scattered candidates copy
--- little: WINDOW handles per read, i.e. WINDOW/8 bytes of a bitmap, WINDOW*8 of a column.
-local WINDOW = 256
-local windows = {}
-local function span(key, h, width)
-  -- (bytes of the window holding h, 1-based index of h's first byte in them), width in bytes
-  -- per handle (0: one bit per handle).
-  local w = math.floor(h / WINDOW)
-  local c = windows[key]
-  if c == nil or c[1] ~= w then
-    local per = width == 0 and WINDOW / 8 or WINDOW * width
-    c = {w, redis.call('GETRANGE', key, w * per, w * per + per - 1)}
-    windows[key] = c
-  end
-  local off = h - w * WINDOW
-  return c[2], width == 0 and math.floor(off / 8) + 1 or off * width + 1
-end
-local function getbit(key, h)
-  local data, at = span(key, h, 0)
-  local byte = string.byte(data, at)
-  if byte == nil then return 0 end  -- past the bitmap's end: clear
-  return math.floor(byte / 2 ^ (7 - h % 8)) % 2  -- plain arithmetic: no bit library needed
-end
-local function column(key, h)
-  local data, at = span(key, h, 8)
-  if #data < at + 7 then return 0 end  -- past the column's end: never written, 0
-  -- Big-endian i64 by hand (no struct library needed); as exact as BITFIELD's reply once in a Lua number.
-  local v, negative = 0, string.byte(data, at) >= 128
-  for k = at, at + 7 do
-    local b = string.byte(data, k)
-    v = v * 256 + (negative and 255 - b or b)  -- negative: two's complement, -(~x) - 1
-  end
-  return negative and -v - 1 or v
-end
-local function uuid(key, h)
-  local data, at = span(key, h, 16)
-  return string.sub(data, at, at + 15)
-end
 local out = {}
-for _, h in ipairs(handles(ARGV[1])) do
-  local ok = true
-  local i = prog_start
-  while ok and i <= #ARGV do
-    local op = ARGV[i]
-    if op == 'A' then
-      local cnt = tonumber(ARGV[i + 1])
-      local any = false
-      for j = 1, cnt do
-        if getbit(KEYS[tonumber(ARGV[i + 1 + j])], h) == 1 then any = true break end
-      end
-      ok = any
-      i = i + 2 + cnt
-    elseif op == 'N' then
-      ok = getbit(KEYS[tonumber(ARGV[i + 1])], h) == 0
-      i = i + 2
-    elseif op == 'M' then
-      local cnt = tonumber(ARGV[i + 1])
-      local any = false
-      for j = 0, cnt - 1 do
-        local s, b = KEYS[tonumber(ARGV[i + 2 + 2 * j])], KEYS[tonumber(ARGV[i + 3 + 2 * j])]
-        if redis.call('SISMEMBER', s, h) == 1 or getbit(b, h) == 1 then any = true break end
-      end
-      ok = any
-      i = i + 2 + 2 * cnt
-    elseif op == 'R' then
-      local v = column(KEYS[tonumber(ARGV[i + 1])], h)
-      if ARGV[i + 4] == '1' then
-        if v == 0 then ok = false else v = v - 1 end
-      end
-      ok = ok and v >= tonumber(ARGV[i + 2]) and v <= tonumber(ARGV[i + 3])
-      i = i + 5
-    end
-  end
-  if ok then
+local list = handles(ARGV[1])
+local lo, hi = math.huge, 0
+for _, h in ipairs(list) do
+  if h < lo then lo = h end
+  if h > hi then hi = h end
+end
+fit_window(lo, hi, #list)
+for _, h in ipairs(list) do
+  if passes(h, 3) then
     out[#out + 1] = h
     if KEYS[2] ~= '' then out[#out + 1] = column(KEYS[2], h) else out[#out + 1] = h end
     if want_uuid then out[#out + 1] = uuid(KEYS[1], h) end

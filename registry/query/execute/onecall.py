@@ -1,0 +1,91 @@
+"""Strategies in one call: bitmap filters counted and paged by PAGE, small drivers checked and sorted by PICK."""
+
+from __future__ import annotations
+
+import uuid as _uuid
+
+import msgspec
+
+from registry.query import cost
+from registry.query.bits import member_id
+from registry.query.check import compile_check
+from registry.query.context import TEMP_TTL_MS, QueryContext
+from registry.query.execute.bitmap import Counted, Resume, read_page
+from registry.query.page_call import PageMode, collect_order, compile_page
+from registry.query.planner import AnyBit, IdPrefix, Members, Plan
+from registry.query.scripts import LexRange
+from registry.query.spec import Page
+
+
+async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
+    """The page in one call when its walk fits the budget; else the chunked path from the counted filter.
+
+    The script deletes its temporary keys when it is done, so the common query costs this one
+    round trip; a filter bitmap it leaves behind is handed to the query context to delete.
+    """
+    mode: PageMode = "handle" if plan.order_zset is None else "rank" if no_filter else "walk"
+    f, scratch = ctx.keys.temp(), ctx.keys.temp()
+    budget = ctx.settings.one_call_budget
+    call = compile_page(
+        ctx.keys,
+        plan,
+        sizes,
+        mode,
+        f,
+        scratch,
+        budget=budget,
+        walk_limit=cost.one_call_walk_limit(budget),
+        collect_limit=cost.one_call_collect_limit(budget),
+        ttl_ms=TEMP_TTL_MS,
+    )
+    reply = await ctx.scripts.page(call)
+    source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
+    if reply.done:
+        how = {"handle": "read from the bitmap in handle order", "rank": "by rank", "walk": "walked"}[mode]
+        if reply.phase:
+            how = f"of {reply.total} matches sorted there"
+        how = f"one call: {source}, counted; page {how}"
+        return Page(total=reply.total, job_ids=[member_id(m) for m in reply.items], strategy=how)
+    if no_filter:
+        f = ctx.keys.all
+    else:
+        ctx.adopt(f)
+    counted = Counted(f, reply.total, reply.listed, reply.first, 0)
+    resume = Resume(reply.phase, reply.rank, reply.skip, reply.items) if reply.phase else None
+    page = await read_page(ctx, plan, counted, no_filter=no_filter, resume=resume)
+    why = "walk over budget" if reply.phase else "walk estimate over budget"
+    return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}")
+
+
+async def run_pick(
+    ctx: QueryContext, plan: Plan, driver: Members | IdPrefix, sizes: dict[str, int | None]
+) -> Page | None:
+    """A small driver's jobs checked, ordered and paged in one PICK call; None if it grew past the budget."""
+    others = [p for p in plan.predicates if p is not driver]
+    # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate.
+    ors = [(ctx.keys.temp(), p.keys) for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
+    it = iter(ors)
+    checked = [AnyBit((next(it)[0],)) if isinstance(p, AnyBit) and len(p.keys) > 1 else p for p in others]
+    program = compile_check(ctx.keys.uuids, plan.order_column, checked)
+    order = collect_order(plan)
+    if isinstance(driver, IdPrefix):
+        source: list[str] | LexRange = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
+        what = "id prefix"
+    else:
+        source = [s for s in driver.sets if sizes.get(s)]
+        what = f"{driver.kind} ({len(source)} sets)"
+    picked = await ctx.scripts.pick(
+        program,
+        source,
+        offset=plan.offset,
+        limit=plan.limit,
+        desc=plan.desc,
+        order=order,
+        cap=ctx.settings.one_call_budget,
+        ors=ors,
+    )
+    if picked is None:
+        return None
+    total, uuids = picked
+    how = f"one call: {what} checked against {len(others)} other filters, sorted there"
+    return Page(total=total, job_ids=[str(_uuid.UUID(bytes=u)) for u in uuids], strategy=how)

@@ -1,0 +1,165 @@
+-- Predicate tests over per-handle data, shared by CHECK and PICK (prepended after lib.lua, see
+-- registry/query/scripts.py). No KEYS or ARGV of its own: a program is a run of ARGV whose ops
+-- name keys by their KEYS index (the writer is registry/query/check.py):
+--   A n k...              bit set in any of the n bitmaps KEYS[k]
+--   N k                   bit clear in KEYS[k]
+--   M n (s b)...          member of any set KEYS[s] or bitmap KEYS[b]
+--   R col lo hi nullable  value in column KEYS[col] within [lo, hi] (nullable: stored value + 1, 0 = null)
+-- Candidates come in handle order and often close together (a project's jobs, a filter
+-- bitmap's bits), so each key is read a window at a time with one GETRANGE and tested in
+-- Lua, instead of a GETBIT/BITFIELD call per candidate and key (a call costs ~1.5 us, a
+-- Lua byte test a tenth of that). WINDOW handles per read, i.e. WINDOW/8 bytes of a bitmap,
+-- WINDOW*8 of a column, WINDOW*16 of the uuid array: fit_window sizes it to the candidates'
+-- spacing, so that scattered ones (a user's jobs over a million handles) do not each copy
+-- kilobytes of which they use a few bytes.
+local WINDOW = 256
+local windows = {}
+-- Size the windows for candidates from lo to hi (handles), n of them.
+local function fit_window(lo, hi, n)
+  local gap = (hi - lo + 1) / math.max(n, 1)
+  if gap >= 64 then WINDOW = 8 elseif gap >= 8 then WINDOW = 64 else WINDOW = 256 end
+end
+local function span(key, h, width)
+  -- (bytes of the window holding h, 1-based index of h's first byte in them), width in bytes
+  -- per handle (0: one bit per handle).
+  local w = math.floor(h / WINDOW)
+  local c = windows[key]
+  if c == nil or c[1] ~= w then
+    local per = width == 0 and WINDOW / 8 or WINDOW * width
+    c = {w, redis.call('GETRANGE', key, w * per, w * per + per - 1)}
+    windows[key] = c
+  end
+  local off = h - w * WINDOW
+  return c[2], width == 0 and math.floor(off / 8) + 1 or off * width + 1
+end
+local function getbit(key, h)
+  local data, at = span(key, h, 0)
+  local byte = string.byte(data, at)
+  if byte == nil then return 0 end  -- past the bitmap's end: clear
+  return math.floor(byte / 2 ^ (7 - h % 8)) % 2  -- plain arithmetic: no bit library needed
+end
+local function column(key, h)
+  local data, at = span(key, h, 8)
+  if #data < at + 7 then return 0 end  -- past the column's end: never written, 0
+  -- Big-endian i64 by hand (no struct library needed); as exact as BITFIELD's reply once in a Lua number.
+  local v, negative = 0, string.byte(data, at) >= 128
+  for k = at, at + 7 do
+    local b = string.byte(data, k)
+    v = v * 256 + (negative and 255 - b or b)  -- negative: two's complement, -(~x) - 1
+  end
+  return negative and -v - 1 or v
+end
+local function uuid(key, h)
+  local data, at = span(key, h, 16)
+  return string.sub(data, at, at + 15)
+end
+-- Whether handle h passes the program ARGV[from..] (cheap bit tests first, in program order;
+-- nothing more is read for a job once one op fails).
+local function passes(h, from)
+  local ok = true
+  local i = from
+  while ok and i <= #ARGV do
+    local op = ARGV[i]
+    if op == 'A' then
+      local cnt = tonumber(ARGV[i + 1])
+      local any = false
+      for j = 1, cnt do
+        if getbit(KEYS[tonumber(ARGV[i + 1 + j])], h) == 1 then any = true break end
+      end
+      ok = any
+      i = i + 2 + cnt
+    elseif op == 'N' then
+      ok = getbit(KEYS[tonumber(ARGV[i + 1])], h) == 0
+      i = i + 2
+    elseif op == 'M' then
+      local cnt = tonumber(ARGV[i + 1])
+      local any = false
+      for j = 0, cnt - 1 do
+        local s, b = KEYS[tonumber(ARGV[i + 2 + 2 * j])], KEYS[tonumber(ARGV[i + 3 + 2 * j])]
+        if redis.call('SISMEMBER', s, h) == 1 or getbit(b, h) == 1 then any = true break end
+      end
+      ok = any
+      i = i + 2 + 2 * cnt
+    elseif op == 'R' then
+      local v = column(KEYS[tonumber(ARGV[i + 1])], h)
+      if ARGV[i + 4] == '1' then
+        if v == 0 then ok = false else v = v - 1 end
+      end
+      ok = ok and v >= tonumber(ARGV[i + 2]) and v <= tonumber(ARGV[i + 3])
+      i = i + 5
+    else
+      error('unknown program op ' .. tostring(op))
+    end
+  end
+  return ok
+end
+
+-- The page of the handles hs (ascending) that pass the program ARGV[from..] (none: from past
+-- #ARGV), ordered by order ('value': the column col; 'nullable': it holds value + 1, 0 = null,
+-- nulls last; 'handle'; 'id'), ties broken by id, all in the direction desc (nulls by id too);
+-- uuids is the uuid array, known (optional) the uuids of some handles already at hand.
+-- Returns (matches, the uuids of matches offset+1 .. offset+limit). Only the uuids the order
+-- needs are read: every match's for 'id', else the page's and those tied with its ends.
+local function order_page(hs, from, uuids, col, order, desc, offset, limit, known)
+  if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
+  -- A row: {is null, value, the uuid as four 32-bit numbers (0 until read), the uuid, handle}.
+  -- Numbers, not strings: Lua compares strings with strcoll, which follows the server's locale.
+  local function read_uuid(row)
+    local h = row[8]
+    local u = known and known[h] or redis.call('GETRANGE', uuids, h * 16, h * 16 + 15)
+    local a1, a2, a3, a4, b1, b2, b3, b4, c1, c2, c3, c4, d1, d2, d3, d4 = string.byte(u, 1, 16)
+    row[3], row[4] = ((a1 * 256 + a2) * 256 + a3) * 256 + a4, ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    row[5], row[6] = ((c1 * 256 + c2) * 256 + c3) * 256 + c4, ((d1 * 256 + d2) * 256 + d3) * 256 + d4
+    row[7] = u
+  end
+  local rows = {}
+  for _, h in ipairs(hs) do
+    if passes(h, from) then
+      local null, v = false, 0
+      if order == 'handle' then
+        v = h
+      elseif order ~= 'id' then
+        v = column(col, h)
+        if order == 'nullable' then
+          if v == 0 then null = true else v = v - 1 end
+        end
+      end
+      local row = {null, v, 0, 0, 0, 0, false, h}
+      if order == 'id' then read_uuid(row) end
+      rows[#rows + 1] = row
+    end
+  end
+  local function before(x, y)
+    if x[1] ~= y[1] then return y[1] end  -- nulls last, in either direction
+    for k = 2, 6 do
+      if x[k] ~= y[k] then
+        if desc then return x[k] > y[k] end
+        return x[k] < y[k]
+      end
+    end
+    return false
+  end
+  table.sort(rows, before)
+  local first, last = offset + 1, math.min(offset + limit, #rows)
+  if first > last then return #rows, {} end
+  if order == 'value' or order == 'nullable' then
+    -- Rows tied with the page's ends (same value, or both null) may belong on either side of
+    -- them: widen to the whole ties, read their uuids and sort that stretch again.
+    local s, e = first, last
+    local function tied(a, b) return rows[a][1] == rows[b][1] and rows[a][2] == rows[b][2] end
+    while s > 1 and tied(s - 1, s) do s = s - 1 end
+    while e < #rows and tied(e + 1, e) do e = e + 1 end
+    local stretch = {}
+    for k = s, e do
+      read_uuid(rows[k])
+      stretch[#stretch + 1] = rows[k]
+    end
+    table.sort(stretch, before)
+    for k = s, e do rows[k] = stretch[k - s + 1] end
+  elseif order == 'handle' then
+    for k = first, last do read_uuid(rows[k]) end
+  end
+  local page = {}
+  for k = first, last do page[#page + 1] = rows[k][7] end
+  return #rows, page
+end

@@ -1,0 +1,147 @@
+"""The one-call PAGE path against the reference: every order and direction, tiny to huge filters,
+deep offsets, and budgets from one entry (every walk resumed in chunks) to whole walks."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+import redis.asyncio as aioredis
+
+from registry.keys import Keys
+from registry.query import cost
+from registry.query.check import compile_check
+from registry.query.executor import Executor
+from registry.query.planner import plan
+from registry.settings import Settings
+from registry.store import record
+from registry.store.projection import Projection
+from tests.harness import decode_all
+from tests.query_params import parse_params
+from tests.reference import ORDER_BYS, Params, Reference, _wire_date, make_traffic
+
+
+def _tuned(settings: Settings, budget: int) -> Settings:
+    # Candidates off (threshold 0) and no collecting, so every filter goes through bitmaps and
+    # the pages are walked, as at scale; walk_chunk small so resumed walks take several calls.
+    fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
+    return Settings(
+        **{**fields, "candidate_threshold": 0, "collect_threshold": 0, "walk_chunk": 7, "one_call_budget": budget}
+    )
+
+
+def _filters(ref: Reference) -> list[Params]:
+    """From no filter to one job: statuses, origins, errors both ways, set- and bitmap-indexed projects."""
+    jobs = list(ref.jobs().values())
+    by_size = Counter(j["project_id"] for j in jobs).most_common()
+    big, small = by_size[0][0], by_size[-1][0]  # big: a bitmap (threshold 20), small: a set
+    return [
+        [],
+        [("status", "DONE")],
+        [("status", "RUNNING"), ("status", "PENDING"), ("origin", "AZURE")],
+        [("errors", "true")],
+        [("errors", "false"), ("origin", "CLIENT")],
+        [("project_id", big)],
+        [("project_id", small), ("status", "DONE"), ("status", "ERROR")],
+        [("project_id", big), ("project_id", small), ("errors", "false")],
+        [("batch_id", jobs[0]["batch_id"]), ("user_id", jobs[0]["user_id"])],
+    ]
+
+
+@pytest.mark.parametrize("trust_estimate", [True, False], ids=["walks-within-estimate", "every-walk-tried"])
+async def test_one_call_matches_reference(
+    aredis: aioredis.Redis, settings: Settings, keys: Keys, trust_estimate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not trust_estimate:
+        # Every walk is tried in the call, so small budgets run out mid-walk (phase 1) and resume.
+        monkeypatch.setattr(cost, "one_call_walk_limit", lambda budget: 1 << 40)
+    rng = random.Random(11)
+    traffic = make_traffic(rng, 500)
+    ref = Reference()
+    for e in traffic:
+        ref.add(e)
+    await Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
+    ids = list(ref.jobs())
+    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    how: Counter[str] = Counter()
+    everything = ref.query([], orders)[0]
+    # A walk whose estimate is short but that reads on (running jobs started last, walked from the
+    # first start), and one deep in a nullable order's nulls (no estimate bounds those).
+    long_walks = [
+        [("status", "RUNNING"), ("order_by", "start_timestamp"), ("order_by_direction", "ASC"), ("limit", "1")],
+        [("order_by", "end_timestamp"), ("offset", str(everything - 2)), ("limit", "5")],
+    ]
+    for budget in (1, 5, 60, 1000):
+        ex = Executor(aredis, keys, _tuned(settings, budget))
+        queries = [*long_walks]
+        for filters in _filters(ref):
+            total = ref.query(filters, orders)[0]
+            for order in ORDER_BYS:
+                for direction in ("ASC", "DESC"):
+                    offset = rng.choice((0, 1, total // 2, max(total - 3, 0), total, total + 4))
+                    limit = rng.choice((1, 7, 100))
+                    params = [*filters, ("order_by", order), ("order_by_direction", direction)]
+                    queries.append([*params, ("offset", str(offset)), ("limit", str(limit))])
+        for params in queries:
+            want = ref.query(params, orders)
+            page = await ex.run(plan(parse_params(params), keys))
+            assert (page.total, page.job_ids) == want, params
+            assert page.strategy.startswith("one call"), (params, page.strategy)
+            how[";".join(page.strategy.split(";")[:2]).rstrip("0123456789")] += 1
+    # Both ends of the path ran: pages done in the one call, and walks resumed in chunks.
+    assert any(s.startswith("one call:") for s in how), how
+    assert any("sorted there" in s for s in how) == trust_estimate, how  # collected, not walked
+    assert any(s.startswith("one call counted (walk over budget)") for s in how), how
+    assert any(s.startswith("one call counted (walk estimate over budget)") for s in how) == trust_estimate, how
+    assert not await aredis.keys(keys.temp_pattern()), "a temporary key outlived its query"
+
+
+async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings, keys: Keys) -> None:
+    """Small drivers (set-indexed projects, batches, users, id prefixes) with every other kind of filter,
+    ranges and nullable orders included, checked and sorted in one PICK call."""
+    rng = random.Random(12)
+    traffic = make_traffic(rng, 500)
+    ref = Reference()
+    for e in traffic:
+        ref.add(e)
+    await Projection(aredis, keys, set_to_bitmap_threshold=1000, chunk=50).apply(decode_all(traffic))
+    ids = list(ref.jobs())
+    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    jobs = list(ref.jobs().values())
+    fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
+    # A budget every driver here fits (the default leaves the larger ones to the chunked path).
+    ex = Executor(aredis, keys, Settings(**{**fields, "one_call_budget": 100_000}))
+    runs = sorted(j["runs"] for j in jobs)
+    starts = sorted(j["start_timestamp"] for j in jobs if j["start_timestamp"] is not None)
+    others: list[Params] = [
+        [],
+        [("status", "DONE"), ("status", "RUNNING")],
+        [("errors", "false"), ("min_runs", str(runs[len(runs) // 3]))],
+        [("origin", "CLIENT"), ("max_runs", str(runs[len(runs) // 2]))],
+        [("start_date", _wire_date(rng, starts[len(starts) // 2]))],
+    ]
+    drivers: list[Params] = [
+        [("project_id", jobs[0]["project_id"])],
+        [("project_id", jobs[1]["project_id"]), ("project_id", jobs[2]["project_id"])],
+        [("batch_id", jobs[3]["batch_id"])],
+        [("user_id", jobs[4]["user_id"])],
+        [("id__starts_with", jobs[5]["id"][:1])],
+        [("id__starts_with", jobs[6]["id"][:2])],
+    ]
+    for driver in drivers:
+        for other in others:
+            filters = [*driver, *other]
+            total = ref.query(filters, orders)[0]
+            for order in ORDER_BYS:
+                for direction in ("ASC", "DESC"):
+                    offset = rng.choice((0, 1, total // 2, max(total - 2, 0), total + 1))
+                    params = [*filters, ("order_by", order), ("order_by_direction", direction)]
+                    params += [("offset", str(offset)), ("limit", str(rng.choice((1, 5, 100))))]
+                    page = await ex.run(plan(parse_params(params), keys))
+                    assert (page.total, page.job_ids) == ref.query(params, orders), params
+                    assert page.strategy.startswith("one call:"), (params, page.strategy)
+    # Sets that outgrew the budget since they were sized: PICK reads nothing and says so.
+    program = compile_check(keys.uuids, None, ())
+    sets = [keys.member_set("project", jobs[0]["project_id"])]
+    assert await ex.scripts.pick(program, sets, offset=0, limit=5, desc=False, order="handle", cap=0) is None

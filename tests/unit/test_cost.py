@@ -1,0 +1,56 @@
+"""The one-call cost decisions: which plans PAGE and PICK take, bounded by the command budget."""
+
+from __future__ import annotations
+
+from registry.domain.model import Status
+from registry.keys import Keys
+from registry.query import cost
+from registry.query.planner import Members, plan
+from registry.query.spec import JobQuery, OrderBy
+
+KEYS = Keys("t")
+
+
+def _sizes(q: JobQuery, size: int) -> dict[str, int | None]:
+    p = plan(q, KEYS)
+    out: dict[str, int | None] = {}
+    for pred in p.predicates:
+        if isinstance(pred, Members):
+            out.update({s: size for s in pred.sets})
+            out.update({b: 0 for b in pred.bitmaps})
+    return out
+
+
+def test_pick_budget_counts_commands_per_candidate() -> None:
+    q = JobQuery(project_ids=("p",), order_by=OrderBy.RUNS)
+    p = plan(q, KEYS)
+    driver = p.predicates[0]
+    assert cost.pick_pays(p, driver, _sizes(q, 999), 1000)  # one column read each
+    assert not cost.pick_pays(p, driver, _sizes(q, 1001), 1000)
+    # Three status bitmaps and the column: four reads per candidate when checked in chunks; PICK
+    # ORs the three first (PRE_OR), then tests one bit and reads the column.
+    q3 = JobQuery(project_ids=("p",), statuses=tuple(Status)[:3])
+    p3 = plan(q3, KEYS)
+    assert cost.check_calls([p3.predicates[1]], p3.order_column) == 4
+    fits = (1000 - cost.PRE_OR) // 2
+    assert cost.pick_pays(p3, p3.predicates[0], _sizes(q3, fits), 1000)
+    assert not cost.pick_pays(p3, p3.predicates[0], _sizes(q3, fits + 1), 1000)
+    assert not cost.pick_pays(p, driver, _sizes(q, 1), 0)  # budget 0: the one-call path is off
+
+
+def test_check_chunks_stay_near_the_command_budget() -> None:
+    p = plan(JobQuery(statuses=tuple(Status)[:4]), KEYS)
+    per = cost.check_calls(p.predicates, p.order_column)
+    assert per == 5
+    assert cost.check_chunk(p.predicates, p.order_column, 1000) == cost.CHECK_CALLS // per
+    assert cost.check_chunk(p.predicates, p.order_column, 50) == 50
+    assert cost.check_chunk(list(p.predicates) * 100, p.order_column, 1000) == 16  # never below 16
+
+
+def test_page_takes_bitmap_filters_only() -> None:
+    ranged = plan(JobQuery(statuses=None, min_runs=3), KEYS)
+    assert not cost.one_call_pays(ranged, {}, "bitmap-walk", 1000)
+    bits = plan(JobQuery(errors=True), KEYS)
+    assert cost.one_call_pays(bits, {}, "bitmap-walk", 1000)
+    assert not cost.one_call_pays(bits, {}, "bitmap-walk", 0)
+    assert not cost.one_call_pays(bits, {}, "candidates", 1000)
