@@ -7,6 +7,7 @@ import random
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+@contextmanager
+def chromium(*extra_args: str) -> Iterator[Any]:
+    """Headless Debian chromium through chromedriver, keeping the page's console; skipped (or failed,
+    under JOBREG_TEST_REQUIRE_BROWSER) where either is missing."""
     missing = _browser_missing()
     if missing:
         if os.environ.get("JOBREG_TEST_REQUIRE_BROWSER"):
@@ -44,7 +47,7 @@ def browser() -> Iterator[Any]:
 
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1500,950"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", *extra_args):
         options.add_argument(arg)
     # The page's console (CSP violations, failed loads such as a missing favicon, script errors).
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -53,6 +56,12 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with chromium("--window-size=1500,950") as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -6,49 +6,16 @@ and named its charset twice.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import RedisServer
-from tests.e2e.browser import CHROMEDRIVER, CHROMIUM, _browser_missing, text, wait_for
-from tests.e2e.stack import Stack, running_stack
+from tests.e2e.browser import browser, stack, text, wait_for
+from tests.e2e.stack import Stack
+
+__all__ = ["browser", "stack"]  # fixtures, used by name
 
 PAGES = ["/", "/static/dashboard.js", "/static/dashboard.css", "/static/index.html"]
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Headless chromium keeping its console (where CSP violations are reported)."""
-    missing = _browser_missing()
-    if missing:
-        if os.environ.get("JOBREG_TEST_REQUIRE_BROWSER"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@pytest.fixture
-def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(redis_server, tmp_path, env={"JOBREG_WATCH_HEARTBEAT_S": "2"}) as s:
-        yield s
 
 
 def _directives(policy: str) -> dict[str, str]:

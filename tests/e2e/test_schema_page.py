@@ -3,7 +3,6 @@ renders the API's operations from assets the server itself ships."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RedisServer
-from tests.e2e.browser import CHROMEDRIVER, CHROMIUM, _browser_missing, wait_for
+from tests.e2e.browser import chromium, wait_for
 from tests.e2e.stack import Stack, running_stack
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
@@ -26,23 +25,8 @@ OFFLINE = (
 
 @pytest.fixture
 def offline_browser() -> Iterator[Any]:
-    missing = _browser_missing()
-    if missing:
-        if os.environ.get("JOBREG_TEST_REQUIRE_BROWSER"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", *OFFLINE):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium(*OFFLINE) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
