@@ -24,41 +24,11 @@ import redis
 from tqdm import tqdm
 
 from tests.benchmarks import harness
-from tests.benchmarks.datagen import iter_jobs, job_events, make_plan
+from tests.benchmarks.datagen import make_plan
+from tests.benchmarks.run import group_backlog, publish_all
 from tests.conftest import start_redis_server
 
 SLOW_US = 1000
-
-
-def publish_all(r: redis.Redis, stream: str, n_jobs: int, max_events: int, seed: int) -> tuple[int, int]:
-    """XADD whole jobs' events up to ``max_events``: (events, jobs)."""
-    plan = make_plan(max(1000, n_jobs), seed)
-    n = jobs = 0
-    with tqdm(total=max_events, unit="ev", unit_scale=True, desc="XADD", mininterval=5) as bar:
-        for chunk in iter_jobs(plan, chunk_size=2000):
-            pipe = r.pipeline(transaction=False)
-            for job in chunk:
-                events = job_events(job)
-                if n + len(events) > max_events:
-                    break
-                for fields in events:
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                n += len(events)
-                jobs += 1
-            pipe.execute()
-            bar.n = n
-            bar.refresh()
-            if n + 4 > max_events:
-                break
-    return n, jobs
-
-
-def backlog(r: redis.Redis, stream: str) -> tuple[int, int] | None:
-    """(lag, pending) of the stream's group, None before the worker created it."""
-    for group in r.xinfo_groups(stream):
-        lag = group.get("lag")
-        return (int(lag) if lag is not None else -1), int(group["pending"])
-    return None
 
 
 def histogram(r: redis.Redis, command: str) -> dict[int, int]:
@@ -102,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.keys import Keys
 
         stream = Keys(harness.PREFIX).events
-        n_events, n_jobs = publish_all(r, stream, args.events // 3, args.events, args.seed)
+        n_events, n_jobs = publish_all(r, stream, make_plan(max(1000, args.events // 3), args.seed), args.events)
         r.config_set("slowlog-log-slower-than", SLOW_US)
         r.config_set("slowlog-max-len", 100_000)
         r.slowlog_reset()
@@ -112,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t_first: float | None = None
             with tqdm(total=n_events, unit="ev", unit_scale=True, desc="worker drain", mininterval=5) as bar:
                 while True:
-                    got = backlog(r, stream)
+                    got = group_backlog(r, stream)
                     if got is not None:
                         lag, pending = got
                         if t_first is None and lag < n_events:
