@@ -1,0 +1,81 @@
+"""Every Lua script opens with a `#!lua` shebang whose flags fit what it does; fragments have none."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from registry import lua
+from registry.query import scripts
+
+ROOT = Path(__file__).resolve().parents[2]
+# Helpers prepended to query scripts after the script's own shebang (registry/query/scripts.py).
+FRAGMENTS = {"registry/query/lua/lib.lua", "registry/query/lua/checklib.lua"}
+KNOWN_FLAGS = {"no-writes", "allow-oom"}
+# Commands the scripts use that write (a `no-writes` script calling one fails at run time).
+WRITES = {
+    "BITFIELD", "BITOP", "DEL", "HDEL", "HSET", "INCRBY", "PEXPIRE", "SADD", "SET", "SETBIT",
+    "SETRANGE", "SREM", "XACK", "XADD", "XGROUP", "XTRIM", "ZADD", "ZREM",
+}  # fmt: skip
+
+
+def lua_files() -> list[Path]:
+    return sorted(p for top in ("registry", "workers") for p in (ROOT / top).rglob("*.lua"))
+
+
+def test_there_are_scripts_and_fragments() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in lua_files()}
+    assert names >= FRAGMENTS
+    assert len(names - FRAGMENTS) >= 15
+
+
+@pytest.mark.parametrize("path", lua_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_each_script_has_a_shebang_and_its_header_below(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    if path.relative_to(ROOT).as_posix() in FRAGMENTS:
+        assert not text.startswith("#!")
+        return
+    assert lua.flags(text) <= KNOWN_FLAGS
+    assert text.split("\n")[1].startswith("-- "), "the KEYS/ARGV header comment follows the shebang"
+    called = set(re.findall(r"redis\.p?call\('([A-Z]+)'", text))
+    if "no-writes" in lua.flags(text):
+        assert not called & WRITES
+    # A script that only reads would be refused on a replica and under OOM without the flag.
+    if not called & WRITES:
+        assert "no-writes" in lua.flags(text)
+
+
+def test_read_only_query_scripts_are_flagged_no_writes() -> None:
+    flagged = {name for name in scripts._NAMES if "no-writes" in lua.flags(scripts.script_text(name))}
+    # pick, page, select and the *_to_bitmap scripts write temporary bitmaps.
+    assert flagged == {"walk", "check", "uuids", "records"}
+
+
+def test_a_composed_script_keeps_its_shebang_first_and_every_line() -> None:
+    text = scripts.script_text("check")
+    own = lua.source("registry.query", "check")
+    parts = [lua.source("registry.query", n) for n in ("lib", "checklib")]
+    assert text.split("\n")[0] == "#!lua flags=no-writes"
+    assert text.count("#!") == 1
+    assert text.count("\n") == own.count("\n") + sum(p.count("\n") for p in parts)
+    assert text.endswith(own.split("\n", 1)[1])
+
+
+def test_shebang_is_required_and_checked() -> None:
+    with pytest.raises(ValueError, match="starts with"):
+        lua.shebang("-- no shebang\nreturn 1")
+    with pytest.raises(ValueError, match="starts with"):
+        lua.shebang("#!luax\nreturn 1")
+    assert lua.flags("#!lua\nreturn 1") == frozenset()
+    assert lua.flags("#!lua flags=no-writes,allow-oom\nreturn 1") == {"no-writes", "allow-oom"}
+
+
+def test_a_fragment_with_a_shebang_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = {"main": "#!lua\nreturn f()\n", "frag": "#!lua\nlocal function f() return 1 end\n"}
+    monkeypatch.setattr(lua, "source", lambda package, name: texts[name])
+    with pytest.raises(ValueError, match="fragment"):
+        lua.script.__wrapped__("pkg", "main", ("frag",))
+    texts["frag"] = "local function f() return 1 end\n"
+    assert lua.script.__wrapped__("pkg", "main", ("frag",)) == "#!lua\nlocal function f() return 1 end\nreturn f()\n"
