@@ -3,10 +3,11 @@
 Every script opens with a ``#!lua`` shebang (Redis 7), with flags where they apply:
 ``no-writes`` for a read-only script (it then runs on replicas and under OOM), ``allow-oom``
 for one that only frees memory (trimming a stream must still run when Redis is full). With a
-shebang Redis checks each key a script touches against the slot of its declared KEYS and
-refuses another slot even when both live on the same node, so a one-node test catches what a
-Redis Cluster would reject; without one (the pre-7 dialect) it would not. The KEYS/ARGV header
-comment sits right below the shebang.
+shebang, a cluster node checks each key a script touches against the slot of its declared KEYS
+and refuses another slot even when that slot is on the same node, so a test on a local cluster
+catches a cross-slot access wherever the slots landed; without one (the pre-7 dialect) it
+would not (a standalone Redis checks no slots either way). The KEYS/ARGV header comment sits
+right below the shebang.
 
 Library fragments (helpers prepended to several scripts, e.g. registry/query/lua/lib.lua)
 carry no shebang: Redis only ever reads the first line of the text it is given, which is the
