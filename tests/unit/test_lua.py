@@ -11,8 +11,7 @@ from registry import lua
 from registry.query import scripts
 
 ROOT = Path(__file__).resolve().parents[2]
-# Helpers prepended to query scripts after the script's own shebang (registry/query/scripts.py).
-FRAGMENTS = {"registry/query/lua/lib.lua", "registry/query/lua/checklib.lua"}
+QUERY_LUA = ROOT / "registry" / "query" / "lua"
 KNOWN_FLAGS = {"no-writes", "allow-oom"}
 # Commands the scripts use that write (a `no-writes` script calling one fails at run time).
 WRITES = {
@@ -25,16 +24,26 @@ def lua_files() -> list[Path]:
     return sorted(p for top in ("registry", "workers") for p in (ROOT / top).rglob("*.lua"))
 
 
+def is_fragment(path: Path) -> bool:
+    """A query-path helper prepended to scripts (registry/query/scripts.py), not a script Redis runs alone."""
+    return path.parent == QUERY_LUA and path.stem not in scripts._NAMES
+
+
 def test_there_are_scripts_and_fragments() -> None:
-    names = {p.relative_to(ROOT).as_posix() for p in lua_files()}
-    assert names >= FRAGMENTS
-    assert len(names - FRAGMENTS) >= 15
+    fragments = {p.stem for p in lua_files() if is_fragment(p)}
+    assert {"lib", "checklib"} <= fragments
+    assert len(lua_files()) - len(fragments) >= 15
+    # Every fragment is prepended to some script, after that script's shebang.
+    composed = [scripts.script_text(n) for n in scripts._NAMES]
+    for name in fragments:
+        body = lua.source("registry.query", name)
+        assert any(body in text and text.startswith("#!lua") for text in composed), name
 
 
 @pytest.mark.parametrize("path", lua_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_each_script_has_a_shebang_and_its_header_below(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
-    if path.relative_to(ROOT).as_posix() in FRAGMENTS:
+    if is_fragment(path):
         assert not text.startswith("#!")
         return
     assert lua.flags(text) <= KNOWN_FLAGS
