@@ -18,14 +18,27 @@ from registry.store.fresh import FreshRuns
 from registry.store.indexes import index_ops, row_of
 from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
 
-# What one apply call may cost Redis, in rough microseconds: calls stay short so a query never
-# queues behind one for long, and several travel in one pipeline so throughput does not suffer.
-# A job costs JOB_COST (record check and write, change log, sort sets, zone maps) plus one per
-# op it still sends per job (a bit flip counts one; a fresh job sends only sort, zone and member
-# ops); each index key a call writes costs KEY_COST.
+# Apply calls are cut by an estimated cost, in units: a job costs JOB_COST (record check and
+# write, change log, sort sets, zone maps) plus one per op it still sends per job (a bit flip
+# counts one; a fresh job sends only sort, zone and member ops); each index key a call writes
+# costs KEY_COST. What a unit costs in time depends on the machine and its load, so each call
+# reports how long it held Redis (apply.lua's last reply element, from TIME) and the projection
+# keeps an estimate of microseconds per unit: calls are sized to a time budget (``call_us``), so
+# a query never queues behind one for long, and several travel in one pipeline so throughput
+# does not suffer. CALL_BUDGET is the first call's budget, before anything was measured.
 CALL_BUDGET = 600
 JOB_COST = 12
 KEY_COST = 1
+# Bounds of the measured budget. A call has fixed costs (about one command per index key it
+# writes: a fresh job alone sets bits in some 60 bitmaps), so below about eight fresh jobs a call
+# costs nearly as much as a larger one and throughput collapses: on a machine so busy that even
+# that takes over the time budget, calls stay at the floor and the backlog waits in the stream.
+MIN_BUDGET = 300
+MAX_BUDGET = 20_000
+# Weight of a new measurement in the estimate; one above it counts more (a call too long is
+# what the budget is for, one too short only costs a little throughput).
+EWMA_DOWN = 0.05
+EWMA_UP = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +69,38 @@ class Projection:
         set_to_bitmap_threshold: int = 2048,
         chunk: int = 256,
         change_log_retention: int = 100_000,
-        call_budget: int = CALL_BUDGET,
+        call_budget: int | None = None,
+        call_us: int = 500,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.threshold = set_to_bitmap_threshold
         self.chunk = chunk  # jobs per apply call at most
-        self.call_budget = call_budget
+        # A fixed cost budget per call (tests), or None: sized from measured durations to call_us.
+        self.fixed_budget = call_budget
+        self.call_us = call_us
+        self.us_per_cost = call_us / CALL_BUDGET  # the estimate, refined by every call
+        self.durations: list[int] = []  # microseconds of recent calls, as Redis measured them
         self.change_log_retention = change_log_retention
         self._sha: str | None = None
+
+    @property
+    def call_budget(self) -> int:
+        """The cost one apply call may reach: fixed, or what fits ``call_us`` at the measured rate."""
+        if self.fixed_budget is not None:
+            return self.fixed_budget
+        return int(min(MAX_BUDGET, max(MIN_BUDGET, self.call_us / self.us_per_cost)))
+
+    def _measured(self, cost: int, elapsed_us: int) -> None:
+        """Fold one call's measured duration into the microseconds-per-unit estimate."""
+        if len(self.durations) >= 10_000:
+            del self.durations[:5_000]
+        self.durations.append(elapsed_us)
+        if cost <= 0:
+            return
+        rate = elapsed_us / cost
+        weight = EWMA_UP if rate > self.us_per_cost else EWMA_DOWN
+        self.us_per_cost += weight * (rate - self.us_per_cost)
 
     async def load(self, job_ids: Sequence[str]) -> dict[str, tuple[str, JobState | None]]:
         """Current (version, state) of each job; version '' means no record yet."""
@@ -96,16 +132,17 @@ class Projection:
             result.conflicts += sum(1 for h in replies if h == -1)
         raise RuntimeError(f"could not apply events to {len(todo)} jobs after {max_attempts} attempts")
 
-    def _calls(self, writes: Sequence[_Write]) -> Iterator[tuple[list[str], list[str | int | bytes]]]:
-        """KEYS and ARGV of the apply calls for ``writes``, in order, each cut at ``chunk`` jobs or ``call_budget``."""
+    def _calls(self, writes: Sequence[_Write]) -> Iterator[tuple[bytes, int]]:
+        """Each apply call for ``writes``, in order, packed, with its cost; cut at ``chunk`` jobs or ``call_budget``."""
+        budget = self.call_budget
         call = _Call(self.keys)
         for w in writes:
             call.add(w)
-            if len(call.records) >= self.chunk or call.cost >= self.call_budget:
-                yield call.keys_and_args(self.threshold, self.change_log_retention)
+            if len(call.records) >= self.chunk or call.cost >= budget:
+                yield call.pack(self._sha_bytes, self.threshold, self.change_log_retention), call.cost
                 call = _Call(self.keys)
         if call.records:
-            yield call.keys_and_args(self.threshold, self.change_log_retention)
+            yield call.pack(self._sha_bytes, self.threshold, self.change_log_retention), call.cost
 
     async def _run(self, writes: Sequence[_Write], result: ApplyResult) -> list[int]:
         """Apply calls of bounded cost (short, so other clients never wait long), pipelined on one connection.
@@ -121,32 +158,43 @@ class Projection:
             # writes first, a worker, a test or the benchmark's loader, the data says what it is.
             await layout.read(self.redis, self.keys)
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
-        calls: Iterable[tuple[list[str], list[str | int | bytes]]] = self._calls(writes)
+        calls: Iterable[tuple[bytes, int]] = self._calls(writes)
         for attempt in (1, 2):
             sent, replies = await self._send_all(calls)
             result.calls += len(sent)
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
-                return [int(h) for reply in replies for h in reply]  # type: ignore[union-attr]
+                handles: list[int] = []
+                for (_, cost), reply in zip(sent, replies, strict=True):
+                    *per_job, elapsed = reply  # type: ignore[misc]
+                    self._measured(cost, int(elapsed))
+                    handles += per_job
+                return handles
             if attempt == 2 or not all(isinstance(e, NoScriptError) for e in errors):
                 raise errors[0]
-            # Redis restarted or flushed its script cache. Calls that did run are not
-            # applied twice: their version check fails and the caller folds again.
+            # Redis restarted or flushed its script cache (the SHA is the script's, so the
+            # packed calls stay valid). Calls that did run are not applied twice: their
+            # version check fails and the caller folds again.
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
             calls = sent
         raise AssertionError("unreachable")
 
+    @property
+    def _sha_bytes(self) -> bytes:
+        assert self._sha is not None
+        return self._sha.encode() if isinstance(self._sha, str) else self._sha
+
     async def _send_all(
-        self, calls: Iterable[tuple[list[str], list[str | int | bytes]]]
-    ) -> tuple[list[tuple[list[str], list[str | int | bytes]]], list[list[int] | Exception]]:
+        self, calls: Iterable[tuple[bytes, int]]
+    ) -> tuple[list[tuple[bytes, int]], list[list[int] | Exception]]:
         """Send every call on one connection, then read every reply (an error reply as its exception)."""
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
-        sent: list[tuple[list[str], list[str | int | bytes]]] = []
+        sent: list[tuple[bytes, int]] = []
         try:
-            for keys, args in calls:
-                await conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
-                sent.append((keys, args))
+            for packed, cost in calls:
+                await conn.send_packed_command(packed)
+                sent.append((packed, cost))
             replies: list[list[int] | Exception] = []
             for _ in sent:
                 try:
@@ -192,3 +240,22 @@ class _Call:
         is known) and ARGV, as lua/apply.lua's header documents them."""
         header, blob = self.fresh.encode()
         return [*self.table.names, *self.records], [threshold, retention, header, blob, *self.jobs]
+
+    def pack(self, sha: bytes, threshold: int, retention: int) -> bytes:
+        """The call as one EVALSHA in RESP, ready to send."""
+        keys, args = self.keys_and_args(threshold, retention)
+        return pack_command(b"EVALSHA", sha, len(keys), *keys, *args)
+
+
+def pack_command(*args: str | int | bytes) -> bytes:
+    """A command as a RESP array of bulk strings.
+
+    redis-py's own packer costs about a microsecond per argument, and an apply call has
+    hundreds (every key name, four per job); this one is a few times cheaper.
+    """
+    out = [b"*%d\r\n" % len(args)]
+    append = out.append
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg if isinstance(arg, int) else arg
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
