@@ -25,8 +25,9 @@ from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
 # reports how long it held Redis (apply.lua's last reply element, from TIME) and the projection
 # keeps an estimate of microseconds per unit: calls are sized to a time budget (``call_us``), so
 # a query never queues behind one for long, and several travel in one pipeline so throughput
-# does not suffer. CALL_BUDGET is the first call's budget, before anything was measured.
-CALL_BUDGET = 600
+# does not suffer. US_PER_COST is the first guess, before anything was measured (about what a
+# unit costs on an idle 2-core machine).
+US_PER_COST = 1.0
 JOB_COST = 12
 KEY_COST = 1
 # Bounds of the measured budget. A call has fixed costs (about one command per index key it
@@ -79,7 +80,7 @@ class Projection:
         # A fixed cost budget per call (tests), or None: sized from measured durations to call_us.
         self.fixed_budget = call_budget
         self.call_us = call_us
-        self.us_per_cost = call_us / CALL_BUDGET  # the estimate, refined by every call
+        self.us_per_cost = US_PER_COST  # the estimate, refined by every call
         self.durations: list[int] = []  # microseconds of recent calls, as Redis measured them
         self.change_log_retention = change_log_retention
         self._sha: str | None = None
