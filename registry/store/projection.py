@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from registry.domain.fold import fold
 from registry.domain.model import Event, JobState
 from registry.keys import Keys
 from registry.lua import source
-from registry.store import layout, record
+from registry.store import layout, record, resp
 from registry.store.fresh import FreshRuns
 from registry.store.indexes import index_ops, row_of
 from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
@@ -167,7 +168,7 @@ class Projection:
             if not errors:
                 handles: list[int] = []
                 for (_, cost), reply in zip(sent, replies, strict=True):
-                    *per_job, elapsed = reply  # type: ignore[misc]
+                    *per_job, elapsed = reply
                     self._measured(cost, int(elapsed))
                     handles += per_job
                 return handles
@@ -185,29 +186,16 @@ class Projection:
         assert self._sha is not None
         return self._sha.encode() if isinstance(self._sha, str) else self._sha
 
-    async def _send_all(
-        self, calls: Iterable[tuple[bytes, int]]
-    ) -> tuple[list[tuple[bytes, int]], list[list[int] | Exception]]:
-        """Send every call on one connection, then read every reply (an error reply as its exception)."""
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
+    async def _send_all(self, calls: Iterable[tuple[bytes, int]]) -> tuple[list[tuple[bytes, int]], list[Any]]:
+        """Send every call on one connection as it is built, then read every reply (an error reply as its exception)."""
         sent: list[tuple[bytes, int]] = []
-        try:
-            for packed, cost in calls:
-                await conn.send_packed_command(packed)
-                sent.append((packed, cost))
-            replies: list[list[int] | Exception] = []
-            for _ in sent:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-        except BaseException:
-            # Replies may be left unread on it: never hand it back as it is.
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+
+        def packed() -> Iterator[bytes]:
+            for call in calls:
+                sent.append(call)
+                yield call[0]
+
+        _, replies = await resp.stream(self.redis, packed())
         return sent, replies
 
 
@@ -245,18 +233,4 @@ class _Call:
     def pack(self, sha: bytes, threshold: int, retention: int) -> bytes:
         """The call as one EVALSHA in RESP, ready to send."""
         keys, args = self.keys_and_args(threshold, retention)
-        return pack_command(b"EVALSHA", sha, len(keys), *keys, *args)
-
-
-def pack_command(*args: str | int | bytes) -> bytes:
-    """A command as a RESP array of bulk strings.
-
-    redis-py's own packer costs about a microsecond per argument, and an apply call has
-    hundreds (every key name, four per job); this one is a few times cheaper.
-    """
-    out = [b"*%d\r\n" % len(args)]
-    append = out.append
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg if isinstance(arg, int) else arg
-        append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+        return resp.pack_command(b"EVALSHA", sha, len(keys), *keys, *args)

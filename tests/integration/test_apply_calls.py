@@ -113,3 +113,13 @@ async def test_a_generous_time_budget_makes_one_call(aredis: aioredis.Redis, key
     roomy = Projection(aredis, keys, chunk=1000, call_us=10**7)
     assert (await roomy.apply(events)).calls == 1
     assert roomy.call_budget == MAX_BUDGET
+
+
+async def test_calls_survive_a_flushed_script_cache(aredis: aioredis.Redis, keys: Keys) -> None:
+    events = _events(60, seed=16)
+    projection = Projection(aredis, keys, chunk=10)
+    first = await projection.apply(events[:30])
+    await aredis.script_flush()  # a restart or a failover: the packed calls' SHA is unknown now
+    second = await projection.apply(events[30:])
+    assert first.changed and second.changed and second.calls >= 2
+    assert (await projection.apply(events)).changed == 0  # everything applied, exactly once
