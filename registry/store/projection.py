@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import statistics
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +38,10 @@ KEY_COST = 1
 # that takes over the time budget, calls stay at the floor and the backlog waits in the stream.
 MIN_BUDGET = 300
 MAX_BUDGET = 20_000
-# Weight of a new measurement in the estimate; one above it counts more (a call too long is
-# what the budget is for, one too short only costs a little throughput).
-EWMA_DOWN = 0.05
-EWMA_UP = 0.3
+# The estimate is the median rate of the last RATE_WINDOW calls: it follows a sustained change
+# within a few batches, while one call stretched by the OS (Redis descheduled mid-script) does
+# not shrink the calls after it, which would only cost throughput.
+RATE_WINDOW = 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class Projection:
         self.fixed_budget = call_budget
         self.call_us = call_us
         self.us_per_cost = US_PER_COST  # the estimate, refined by every call
+        self._rates: deque[float] = deque(maxlen=RATE_WINDOW)
         self.durations: list[int] = []  # microseconds of recent calls, as Redis measured them
         self.change_log_retention = change_log_retention
         self._sha: str | None = None
@@ -91,18 +93,17 @@ class Projection:
         """The cost one apply call may reach: fixed, or what fits ``call_us`` at the measured rate."""
         if self.fixed_budget is not None:
             return self.fixed_budget
-        return int(min(MAX_BUDGET, max(MIN_BUDGET, self.call_us / self.us_per_cost)))
+        # (a call can report 0 us: TIME counts whole microseconds)
+        return int(min(MAX_BUDGET, max(MIN_BUDGET, self.call_us / max(self.us_per_cost, 0.001))))
 
     def _measured(self, cost: int, elapsed_us: int) -> None:
         """Fold one call's measured duration into the microseconds-per-unit estimate."""
         if len(self.durations) >= 10_000:
             del self.durations[:5_000]
         self.durations.append(elapsed_us)
-        if cost <= 0:
-            return
-        rate = elapsed_us / cost
-        weight = EWMA_UP if rate > self.us_per_cost else EWMA_DOWN
-        self.us_per_cost += weight * (rate - self.us_per_cost)
+        if cost > 0:
+            self._rates.append(elapsed_us / cost)
+            self.us_per_cost = statistics.median(self._rates)
 
     async def load(self, job_ids: Sequence[str]) -> dict[str, tuple[str, JobState | None]]:
         """Current (version, state) of each job; version '' means no record yet."""
