@@ -99,6 +99,7 @@ class Consumer:
         self.errors = 0  # loop iterations that ended in an error (and a back-off)
         self._changed = 0  # job changes applied since the last acknowledgement (for /metrics)
         self._apply_s = 0.0
+        self._last_batch_s = 0.0  # how long processing the last batch took
         self._stop = asyncio.Event()
         self._group_ready = False
         # Re-read our own pending entries (id 0 onwards) before new ones: after a start or
@@ -129,10 +130,12 @@ class Consumer:
             try:
                 entries = await (ahead if ahead is not None else self._read())
                 ahead = None
-                if entries and not self._stop.is_set():
+                if entries and not self._stop.is_set() and self._read_ahead_safe():
                     ahead = asyncio.ensure_future(self._read())
                 if entries:
+                    started = time.monotonic()
                     await self.process(entries)
+                    self._last_batch_s = time.monotonic() - started
                 backoff = 0.0
             except asyncio.CancelledError:
                 await _discard(ahead)
@@ -167,6 +170,12 @@ class Consumer:
             self.applied_batches,
             self.dead_lettered,
         )
+
+    def _read_ahead_safe(self) -> bool:
+        """Whether to read the next batch now. A batch read ahead waits, pending, while this one is
+        processed; only while batches take well under claim_idle_ms does it never look abandoned
+        to another worker's reclaim (which would then process it too: no harm, but wasted work)."""
+        return self._last_batch_s * 4000 < self.settings.claim_idle_ms
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
