@@ -15,6 +15,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     group: str = "jobreg-workers"
     consumer: str = ""  # empty: derived from host and pid at start
     batch_size: int = 500
+    # Apply calls are sized from their measured durations to hold Redis about this long each
+    # (microseconds): a query that arrives meanwhile waits at most about that. Larger calls
+    # amortize each call's fixed cost (one command per index key it writes) over more jobs.
+    apply_call_us: int = 600
     block_ms: int = 1000
     # An entry whose apply failed this many times (a real error on its job, not an outage) is dead-lettered.
     max_apply_failures: int = 5

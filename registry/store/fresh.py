@@ -57,22 +57,31 @@ decode_fresh = msgspec.json.Decoder(Fresh).decode
 
 
 class FreshRuns:
-    """Collects a call's fresh jobs' bits and column values, in call order, then encodes them."""
+    """Collects a call's fresh jobs' bits and column values, in call order, then encodes them.
+
+    Bits are gathered straight into the words BITFIELD writes: fresh job ``p`` is bit
+    ``WORD_BITS - 1 - p % WORD_BITS`` of its word (the first job the most significant bit), one
+    word per bitmap per ``WORD_BITS`` jobs, so encoding only trims each word's trailing zeros.
+    """
 
     def __init__(self) -> None:
         self.count = 0
-        self._bits: dict[int, int] = {}  # key -> mask, bit p set when fresh job p has a 1
+        self._words: list[FreshWord] = []  # finished words, of the windows before the current one
+        self._bits: dict[int, int] = {}  # key -> the current window's word, untrimmed
         self._columns: dict[int, list[tuple[int, int]]] = {}  # key -> (fresh job, value)
 
     def take(self, ops: Sequence[Op]) -> list[Op]:
         """Take the next fresh job's bit and column ops; return the ops still to send per job."""
-        bit = 1 << self.count
         position = self.count
+        offset = position % WORD_BITS
+        if offset == 0 and position:
+            self._close_window()
+        bit = 1 << (WORD_BITS - 1 - offset)
         self.count += 1
         bits, rest = self._bits, []
         for op in ops:
             kind = type(op)
-            if kind is FlipBits and all(k > 0 for k in op.flips):  # type: ignore[union-attr]
+            if kind is FlipBits and min(op.flips) > 0:  # type: ignore[union-attr]
                 for k in op.flips:  # type: ignore[union-attr]
                     bits[k] = bits.get(k, 0) | bit
             elif kind is SetBit and op.value == 1:  # type: ignore[union-attr]
@@ -83,18 +92,19 @@ class FreshRuns:
                 rest.append(op)
         return rest
 
+    def _close_window(self) -> None:
+        """Turn the current window's words into FreshWords, each up to its last 1 only, so a bitmap
+        grows no longer than per-bit writes made it."""
+        start = (self.count - 1) // WORD_BITS * WORD_BITS
+        for key, word in self._bits.items():
+            trailing = (word & -word).bit_length() - 1
+            self._words.append(FreshWord(key, start, WORD_BITS - trailing, str(word >> trailing)))
+        self._bits = {}
+
     def encode(self) -> tuple[bytes, bytes]:
         """ARGV[3] (the Fresh header as JSON) and ARGV[4] (the column blob)."""
-        words = []
-        for key, mask in self._bits.items():
-            for start in range(0, self.count, WORD_BITS):
-                segment = (mask >> start) & ((1 << min(WORD_BITS, self.count - start)) - 1)
-                if segment:
-                    # Up to the last 1 only, so a bitmap grows no longer than per-bit writes made it.
-                    width = segment.bit_length()
-                    # Bit p of the mask is job p; BITFIELD puts the value's top bit first.
-                    word = int(format(segment, f"0{width}b")[::-1], 2)
-                    words.append(FreshWord(key, start, width, str(word)))
+        if self.count:
+            self._close_window()
         columns, blob = [], []
         for key, values in self._columns.items():
             run: list[int] = []
@@ -105,4 +115,4 @@ class FreshRuns:
                     columns.append(FreshColumn(key, position + 1 - len(run), len(data)))
                     blob.append(data)
                     run = []
-        return encode_fresh(Fresh(self.count, words, columns)), b"".join(blob)
+        return encode_fresh(Fresh(self.count, self._words, columns)), b"".join(blob)

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import statistics
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from registry.domain.fold import fold
 from registry.domain.model import Event, JobState
 from registry.keys import Keys
 from registry.lua import source
-from registry.store import layout, record
+from registry.store import layout, record, resp
 from registry.store.fresh import FreshRuns
 from registry.store.indexes import index_ops, row_of
 from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
 
-# What one apply call may cost Redis, in rough microseconds: calls stay short so a query never
-# queues behind one for long, and several travel in one pipeline so throughput does not suffer.
-# A job costs JOB_COST (record check and write, change log, sort sets, zone maps) plus one per
-# op it still sends per job (a bit flip counts one; a fresh job sends only sort, zone and member
-# ops); each index key a call writes costs KEY_COST.
-CALL_BUDGET = 600
+# Apply calls are cut by an estimated cost, in units: a job costs JOB_COST (record check and
+# write, change log, sort sets, zone maps) plus one per op it still sends per job (a bit flip
+# counts one; a fresh job sends only sort, zone and member ops); each index key a call writes
+# costs KEY_COST. What a unit costs in time depends on the machine and its load, so each call
+# reports how long it held Redis (apply.lua's last reply element, from TIME) and the projection
+# keeps an estimate of microseconds per unit: calls are sized to a time budget (``call_us``), so
+# a query never queues behind one for long, and several travel in one pipeline so throughput
+# does not suffer. US_PER_COST is the first guess, before anything was measured (about what a
+# unit costs on an idle 2-core machine).
+US_PER_COST = 1.0
 JOB_COST = 12
 KEY_COST = 1
+# Bounds of the measured budget. A call has fixed costs (about one command per index key it
+# writes: a fresh job alone sets bits in some 60 bitmaps), so below about eight fresh jobs a call
+# costs nearly as much as a larger one and throughput collapses: on a machine so busy that even
+# that takes over the time budget, calls stay at the floor and the backlog waits in the stream.
+MIN_BUDGET = 300
+MAX_BUDGET = 20_000
+# The estimate is the median rate of the last RATE_WINDOW calls: it follows a sustained change
+# within a few batches, while one call stretched by the OS (Redis descheduled mid-script) does
+# not shrink the calls after it, which would only cost throughput.
+RATE_WINDOW = 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +72,38 @@ class Projection:
         set_to_bitmap_threshold: int = 2048,
         chunk: int = 256,
         change_log_retention: int = 100_000,
-        call_budget: int = CALL_BUDGET,
+        call_budget: int | None = None,
+        call_us: int = 500,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.threshold = set_to_bitmap_threshold
         self.chunk = chunk  # jobs per apply call at most
-        self.call_budget = call_budget
+        # A fixed cost budget per call (tests), or None: sized from measured durations to call_us.
+        self.fixed_budget = call_budget
+        self.call_us = call_us
+        self.us_per_cost = US_PER_COST  # the estimate, refined by every call
+        self._rates: deque[float] = deque(maxlen=RATE_WINDOW)
+        self.durations: list[int] = []  # microseconds of recent calls, as Redis measured them
         self.change_log_retention = change_log_retention
         self._sha: str | None = None
+
+    @property
+    def call_budget(self) -> int:
+        """The cost one apply call may reach: fixed, or what fits ``call_us`` at the measured rate."""
+        if self.fixed_budget is not None:
+            return self.fixed_budget
+        # (a call can report 0 us: TIME counts whole microseconds)
+        return int(min(MAX_BUDGET, max(MIN_BUDGET, self.call_us / max(self.us_per_cost, 0.001))))
+
+    def _measured(self, cost: int, elapsed_us: int) -> None:
+        """Fold one call's measured duration into the microseconds-per-unit estimate."""
+        if len(self.durations) >= 10_000:
+            del self.durations[:5_000]
+        self.durations.append(elapsed_us)
+        if cost > 0:
+            self._rates.append(elapsed_us / cost)
+            self.us_per_cost = statistics.median(self._rates)
 
     async def load(self, job_ids: Sequence[str]) -> dict[str, tuple[str, JobState | None]]:
         """Current (version, state) of each job; version '' means no record yet."""
@@ -96,16 +135,17 @@ class Projection:
             result.conflicts += sum(1 for h in replies if h == -1)
         raise RuntimeError(f"could not apply events to {len(todo)} jobs after {max_attempts} attempts")
 
-    def _calls(self, writes: Sequence[_Write]) -> Iterator[tuple[list[str], list[str | int | bytes]]]:
-        """KEYS and ARGV of the apply calls for ``writes``, in order, each cut at ``chunk`` jobs or ``call_budget``."""
+    def _calls(self, writes: Sequence[_Write]) -> Iterator[tuple[bytes, int]]:
+        """Each apply call for ``writes``, in order, packed, with its cost; cut at ``chunk`` jobs or ``call_budget``."""
+        budget = self.call_budget
         call = _Call(self.keys)
         for w in writes:
             call.add(w)
-            if len(call.records) >= self.chunk or call.cost >= self.call_budget:
-                yield call.keys_and_args(self.threshold, self.change_log_retention)
+            if len(call.records) >= self.chunk or call.cost >= budget:
+                yield call.pack(self._sha_bytes, self.threshold, self.change_log_retention), call.cost
                 call = _Call(self.keys)
         if call.records:
-            yield call.keys_and_args(self.threshold, self.change_log_retention)
+            yield call.pack(self._sha_bytes, self.threshold, self.change_log_retention), call.cost
 
     async def _run(self, writes: Sequence[_Write], result: ApplyResult) -> list[int]:
         """Apply calls of bounded cost (short, so other clients never wait long), pipelined on one connection.
@@ -121,44 +161,42 @@ class Projection:
             # writes first, a worker, a test or the benchmark's loader, the data says what it is.
             await layout.read(self.redis, self.keys)
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
-        calls: Iterable[tuple[list[str], list[str | int | bytes]]] = self._calls(writes)
+        calls: Iterable[tuple[bytes, int]] = self._calls(writes)
         for attempt in (1, 2):
             sent, replies = await self._send_all(calls)
             result.calls += len(sent)
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
-                return [int(h) for reply in replies for h in reply]  # type: ignore[union-attr]
+                handles: list[int] = []
+                for (_, cost), reply in zip(sent, replies, strict=True):
+                    *per_job, elapsed = reply
+                    self._measured(cost, int(elapsed))
+                    handles += per_job
+                return handles
             if attempt == 2 or not all(isinstance(e, NoScriptError) for e in errors):
                 raise errors[0]
-            # Redis restarted or flushed its script cache. Calls that did run are not
-            # applied twice: their version check fails and the caller folds again.
+            # Redis restarted or flushed its script cache (the SHA is the script's, so the
+            # packed calls stay valid). Calls that did run are not applied twice: their
+            # version check fails and the caller folds again.
             self._sha = await self.redis.script_load(source("registry.store", "apply"))
             calls = sent
         raise AssertionError("unreachable")
 
-    async def _send_all(
-        self, calls: Iterable[tuple[list[str], list[str | int | bytes]]]
-    ) -> tuple[list[tuple[list[str], list[str | int | bytes]]], list[list[int] | Exception]]:
-        """Send every call on one connection, then read every reply (an error reply as its exception)."""
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
-        sent: list[tuple[list[str], list[str | int | bytes]]] = []
-        try:
-            for keys, args in calls:
-                await conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
-                sent.append((keys, args))
-            replies: list[list[int] | Exception] = []
-            for _ in sent:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-        except BaseException:
-            # Replies may be left unread on it: never hand it back as it is.
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+    @property
+    def _sha_bytes(self) -> bytes:
+        assert self._sha is not None
+        return self._sha.encode() if isinstance(self._sha, str) else self._sha
+
+    async def _send_all(self, calls: Iterable[tuple[bytes, int]]) -> tuple[list[tuple[bytes, int]], list[Any]]:
+        """Send every call on one connection as it is built, then read every reply (an error reply as its exception)."""
+        sent: list[tuple[bytes, int]] = []
+
+        def packed() -> Iterator[bytes]:
+            for call in calls:
+                sent.append(call)
+                yield call[0]
+
+        _, replies = await resp.stream(self.redis, packed())
         return sent, replies
 
 
@@ -192,3 +230,8 @@ class _Call:
         is known) and ARGV, as lua/apply.lua's header documents them."""
         header, blob = self.fresh.encode()
         return [*self.table.names, *self.records], [threshold, retention, header, blob, *self.jobs]
+
+    def pack(self, sha: bytes, threshold: int, retention: int) -> bytes:
+        """The call as one EVALSHA in RESP, ready to send."""
+        keys, args = self.keys_and_args(threshold, retention)
+        return resp.pack_command(b"EVALSHA", sha, len(keys), *keys, *args)

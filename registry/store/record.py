@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from registry.domain.model import JobState
 from registry.keys import Keys
+from registry.store import resp
 
 VERSION = "v"
 HANDLE = "h"
@@ -40,10 +41,9 @@ async def versions_and_states(
     redis: aioredis.Redis, keys: Keys, job_ids: Sequence[str]
 ) -> dict[str, tuple[str, JobState | None]]:
     """Current (version, state) of each job; version '' means no record yet."""
-    pipe = redis.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hmget(keys.job(job_id), [VERSION, STATE])
+    # Packed by hand: the apply path reads every job of every batch this way.
+    replies = await resp.run_all(redis, [(b"HMGET", keys.job(job_id), VERSION, STATE) for job_id in job_ids])
     out: dict[str, tuple[str, JobState | None]] = {}
-    for job_id, (v, s) in zip(job_ids, await pipe.execute(), strict=True):
+    for job_id, (v, s) in zip(job_ids, replies, strict=True):
         out[job_id] = ((v or b"").decode(), decode_state(s) if s else None)
     return out

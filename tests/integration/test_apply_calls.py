@@ -14,7 +14,7 @@ from registry.keys import Keys
 from registry.store import record
 from registry.store.indexes import Row, column_value, index_ops, row_of
 from registry.store.ops import FlipBits, KeyTable, SetBit, SetColumn
-from registry.store.projection import ApplyResult, Projection, _Write
+from registry.store.projection import MAX_BUDGET, MIN_BUDGET, US_PER_COST, ApplyResult, Projection, _Write
 from registry.wire.events import decode_event
 from tests.reference import make_traffic
 
@@ -88,3 +88,38 @@ async def test_a_moved_version_makes_the_call_write_nothing(aredis: aioredis.Red
     assert replies == [-1 if job == stale else -2 for job in jobs]
     assert await aredis.get(keys.seq) is None and await aredis.xlen(keys.changes) == 0
     assert [await aredis.exists(keys.job(job)) for job in jobs] == [int(job == stale) for job in jobs]
+
+
+async def test_calls_are_sized_to_the_time_budget_from_their_measured_durations(
+    aredis: aioredis.Redis, keys: Keys
+) -> None:
+    events = _events(300, seed=14)
+    half = len(events) // 2
+    # Each call reports how long it ran, and the estimate follows; no real call fits 1 us, so
+    # calls stay at the floor: several small ones where one would carry everything.
+    tight = Projection(aredis, keys, chunk=1000, call_us=1)
+    first = await tight.apply(events[:half])
+    assert len(tight.durations) == first.calls and all(d >= 0 for d in tight.durations)
+    assert tight.us_per_cost != US_PER_COST and tight.call_budget == MIN_BUDGET
+    second = await tight.apply(events[half:])
+    assert second.calls >= 3 and len(tight.durations) == first.calls + second.calls
+    # Handles stay consecutive in application order, however the calls were cut.
+    handles = [h for h in await record.handles(aredis, keys, list(dict.fromkeys(e.job_id for e in events))) if h]
+    assert sorted(handles) == list(range(1, len(handles) + 1))
+
+
+async def test_a_generous_time_budget_makes_one_call(aredis: aioredis.Redis, keys: Keys) -> None:
+    events = _events(150, seed=15)
+    roomy = Projection(aredis, keys, chunk=1000, call_us=10**7)
+    assert (await roomy.apply(events)).calls == 1
+    assert roomy.call_budget == MAX_BUDGET
+
+
+async def test_calls_survive_a_flushed_script_cache(aredis: aioredis.Redis, keys: Keys) -> None:
+    events = _events(60, seed=16)
+    projection = Projection(aredis, keys, chunk=10)
+    first = await projection.apply(events[:30])
+    await aredis.script_flush()  # a restart or a failover: the packed calls' SHA is unknown now
+    second = await projection.apply(events[30:])
+    assert first.changed and second.changed and second.calls >= 2
+    assert (await projection.apply(events)).changed == 0  # everything applied, exactly once

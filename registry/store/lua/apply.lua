@@ -14,6 +14,8 @@
 -- KEYS index, never the handle).
 -- Returns per job its handle (0 while not listed); or, when any version moved, writes nothing
 -- and returns -1 for those jobs and -2 for the others (the caller folds again and retries).
+-- Either way one more element follows the jobs': how long the call ran, in microseconds (from
+-- TIME), which the projection uses to size the next calls to its time budget.
 --
 -- Cost: the ops of all the call's jobs are grouped by key and each key is written by one command
 -- (a BITFIELD with one SET per job, one ZADD with every member...), and fresh jobs' bits and
@@ -21,6 +23,11 @@
 -- instead of one command per op (~80 per new job). Phases: read and check every record, then
 -- every index write, then records and change log last, so an error reply part-way (a WRONGTYPE)
 -- leaves the records at their old versions and a retry redoes the same idempotent index writes.
+local started = redis.call('TIME')
+local function elapsed_us()
+  local now = redis.call('TIME')
+  return (tonumber(now[1]) - tonumber(started[1])) * 1000000 + tonumber(now[2]) - tonumber(started[2])
+end
 local threshold = tonumber(ARGV[1])
 local n = (#ARGV - 4) / 4
 local records = #KEYS - n
@@ -44,7 +51,10 @@ for j = 1, n do
     end
   end
 end
-if moved then return result end
+if moved then
+  result[n + 1] = elapsed_us()
+  return result
+end
 local runs = cjson.decode(ARGV[3])
 if runs[1] ~= #fresh then
   return redis.error_reply('apply: the call names ' .. runs[1] .. ' fresh jobs, the records ' .. #fresh)
@@ -191,4 +201,5 @@ for _, j in ipairs(ok) do
   end
   result[j] = h or 0
 end
+result[n + 1] = elapsed_us()
 return result
