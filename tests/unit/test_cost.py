@@ -6,7 +6,7 @@ from registry.domain.model import Status
 from registry.keys import Keys
 from registry.query import cost
 from registry.query.planner import Members, plan
-from registry.query.spec import JobQuery, OrderBy
+from registry.query.spec import Direction, JobQuery, OrderBy
 
 KEYS = Keys("t")
 
@@ -54,3 +54,26 @@ def test_page_takes_bitmap_filters_only() -> None:
     assert cost.one_call_pays(bits, {}, "bitmap-walk", 1000)
     assert not cost.one_call_pays(bits, {}, "bitmap-walk", 0)
     assert not cost.one_call_pays(bits, {}, "candidates", 1000)
+
+
+def test_zone_maps_bound_walks_of_time_orders() -> None:
+    def bound(order: OrderBy, desc: bool) -> tuple[str, bool] | None:
+        direction = Direction.DESC if desc else Direction.ASC
+        return cost.zone_bound(plan(JobQuery(errors=True, order_by=order, direction=direction), KEYS))
+
+    assert bound(OrderBy.START_TIMESTAMP, True) == ("start_timestamp", True)
+    assert bound(OrderBy.CREATED_AT, False) == ("created_at", False)
+    # updated_at is never before created_at: an ASC walk is bounded by created_at's lower bounds,
+    # a DESC walk by nothing (a job may be updated at any later time).
+    assert bound(OrderBy.UPDATED_AT, False) == ("created_at", False)
+    assert bound(OrderBy.UPDATED_AT, True) is None
+    assert bound(OrderBy.RUNS, True) is None
+    assert bound(OrderBy.ID, False) is None
+
+
+def test_collect_past_the_threshold_when_even_the_walk_estimate_costs_more() -> None:
+    p = plan(JobQuery(errors=True, order_by=OrderBy.RUNS, offset=1000, limit=100), KEYS)
+    # 12,000 matches of 1,000,000 jobs: the walk's estimate is 1,100 * 83 = 91,667 entries.
+    assert cost.refine(p, 12_000, 1_000_000, 8000) == "bitmap-collect"
+    assert cost.refine(p, 60_000, 1_000_000, 8000) == "bitmap-walk"  # 18,333 entries: walk
+    assert cost.refine(p, 12_000, 1_000_000, 0) == "bitmap-walk"  # collecting is off

@@ -14,7 +14,7 @@ from registry.query.execute.filters import filter_bitmap
 from registry.query.execute.ranges import range_bitmap
 from registry.query.execute.rows import ids_of
 from registry.query.execute.scan import scan
-from registry.query.execute.walk import order_range_start, select_start, walk_segment, zrange
+from registry.query.execute.walk import order_range_start, select_start, walk_segment, zone_start, zrange
 from registry.query.planner import Plan, Range
 from registry.query.spec import Page
 
@@ -109,7 +109,11 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
         if resume.phase == 1:
             want = min(need, first - skip) - len(members)
             if want > 0:
-                members += await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], resume.skip, want, resume.rank)
+                # No match lies between where the walk stopped and the zone map's bound: jump there.
+                rank = max(resume.rank, await zone_start(ctx, plan, f, listed))
+                if rank > resume.rank:
+                    how += f", jumped to rank {rank} by the zone map"
+                members += await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], resume.skip, want, rank)
         skip, rank = (resume.skip, resume.rank) if resume.phase == 2 else (0, 0)
     elif skip < first:
         if no_filter:
@@ -119,6 +123,10 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
             how = f"{source}, counted; sort set walked from rank {rank}"
             if c.start_rank:
                 how += f" (the {plan.order.value} range's bound)"
+            zoned = await zone_start(ctx, plan, f, listed)
+            if zoned > rank:
+                rank = zoned
+                how = f"{source}, counted; sort set walked from rank {rank} (the zone map's bound)"
             if cost.select_pays(plan, skip, ctx.settings):
                 rank, skip = await select_start(ctx, plan, f, first, skip)
                 how = f"{source}, counted; start rank {rank} selected by counting over the {plan.order_bsi} BSI"
