@@ -19,6 +19,10 @@ WALK_RISK = 4
 # What collecting costs per match (a column read in a CHECK call, its share of the sort), in
 # walked sort-set entries (a ZRANGE member and a GETBIT).
 COLLECT_COST = 2
+# A zone-map range: its two arrays read and up to MAX_STRADDLING blocks' values decoded (~1.5 ms).
+ZONE_RANGE_COST = 1000
+# Bitmap operations per BSI slice in a range comparison (execute.ranges._bsi_compare).
+BSI_COMPARE_OPS = 2
 # Zone blocks a range may read value by value before the bit-sliced index is cheaper.
 MAX_STRADDLING = 24
 # What OR-ing a few bitmaps costs, in commands' worth of time (~0.1 ms for 1M jobs).
@@ -106,13 +110,27 @@ def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strat
     return "bitmap-walk"
 
 
-def check_ranges(few: int, settings: Settings) -> bool:
+def check_ranges(few: int, ranges: Sequence[Range], plan: Plan, listed: int, settings: Settings) -> bool:
     """Whether to check the jobs the other filters leave against the range columns.
 
-    Ranges cost a BITOP per bit of the value; when the other filters leave few jobs,
-    checking those against the range columns is cheaper.
+    Checking reads each job's range and order columns in CHECK calls; building the ranges'
+    bitmaps costs a zone map read (a few straddling blocks decoded) or a bit-sliced comparison
+    (a few BITOPs per bit of the value) per range, and then the page is read from the AND-ed
+    bitmap, by selecting its top over the order's BSI at worst (or collecting the matches).
     """
-    return few <= settings.candidate_threshold
+    if few > settings.candidate_threshold:
+        return False
+    check = few * check_calls(ranges, plan.order_column)
+    width = indexes.SECOND_BITS
+    page = width * TOP_SLICE_OPS * bitop_cost(listed) + (plan.offset + plan.limit + TOP_STOP) * COLLECT_COST
+    return check <= sum(range_bitmap_cost(r, listed) for r in ranges) + min(page, few * COLLECT_COST)
+
+
+def range_bitmap_cost(pred: Range, listed: int) -> float:
+    """What building one range's bitmap costs, in commands' worth of time (see execute.ranges)."""
+    if zone_map_tried(pred):
+        return ZONE_RANGE_COST + 2 * bitop_cost(listed)
+    return indexes.RUNS_BITS * BSI_COMPARE_OPS * bitop_cost(listed)
 
 
 def scan_pays(plan: Plan, total: int, listed: int, settings: Settings) -> bool:
@@ -239,3 +257,38 @@ def zone_bound(plan: Plan) -> tuple[str, bool] | None:
     if field == "updated_at" and not plan.desc:
         return "created_at", False
     return None
+
+
+# TOP stops narrowing once this few candidates are left in its value range (they are read).
+TOP_STOP = 64
+# The deepest page (offset + limit) TOP selects: it reads that many values.
+TOP_MAX = 2000
+# Bitmap operations per BSI slice in TOP (an AND, a BITCOUNT, an XOR or two ORs).
+TOP_SLICE_OPS = 3
+
+
+def bitop_cost(listed: int) -> float:
+    """What one BITOP or BITCOUNT over every listed job costs, in commands' worth of time."""
+    return max(1.0, PRE_OR * listed / 1_000_000)
+
+
+def top_pays(plan: Plan, strategy: Strategy, total: int, listed: int, first: int) -> bool:
+    """Whether to select the matches that can hold the page by counting over the order's bit-sliced
+    index (execute.top), then read only their values, rather than collect every match or walk.
+
+    Its cost does not depend on how the filter correlates with the order: a few bitmap operations
+    per bit of the value, then offset + limit (and a few more) values read. The walk's estimate
+    assumes matches spread evenly along the order; collecting reads every match's value.
+    """
+    k = plan.offset + plan.limit
+    if plan.order_bsi is None or k > first or k > TOP_MAX:
+        return False
+    width = indexes.RUNS_BITS if plan.order_bsi == "runs" else indexes.SECOND_BITS
+    top = width * TOP_SLICE_OPS * bitop_cost(listed) + (k + TOP_STOP) * COLLECT_COST
+    other = total * COLLECT_COST if strategy == "bitmap-collect" else k * listed / max(total, 1)
+    return top < other
+
+
+def top_slices(listed: int) -> int:
+    """BSI slices per TOP call, so that a call makes about CHECK_CALLS commands' worth of work."""
+    return max(1, int(CHECK_CALLS / (TOP_SLICE_OPS * bitop_cost(listed))))

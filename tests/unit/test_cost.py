@@ -77,3 +77,19 @@ def test_collect_past_the_threshold_when_even_the_walk_estimate_costs_more() -> 
     assert cost.refine(p, 12_000, 1_000_000, 8000) == "bitmap-collect"
     assert cost.refine(p, 60_000, 1_000_000, 8000) == "bitmap-walk"  # 18,333 entries: walk
     assert cost.refine(p, 12_000, 1_000_000, 0) == "bitmap-walk"  # collecting is off
+
+
+def test_top_selection_beats_reading_every_match_or_a_long_walk() -> None:
+    p = plan(JobQuery(errors=True, order_by=OrderBy.START_TIMESTAMP, offset=0, limit=100), KEYS)
+    # 7,000 matches of a million: collecting reads 7,000 values, a walk ~14,000 entries; TOP
+    # costs 34 slices of a few bitmap operations and ~164 values.
+    assert cost.top_pays(p, "bitmap-collect", 7000, 1_000_000, 7000)
+    assert cost.top_pays(p, "bitmap-walk", 7000, 1_000_000, 7000)
+    assert not cost.top_pays(p, "bitmap-walk", 500_000, 1_000_000, 500_000)  # a 200-entry walk
+    assert not cost.top_pays(p, "bitmap-collect", 300, 1_000_000, 300)  # 300 values
+    assert not cost.top_pays(p, "bitmap-walk", 7000, 1_000_000, 50)  # the page reaches the nulls
+    deep = plan(JobQuery(errors=True, order_by=OrderBy.RUNS, offset=cost.TOP_MAX), KEYS)
+    assert not cost.top_pays(deep, "bitmap-walk", 7000, 1_000_000, 7000)  # deeper than TOP reads
+    by_id = plan(JobQuery(errors=True, order_by=OrderBy.ID), KEYS)
+    assert not cost.top_pays(by_id, "bitmap-walk", 7000, 1_000_000, 7000)  # no BSI
+    assert cost.top_slices(1_000_000) < cost.top_slices(10_000)  # calls stay short as bitmaps grow
