@@ -120,10 +120,15 @@ def check_ranges(few: int, ranges: Sequence[Range], plan: Plan, listed: int, set
     """
     if few > settings.candidate_threshold:
         return False
-    check = few * check_calls(ranges, plan.order_column)
-    width = indexes.SECOND_BITS
-    page = width * TOP_SLICE_OPS * bitop_cost(listed) + (plan.offset + plan.limit + TOP_STOP) * COLLECT_COST
-    return check <= sum(range_bitmap_cost(r, listed) for r in ranges) + min(page, few * COLLECT_COST)
+    check = (
+        few * check_calls(ranges, plan.order_column) * COLLECT_COST
+    )  # a CHECK read costs what a collected match does
+    page: float = few * COLLECT_COST
+    if plan.order_bsi is not None:
+        width = indexes.RUNS_BITS if plan.order_bsi == "runs" else indexes.SECOND_BITS
+        top = width * TOP_SLICE_OPS * bitop_cost(listed) + (plan.offset + plan.limit + TOP_STOP) * COLLECT_COST
+        page = min(page, top)
+    return check <= sum(range_bitmap_cost(r, listed) for r in ranges) + page
 
 
 def range_bitmap_cost(pred: Range, listed: int) -> float:
