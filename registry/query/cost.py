@@ -16,12 +16,20 @@ SELECT_STOP = 256
 # A walk's estimate (matches spread evenly along the order) may be this many times too
 # optimistic before collecting the matches, bounded by their total, is preferred.
 WALK_RISK = 4
+# What collecting costs per match (a column read in a CHECK call, its share of the sort), in
+# walked sort-set entries (a ZRANGE member and a GETBIT).
+COLLECT_COST = 2
+# A zone-map range: its two arrays read and up to MAX_STRADDLING blocks' values decoded (~1.5 ms).
+ZONE_RANGE_COST = 1000
+# Bitmap operations per BSI slice in a range comparison (execute.ranges._bsi_compare).
+BSI_COMPARE_OPS = 2
 # Zone blocks a range may read value by value before the bit-sliced index is cheaper.
 MAX_STRADDLING = 24
 # What OR-ing a few bitmaps costs, in commands' worth of time (~0.1 ms for 1M jobs).
 PRE_OR = 50
-# Redis commands one CHECK call makes at most (about 1.5 ms).
-CHECK_CALLS = 1000
+# Redis commands one CHECK call makes at most: a scattered candidate costs a window read and a
+# Lua decode per key (~3-4 us, measured on 1,000 scattered handles at 1M jobs), so ~1.5 ms a call.
+CHECK_CALLS = 400
 # PAGE walks only if its estimate is at most budget / ONE_CALL_SLACK.
 ONE_CALL_SLACK = 2
 
@@ -96,16 +104,38 @@ def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strat
     walk = (plan.offset + plan.limit) * listed / max(total, 1)
     if total <= collect_threshold and total <= WALK_RISK * walk:
         return "bitmap-collect"
+    # Past the threshold, collect still when even the walk's (optimistic) estimate costs more.
+    if collect_threshold and total * COLLECT_COST <= walk:
+        return "bitmap-collect"
     return "bitmap-walk"
 
 
-def check_ranges(few: int, settings: Settings) -> bool:
+def check_ranges(few: int, ranges: Sequence[Range], plan: Plan, listed: int, settings: Settings) -> bool:
     """Whether to check the jobs the other filters leave against the range columns.
 
-    Ranges cost a BITOP per bit of the value; when the other filters leave few jobs,
-    checking those against the range columns is cheaper.
+    Checking reads each job's range and order columns in CHECK calls; building the ranges'
+    bitmaps costs a zone map read (a few straddling blocks decoded) or a bit-sliced comparison
+    (a few BITOPs per bit of the value) per range, and then the page is read from the AND-ed
+    bitmap, by selecting its top over the order's BSI at worst (or collecting the matches).
     """
-    return few <= settings.candidate_threshold
+    if few > settings.candidate_threshold:
+        return False
+    check = (
+        few * check_calls(ranges, plan.order_column) * COLLECT_COST
+    )  # a CHECK read costs what a collected match does
+    page: float = few * COLLECT_COST
+    if plan.order_bsi is not None:
+        width = indexes.RUNS_BITS if plan.order_bsi == "runs" else indexes.SECOND_BITS
+        top = width * TOP_SLICE_OPS * bitop_cost(listed) + (plan.offset + plan.limit + TOP_STOP) * COLLECT_COST
+        page = min(page, top)
+    return check <= sum(range_bitmap_cost(r, listed) for r in ranges) + page
+
+
+def range_bitmap_cost(pred: Range, listed: int) -> float:
+    """What building one range's bitmap costs, in commands' worth of time (see execute.ranges)."""
+    if zone_map_tried(pred):
+        return ZONE_RANGE_COST + 2 * bitop_cost(listed)
+    return indexes.RUNS_BITS * BSI_COMPARE_OPS * bitop_cost(listed)
 
 
 def scan_pays(plan: Plan, total: int, listed: int, settings: Settings) -> bool:
@@ -209,3 +239,61 @@ def check_chunk(preds: Sequence[Predicate], order_column: str | None, walk_chunk
     """Candidates per CHECK call: at most ``walk_chunk``, and few enough that the call makes
     about CHECK_CALLS commands (~1.5 us each), so no call runs much over 2 ms."""
     return max(16, min(walk_chunk, CHECK_CALLS // check_calls(preds, order_column)))
+
+
+# Byte windows of the filter bitmap counted to find where its matches lie (one pipelined BITCOUNT
+# each; a window of a million-job bitmap is ~1 KB).
+ZONE_WINDOWS = 128
+
+
+def zone_bound(plan: Plan) -> tuple[str, bool] | None:
+    """The zone map that bounds the order values of the matches, so a walk starts past every
+    entry no match can be: (field, upper bound wanted). None when no zone map bounds the order.
+
+    The zone maps bound created_at, start and end per block of handles; matches sit in the blocks
+    where the filter bitmap has bits, so a DESC walk skips the entries above the largest bound of
+    those blocks and an ASC walk those below the smallest. updated_at has no zone map, but a job's
+    updated_at is its latest event's time, never before its created_at: an ASC walk by updated_at
+    skips the entries below the matches' smallest created_at bound.
+    """
+    field = plan.order.value
+    if field in indexes.ZONE_FIELDS:
+        return field, plan.desc
+    if field == "updated_at" and not plan.desc:
+        return "created_at", False
+    return None
+
+
+# TOP stops narrowing once this few candidates are left in its value range (they are read).
+TOP_STOP = 64
+# The deepest page (offset + limit) TOP selects: it reads that many values.
+TOP_MAX = 2000
+# Bitmap operations per BSI slice in TOP (an AND, a BITCOUNT, an XOR or two ORs).
+TOP_SLICE_OPS = 3
+
+
+def bitop_cost(listed: int) -> float:
+    """What one BITOP or BITCOUNT over every listed job costs, in commands' worth of time."""
+    return max(1.0, PRE_OR * listed / 1_000_000)
+
+
+def top_pays(plan: Plan, strategy: Strategy, total: int, listed: int, first: int) -> bool:
+    """Whether to select the matches that can hold the page by counting over the order's bit-sliced
+    index (execute.top), then read only their values, rather than collect every match or walk.
+
+    Its cost does not depend on how the filter correlates with the order: a few bitmap operations
+    per bit of the value, then offset + limit (and a few more) values read. The walk's estimate
+    assumes matches spread evenly along the order; collecting reads every match's value.
+    """
+    k = plan.offset + plan.limit
+    if plan.order_bsi is None or k > first or k > TOP_MAX:
+        return False
+    width = indexes.RUNS_BITS if plan.order_bsi == "runs" else indexes.SECOND_BITS
+    top = width * TOP_SLICE_OPS * bitop_cost(listed) + (k + TOP_STOP) * COLLECT_COST
+    other = total * COLLECT_COST if strategy == "bitmap-collect" else k * listed / max(total, 1)
+    return top < other
+
+
+def top_slices(listed: int) -> int:
+    """BSI slices per TOP call, so that a call makes about CHECK_CALLS commands' worth of work."""
+    return max(1, int(CHECK_CALLS / (TOP_SLICE_OPS * bitop_cost(listed))))

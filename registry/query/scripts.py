@@ -12,7 +12,7 @@ from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
 from registry.query.page_call import PageCall, PageReply, page_reply
 
-_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "records", "page", "pick")
+_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "top", "records", "page", "pick")
 # Scripts that run predicate programs: lua/checklib.lua goes before them.
 _CHECKING = frozenset({"check", "pick", "page"})
 
@@ -158,6 +158,27 @@ class Scripts:
             [skip, int(desc), scale, stop, count, *[b for _, b in slices]],
         )
         return int(rank), int(above)
+
+    async def top(
+        self,
+        cand: str,
+        scratch: str,
+        result: str,
+        slices: Sequence[str],
+        *,
+        skip: int,
+        desc: bool,
+        stop: int,
+        count: int,
+        last: bool,
+        ttl_ms: int,
+    ) -> tuple[int, int, bool, bool, int]:
+        """One TOP call over ``slices`` (highest bit first; ``last``: no more after them): (candidates
+        left, slices done, whether they are now in ``scratch``, done, skip left); see lua/top.lua."""
+        args = [skip, int(desc), stop, count, int(last), ttl_ms]
+        reply = await self._call("top", [cand, scratch, result, *slices], args)
+        n, done_slices, swapped, done, left = (int(x) for x in reply)
+        return n, done_slices, bool(swapped), bool(done), left
 
     async def records(self, record_keys: Sequence[str]) -> list[Any]:
         """Flat (handle, state) pairs of these job records."""

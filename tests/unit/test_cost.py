@@ -6,7 +6,7 @@ from registry.domain.model import Status
 from registry.keys import Keys
 from registry.query import cost
 from registry.query.planner import Members, plan
-from registry.query.spec import JobQuery, OrderBy
+from registry.query.spec import Direction, JobQuery, OrderBy
 
 KEYS = Keys("t")
 
@@ -54,3 +54,42 @@ def test_page_takes_bitmap_filters_only() -> None:
     assert cost.one_call_pays(bits, {}, "bitmap-walk", 1000)
     assert not cost.one_call_pays(bits, {}, "bitmap-walk", 0)
     assert not cost.one_call_pays(bits, {}, "candidates", 1000)
+
+
+def test_zone_maps_bound_walks_of_time_orders() -> None:
+    def bound(order: OrderBy, desc: bool) -> tuple[str, bool] | None:
+        direction = Direction.DESC if desc else Direction.ASC
+        return cost.zone_bound(plan(JobQuery(errors=True, order_by=order, direction=direction), KEYS))
+
+    assert bound(OrderBy.START_TIMESTAMP, True) == ("start_timestamp", True)
+    assert bound(OrderBy.CREATED_AT, False) == ("created_at", False)
+    # updated_at is never before created_at: an ASC walk is bounded by created_at's lower bounds,
+    # a DESC walk by nothing (a job may be updated at any later time).
+    assert bound(OrderBy.UPDATED_AT, False) == ("created_at", False)
+    assert bound(OrderBy.UPDATED_AT, True) is None
+    assert bound(OrderBy.RUNS, True) is None
+    assert bound(OrderBy.ID, False) is None
+
+
+def test_collect_past_the_threshold_when_even_the_walk_estimate_costs_more() -> None:
+    p = plan(JobQuery(errors=True, order_by=OrderBy.RUNS, offset=1000, limit=100), KEYS)
+    # 12,000 matches of 1,000,000 jobs: the walk's estimate is 1,100 * 83 = 91,667 entries.
+    assert cost.refine(p, 12_000, 1_000_000, 8000) == "bitmap-collect"
+    assert cost.refine(p, 60_000, 1_000_000, 8000) == "bitmap-walk"  # 18,333 entries: walk
+    assert cost.refine(p, 12_000, 1_000_000, 0) == "bitmap-walk"  # collecting is off
+
+
+def test_top_selection_beats_reading_every_match_or_a_long_walk() -> None:
+    p = plan(JobQuery(errors=True, order_by=OrderBy.START_TIMESTAMP, offset=0, limit=100), KEYS)
+    # 7,000 matches of a million: collecting reads 7,000 values, a walk ~14,000 entries; TOP
+    # costs 34 slices of a few bitmap operations and ~164 values.
+    assert cost.top_pays(p, "bitmap-collect", 7000, 1_000_000, 7000)
+    assert cost.top_pays(p, "bitmap-walk", 7000, 1_000_000, 7000)
+    assert not cost.top_pays(p, "bitmap-walk", 500_000, 1_000_000, 500_000)  # a 200-entry walk
+    assert not cost.top_pays(p, "bitmap-collect", 300, 1_000_000, 300)  # 300 values
+    assert not cost.top_pays(p, "bitmap-walk", 7000, 1_000_000, 50)  # the page reaches the nulls
+    deep = plan(JobQuery(errors=True, order_by=OrderBy.RUNS, offset=cost.TOP_MAX), KEYS)
+    assert not cost.top_pays(deep, "bitmap-walk", 7000, 1_000_000, 7000)  # deeper than TOP reads
+    by_id = plan(JobQuery(errors=True, order_by=OrderBy.ID), KEYS)
+    assert not cost.top_pays(by_id, "bitmap-walk", 7000, 1_000_000, 7000)  # no BSI
+    assert cost.top_slices(1_000_000) < cost.top_slices(10_000)  # calls stay short as bitmaps grow

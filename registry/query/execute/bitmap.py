@@ -14,7 +14,8 @@ from registry.query.execute.filters import filter_bitmap
 from registry.query.execute.ranges import range_bitmap
 from registry.query.execute.rows import ids_of
 from registry.query.execute.scan import scan
-from registry.query.execute.walk import order_range_start, select_start, walk_segment, zrange
+from registry.query.execute.top import select_top
+from registry.query.execute.walk import order_range_start, select_start, walk_segment, zone_start, zrange
 from registry.query.planner import Plan, Range
 from registry.query.spec import Page
 
@@ -47,8 +48,11 @@ async def run_bitmap(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None]
         ranges = [p for p in plan.predicates if isinstance(p, Range)]
         f = await filter_bitmap(ctx, [p for p in plan.predicates if not isinstance(p, Range)], sizes)
         if ranges:
-            few = int(await ctx.redis.bitcount(f))
-            if cost.check_ranges(few, ctx.settings):
+            pipe = ctx.redis.pipeline(transaction=False)
+            pipe.bitcount(f)
+            pipe.get(ctx.keys.seq)  # handles issued: how many jobs are listed
+            few, listed = (int(x or 0) for x in await pipe.execute())
+            if cost.check_ranges(few, ranges, plan, listed, ctx.settings):
                 handles = bit_positions(await ctx.redis.get(f) or b"", 0, few, False)
                 how = f"bitmaps AND-ed to {few} jobs, checked against {len(ranges)} ranges"
                 return await collect(ctx, plan, handles, ranges, how=how)
@@ -90,6 +94,11 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
     if strategy != "bitmap-handles" and not no_filter and cost.scan_pays(plan, total, listed, ctx.settings):
         page = await scan(ctx, plan, total, bitmap=f)
         return msgspec.structs.replace(page, strategy=f"{source}, counted; {page.strategy}")
+    if strategy != "bitmap-handles" and not no_filter and cost.top_pays(plan, strategy, total, listed, first):
+        handles = await select_top(ctx, plan, f, first, listed)
+        how = f"{source}, counted; {len(handles)} selected by counting over the {plan.order_bsi} BSI"
+        page = await collect(ctx, plan, handles, [], how=how)
+        return Page(total=total, job_ids=page.job_ids, strategy=page.strategy)
     if strategy == "bitmap-collect":
         handles = bit_positions(await ctx.redis.get(f) or b"", 0, total, False)
         return await collect(ctx, plan, handles, [], how=f"{source}, counted")
@@ -109,7 +118,11 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
         if resume.phase == 1:
             want = min(need, first - skip) - len(members)
             if want > 0:
-                members += await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], resume.skip, want, resume.rank)
+                # No match lies between where the walk stopped and the zone map's bound: jump there.
+                rank = max(resume.rank, await zone_start(ctx, plan, f, listed))
+                if rank > resume.rank:
+                    how += f", jumped to rank {rank} by the zone map"
+                members += await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], resume.skip, want, rank)
         skip, rank = (resume.skip, resume.rank) if resume.phase == 2 else (0, 0)
     elif skip < first:
         if no_filter:
@@ -119,6 +132,10 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
             how = f"{source}, counted; sort set walked from rank {rank}"
             if c.start_rank:
                 how += f" (the {plan.order.value} range's bound)"
+            zoned = await zone_start(ctx, plan, f, listed)
+            if zoned > rank:
+                rank = zoned
+                how = f"{source}, counted; sort set walked from rank {rank} (the zone map's bound)"
             if cost.select_pays(plan, skip, ctx.settings):
                 rank, skip = await select_start(ctx, plan, f, first, skip)
                 how = f"{source}, counted; start rank {rank} selected by counting over the {plan.order_bsi} BSI"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid as _uuid
 from typing import Any
 
+from registry.query import cost
 from registry.query.check import compile_check
 from registry.query.context import QueryContext
 from registry.query.planner import Plan
@@ -27,7 +28,9 @@ async def ids_of(ctx: QueryContext, handles: list[int]) -> list[str]:
 async def values(ctx: QueryContext, plan: Plan, handles: list[int]) -> list[Row]:
     """(order value, handle) of each handle, read from the order field's column."""
     program = compile_check(ctx.keys.uuids, plan.order_column, ())
-    rows = await ctx.scripts.check_chunks(program, handles, ctx.settings.walk_chunk, False)
+    rows = await ctx.scripts.check_chunks(
+        program, handles, cost.check_chunk((), plan.order_column, ctx.settings.walk_chunk), False
+    )
     return [(row.value, row.handle) for row in rows]
 
 

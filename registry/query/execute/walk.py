@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from registry.query import cost
+from registry.query.bits import i64s
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.ranges import existing
 from registry.query.planner import Plan, Range
+from registry.store import indexes
 from registry.store.indexes import RUNS_BITS, SECOND_BITS, SECOND_US
 
 
@@ -79,3 +81,43 @@ def order_range_start(plan: Plan) -> tuple[str, str] | None:
         if not plan.desc and pred.lo is not None:
             return "-inf", f"({pred.lo}"
     return None
+
+
+async def zone_start(ctx: QueryContext, plan: Plan, f: str, listed: int) -> int:
+    """The rank in the order's sort set before which no match of the filter bitmap ``f`` can be,
+    from a zone map bounding the matches' values (cost.zone_bound); 0 without one.
+
+    The bitmap is counted in windows of whole zone blocks (one pipelined BITCOUNT each) and the
+    bounds of the blocks of the windows holding matches give the largest (DESC) or smallest (ASC)
+    value any match can have: the walk starts at the first entry past it, not at rank 0, when the
+    filter correlates with the order (a project's jobs, a date window, both recent or both old).
+    """
+    bound = cost.zone_bound(plan)
+    if bound is None or plan.order_zset is None or listed <= 0:
+        return 0
+    field, upper = bound
+    block_bytes = indexes.ZONE_SIZE // 8
+    n_blocks = listed // indexes.ZONE_SIZE + 1
+    per = -(-n_blocks // cost.ZONE_WINDOWS)  # blocks per window
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.get(ctx.keys.zone_max(field) if upper else ctx.keys.zone_min(field))
+    for w in range(0, n_blocks, per):
+        pipe.bitcount(f, w * block_bytes, (w + per) * block_bytes - 1)
+    raw, *counts = await pipe.execute()
+    bounds = i64s(raw or b"")
+    values: list[int] = []
+    for i, n in enumerate(counts):
+        if not n:
+            continue
+        blocks = range(i * per, min((i + 1) * per, n_blocks))
+        if blocks[-1] >= len(bounds):
+            return 0  # a block the zone map does not cover yet: no bound
+        # zone_min holds the bound plus one, 0 for a block without values (nulls only: not walked).
+        values += [bounds[b] for b in blocks] if upper else [bounds[b] - 1 for b in blocks if bounds[b]]
+    if not values:
+        return 0
+    if upper:
+        rank = await ctx.redis.zcount(plan.order_zset, f"({max(values)}", "+inf")
+    else:
+        rank = await ctx.redis.zcount(plan.order_zset, "-inf", f"({min(values)}")
+    return int(rank)
