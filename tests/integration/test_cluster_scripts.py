@@ -22,7 +22,7 @@ from redis.crc import key_slot
 from registry import lua
 from registry.keys import Keys
 from registry.ops import embedded
-from registry.query import scripts
+from registry.query import cost, scripts
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.settings import Settings, load_settings
@@ -141,7 +141,8 @@ def cluster() -> Iterator[LocalCluster]:
 
 # Executor settings that steer queries through every strategy and so every query script (as the
 # reference test does): the defaults, the chunked path with walks that start by counting (SELECT),
-# and candidate checks (CHECK, PICK) with small zones.
+# candidate checks (CHECK, PICK) with small zones, and the chunked path with TOP selection taken
+# whenever it applies (its cost rule would pick it only on larger data).
 VARIANTS = {
     "defaults": ({}, 1024),
     "chunked-select": (
@@ -152,7 +153,9 @@ VARIANTS = {
         {"collect_threshold": 3000, "candidate_threshold": 3000, "select_offset": 5000, "walk_chunk": 50},
         8,
     ),
+    "chunked-top": ({"one_call_budget": 0}, 1024),
 }
+FORCE_TOP = {"chunked-top"}
 RAN: set[str] = set()
 VARIANTS_DONE: set[str] = set()
 
@@ -192,6 +195,12 @@ async def test_cluster_answers_match_standalone(
         pytest.skip("the standalone side needs a real redis-server too")
     overrides, zone_size = VARIANTS[variant]
     monkeypatch.setattr(indexes, "ZONE_SIZE", zone_size)
+    if variant in FORCE_TOP:
+        monkeypatch.setattr(
+            cost,
+            "top_pays",
+            lambda p, strategy, total, listed, first: p.order_bsi is not None and p.offset + p.limit <= first,
+        )
     prefix = f"t{os.urandom(4).hex()}"
     keys = Keys(prefix)
     traffic, ref, queries = workload(23 + zone_size, 300, 150)
