@@ -40,6 +40,12 @@ VERSION = "v"
 HANDLE = "h"
 STATE = "s"
 
+# What the server should be told so a record stays one listpack (about 320 B per job at 1M jobs)
+# instead of a hash table (about 480 B): Redis keeps a hash as a listpack only while every value
+# fits hash-max-listpack-value (64 B by default), and a state is 100-400 B. The jobreg-started
+# servers (`jobreg up`, compose.yaml, the benchmarks) pass it; see the README, Redis settings.
+REDIS_ARGS = ("--hash-max-listpack-value", "512")
+
 TAG = 0xC1
 _TAG = bytes([TAG])
 # Codes of the stored small ints: append only, never reorder (stored records depend on them).
