@@ -27,7 +27,7 @@ decode: records and change-log entries written before layout 6 stay readable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -127,17 +127,21 @@ def _event_id(text: str) -> str | bytes:
     return _uuid_bytes(text) or text
 
 
-def _text(value: str | bytes) -> str:
-    if type(value) is not bytes:
-        return value  # type: ignore[return-value]  # str: stored as it was
-    text = _TEXTS.get(value)
-    if text is None:
-        h = value.hex()
-        text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        if len(_TEXTS) >= _CACHE_MAX:
-            _TEXTS.clear()
-        _TEXTS[value] = text
+def _format(value: bytes) -> str:
+    """The canonical text of a uuid's 16 bytes, remembered in _TEXTS."""
+    h = value.hex()
+    text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if len(_TEXTS) >= _CACHE_MAX:
+        _TEXTS.clear()
+    _TEXTS[value] = text
     return text
+
+
+def _text(value: str | bytes, _get: Callable[[bytes], str | None] = _TEXTS.get) -> str:
+    """An id as stored back to its text (called per id of every decoded record: kept to a lookup)."""
+    if type(value) is bytes:
+        return _get(value) or _format(value)
+    return value  # type: ignore[return-value]  # str: stored as it was
 
 
 def encode_state(state: JobState) -> bytes:
