@@ -15,6 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from registry import lua
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
 
@@ -95,6 +96,7 @@ def start_fake_server() -> RedisServer:
 
     from fakeredis import TcpFakeServer
 
+    lua.teach_fakeredis()  # as registry/ops/embedded.py does: fakeredis cannot parse `#!lua` otherwise
     port = free_port()
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from registry import lua
 from registry.connection import sync_client
 from registry.ops import children
 from registry.store.record import REDIS_ARGS
@@ -86,6 +87,7 @@ def embedded_redis(data_dir: Path, keep_fds: tuple[int, ...] = ()) -> Iterator[S
         return
     from fakeredis import TcpFakeServer
 
+    lua.teach_fakeredis()  # it cannot parse the scripts' `#!lua` line otherwise
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

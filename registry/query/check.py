@@ -34,7 +34,8 @@ class CheckRow(NamedTuple):
 
 def compile_check(uuids: str, order_column: str | None, preds: Sequence[Predicate]) -> CheckProgram:
     """The CHECK program of ``preds`` (id and id-prefix predicates are not ops: the caller tests uuids)."""
-    keys = [uuids, order_column or ""]
+    # No order column: the uuid array again, never '' (a declared key, so it must be in the tag's slot).
+    keys = [uuids, order_column or uuids]
 
     def ref(key: str) -> int:
         keys.append(key)

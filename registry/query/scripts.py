@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
-from registry.lua import source
+from registry import lua
 from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
 from registry.query.page_call import PageCall, PageReply, page_reply
@@ -26,10 +26,10 @@ class LexRange(NamedTuple):
 
 
 def script_text(name: str) -> str:
-    """A script as run: the shared helpers of lua/lib.lua (and lua/checklib.lua), then lua/<name>.lua."""
+    """A script as run: lua/<name>.lua with the helpers of lua/lib.lua (and lua/checklib.lua) after its shebang."""
     package = __package__ or "registry.query"
     libs = ("lib", "checklib") if name in _CHECKING else ("lib",)
-    return "".join(source(package, n) for n in (*libs, name))
+    return lua.script(package, name, libs)
 
 
 class Scripts:

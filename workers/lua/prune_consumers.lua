@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Remove group members that hold no pending entry and have been idle long (default names are
 -- host-pid, so every restart adds one). Atomic: a member that reads meanwhile is not removed, and a
 -- member removed while alive is recreated by its next read.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Trim the events stream below the first entry some consumer group still needs, and never past the
 -- retention bound. Per group: its oldest pending entry, else the entry after its last-delivered-id;
 -- everything below is delivered and acknowledged. Computed and applied in one atomic step, so a

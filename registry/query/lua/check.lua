@@ -1,6 +1,7 @@
+#!lua flags=no-writes
 -- CHECK: test candidate handles against a predicate program (built by registry/query/check.py).
 -- KEYS[1]   the uuid array (16 bytes per handle)
--- KEYS[2]   the order field's column (i64 per handle), or '' to order by the handle itself
+-- KEYS[2]   the order field's column (i64 per handle), or KEYS[1] again to order by the handle itself
 -- KEYS[3..] every bitmap, set and column the program refers to (by KEYS index)
 -- ARGV[1]   candidate handles, packed
 -- ARGV[2]   '1' to return each match's uuid
@@ -19,7 +20,7 @@ fit_window(lo, hi, #list)
 for _, h in ipairs(list) do
   if passes(h, 3) then
     out[#out + 1] = h
-    if KEYS[2] ~= '' then out[#out + 1] = column(KEYS[2], h) else out[#out + 1] = h end
+    if KEYS[2] ~= KEYS[1] then out[#out + 1] = column(KEYS[2], h) else out[#out + 1] = h end
     if want_uuid then out[#out + 1] = uuid(KEYS[1], h) end
   end
 end

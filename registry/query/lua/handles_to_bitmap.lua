@@ -1,3 +1,4 @@
+#!lua
 -- HANDLES_TO_BITMAP: set the bit of each handle in a temporary bitmap.
 -- KEYS[1] the bitmap
 -- ARGV[1] handles, packed; ARGV[2] its time to live (ms)

@@ -1,3 +1,4 @@
+#!lua
 -- PAGE: the common query in one call: the filter bitmap built from a program, its exact total and
 -- one page (by handle, by rank, or by walking the order's sort set), with bounded work. When the
 -- page needs more than the budget, it returns its counts and how far it walked, and leaves the

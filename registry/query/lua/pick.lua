@@ -1,3 +1,4 @@
+#!lua
 -- PICK: a small driver's jobs (the members of a few small sets, or an id prefix's range of the
 -- id sort set) checked against a program, then ordered and paged here: the exact total and the
 -- page in one call, with bounded work.

@@ -1,3 +1,4 @@
+#!lua
 -- RANGE_TO_BITMAP: set the bits of the handles of a sort set's members in a lex or score
 -- range, one bounded slice by rank per call, into a temporary bitmap.
 -- KEYS[1] the bitmap, KEYS[2] the sort set

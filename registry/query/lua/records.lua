@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- RECORDS: the handle and encoded state of each job record, one call instead of a command per job.
 -- The record's fields ('h' handle, 's' state) are defined in registry/store/record.py.
 -- KEYS[1..] job record hashes

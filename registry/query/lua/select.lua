@@ -1,3 +1,4 @@
+#!lua
 -- SELECT: rank selection over a bit-sliced index, for deep offsets: which value range holds
 -- the (skip+1)-th job of the candidate bitmap in value order, found by counting instead of
 -- walking. Each step is one or two BITOPs, a BITCOUNT and a ZCOUNT.

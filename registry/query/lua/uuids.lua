@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- UUIDS: the uuids of some handles, concatenated (16 bytes each).
 -- KEYS[1] the uuid array (16 bytes per handle)
 -- ARGV[1] handles, packed

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- WALK: walk a sort set by rank, keeping members whose handle passes bitmap tests.
 -- KEYS[1]            the sort set
 -- KEYS[2..1+nreq]    bitmaps the handle must be set in

@@ -1,3 +1,4 @@
+#!lua
 -- Apply folded job states to their records and every index, all or nothing per call: a
 -- compare-and-set on each job's record version (registry/store/record.py), so a job's state,
 -- record, change-log entry and index changes happen together, or not at all.

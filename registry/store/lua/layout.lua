@@ -1,3 +1,4 @@
+#!lua
 -- Read the stored layout's version, stamping this code's on an empty registry (registry/store/layout.py).
 --
 -- KEYS[1] the layout version, KEYS[2] seq (the handle counter: absent until a job is listed),

@@ -1,3 +1,4 @@
+#!lua
 -- Finish `jobreg migrate` (registry/store/migrate.py): bump the layout version, but only once every
 -- handle assigned so far has been migrated, in the same atomic step as that check, so no job a
 -- worker listed during the migration is left behind.

@@ -1,3 +1,4 @@
+#!lua
 -- Layout 4 -> 5, one bounded step of `jobreg migrate` (registry/store/migrate.py): set each listed
 -- job's bit in the bitmap of its id's first hex digit, for the handles from ARGV[1] on.
 --

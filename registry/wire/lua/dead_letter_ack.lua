@@ -1,3 +1,4 @@
+#!lua
 -- Dead-letter an entry and acknowledge it in one atomic step, only if it is still pending for the
 -- group: an entry dead-lettered (or applied) by another worker meanwhile is not copied twice.
 -- KEYS[1] events stream, KEYS[2] dead-letter stream, KEYS[3] failures hash, KEYS[4] failure counts hash.

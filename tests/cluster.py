@@ -1,0 +1,175 @@
+"""A local Redis Cluster of real redis-server processes on free ports, for the cluster tests and benchmark.
+
+Started like the private servers of tests/conftest.py (no Docker, data in a temporary directory,
+killed at the end), with ``--cluster-enabled yes`` and a cluster bus port of its own per node
+(``cluster-port``: a free port, so the default port + 10000 cannot collide or overflow), then
+joined by ``redis-cli --cluster create ... --cluster-yes`` and waited on until every node reports
+``cluster_state:ok`` and the same slot map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.conftest import free_port
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Node:
+    port: int
+    bus_port: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+@dataclass
+class LocalCluster:
+    """A running local cluster: ``masters`` masters, each with ``replicas`` replicas."""
+
+    nodes: list[Node]
+    masters: int
+    replicas: int
+    workdir: Path
+    stopped: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        """A URL naming one node (a cluster client discovers the rest)."""
+        return f"redis://{self.nodes[0].address}/0"
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", n.port) for n in self.nodes]
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def node_of(self, key: str) -> Node:
+        """The master serving ``key``'s slot."""
+        with self.nodes[0].client() as c:
+            slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    port = int(master[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def master_slots(self) -> dict[int, list[tuple[int, int]]]:
+        """Each master's port -> its slot ranges (inclusive)."""
+        out: dict[int, list[tuple[int, int]]] = {}
+        with self.nodes[0].client() as c:
+            for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                out.setdefault(int(master[1]), []).append((int(start), int(end)))
+        return out
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.process.kill()
+        for node in self.nodes:
+            node.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _start_node(root: Path) -> Node:
+    port, bus_port = free_port(), free_port()
+    workdir = root / str(port)
+    workdir.mkdir()
+    args = [
+        *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+        *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
+        *("--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"),
+        *("--dir", str(workdir), "--save", "", "--appendonly", "no"),
+    ]
+    with (workdir / "redis.log").open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    return Node(port, bus_port, proc, workdir)
+
+
+def _ping(node: Node) -> bool:
+    if node.process.poll() is not None:
+        raise RuntimeError(f"redis-server on {node.port} exited: {(node.workdir / 'redis.log').read_text()[-2000:]}")
+    try:
+        with node.client() as c:
+            return bool(c.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _settled(nodes: list[Node], masters: int) -> bool:
+    """Every node reports cluster_state:ok and the same slot map, with ``masters`` masters."""
+    maps = []
+    for node in nodes:
+        with node.client() as c:
+            info = c.execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text:
+                return False
+            slots = c.execute_command("CLUSTER", "SLOTS")
+            maps.append(sorted((int(s), int(e), int(m[1]), len(rest)) for s, e, m, *rest in slots))
+    return all(m == maps[0] for m in maps) and len({port for *_, port, _ in maps[0]}) == masters
+
+
+def _wait(condition: object, what: str, deadline: float) -> None:
+    assert callable(condition)
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"local cluster: {what} not within {START_TIMEOUT_S:.0f}s")
+        time.sleep(0.05)
+
+
+def start_cluster(masters: int = 3, replicas: int = 0) -> LocalCluster:
+    """Start ``masters * (1 + replicas)`` cluster-enabled redis-servers and join them into one cluster."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        raise RuntimeError("redis-server and redis-cli must be on PATH")
+    root = Path(tempfile.mkdtemp(prefix="jobreg-cluster-"))
+    nodes: list[Node] = []
+    cluster = LocalCluster(nodes, masters, replicas, root)
+    try:
+        nodes += [_start_node(root) for _ in range(masters * (1 + replicas))]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for node in nodes:
+            _wait(lambda node=node: _ping(node), f"redis-server on {node.port}", deadline)  # type: ignore[misc]
+        create = [
+            *("redis-cli", "--cluster", "create", *[n.address for n in nodes]),
+            *("--cluster-replicas", str(replicas), "--cluster-yes"),
+        ]
+        done = subprocess.run(create, capture_output=True, text=True, timeout=START_TIMEOUT_S, env=os.environ)
+        if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
+        _wait(lambda: _settled(nodes, masters), "cluster_state:ok on every node", deadline)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def local_cluster(masters: int = 3, replicas: int = 0) -> Iterator[LocalCluster]:
+    cluster = start_cluster(masters, replicas)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
