@@ -1,3 +1,4 @@
+#!lua
 -- Layout 5 -> 6, the write half of one bounded step of `jobreg migrate` (registry/store/migrate.py):
 -- store the records' states re-encoded in the compact codec (registry/store/record.py), each only if
 -- its version is still the one the states were read at, and move the cursor, in one atomic call.
