@@ -46,6 +46,7 @@ def start_redis_server(
     workdir: str | None = None,
     dbfilename: str = "dump.rdb",
     start_timeout_s: float = 4,
+    extra_args: tuple[str, ...] = (),
 ) -> RedisServer:
     """Start a private redis-server on a free port; its data dies with it unless ``workdir`` keeps it."""
     binary = shutil.which("redis-server")
@@ -71,6 +72,7 @@ def start_redis_server(
         appendfsync,
         "--slowlog-log-slower-than",
         "5000",
+        *extra_args,
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)

@@ -7,6 +7,7 @@ fields below and their parser (``decode_entry``) are the reader. Change one, cha
 from __future__ import annotations
 
 import re
+import uuid as _uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ MODIFIED = b"m"
 HANDLE = b"h"  # the job's handle (creation_order)
 STATE = b"s"  # the job's state after the change
 OLD_STATE = b"o"  # its state before, on MODIFIED entries only: tells when a job leaves a filtered selection
+UUID = b"u"  # the job's id as 16 bytes (layout 6: the states leave it out); absent on older entries
 
 
 class ResumeGone(JobregError):
@@ -96,11 +98,14 @@ class Change:
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change:
     old = fields.get(OLD_STATE)
     state = fields[STATE]
+    raw_id = fields.get(UUID)
+    # An entry written before layout 6 has no 'u': its states are legacy blobs that carry the id.
+    job_id = str(_uuid.UUID(bytes=raw_id)) if raw_id else ""
     return Change(
         _pos(entry_id),
         int(fields[HANDLE]),
-        decode_state(state),
-        decode_state(old) if old else None,
+        decode_state(state, job_id),
+        decode_state(old, job_id) if old else None,
         len(state) + len(old or b""),
     )
 

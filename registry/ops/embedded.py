@@ -18,6 +18,7 @@ import redis
 from registry import lua
 from registry.connection import sync_client
 from registry.ops import children
+from registry.store.record import REDIS_ARGS
 
 log = logging.getLogger("jobreg.up")
 
@@ -72,6 +73,7 @@ def embedded_redis(data_dir: Path, keep_fds: tuple[int, ...] = ()) -> Iterator[S
         data_dir.mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve())]
         args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", "redis.log"]
+        args += REDIS_ARGS  # job records as listpacks: half their memory
         proc = children.start(args, stdout=subprocess.DEVNULL, pass_fds=keep_fds)
         try:
             try:

@@ -84,8 +84,8 @@ class Executor:
             return []
         reply = await self.scripts.records([self.keys.job(job_id) for job_id in job_ids])
         return [
-            (record.decode_state(s), int(h)) if h and s else (None, 0)
-            for h, s in zip(reply[::2], reply[1::2], strict=True)
+            (record.decode_state(s, job_id), int(h)) if h and s else (None, 0)
+            for job_id, h, s in zip(job_ids, reply[::2], reply[1::2], strict=True)
         ]
 
     async def _sizes(self, predicates: Sequence[Predicate]) -> dict[str, int | None]:

@@ -20,7 +20,8 @@ SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "
 # encoding). Stored in Redis (registry/store/layout.py): the API and workers refuse another
 # one, and `jobreg migrate` (registry/store/migrate.py) moves a registry to this one; the
 # benchmark's kept copies (--keep) carry it too. 5: the id's first hex digit as bitmaps.
-LAYOUT = 5
+# 6: job records (and change-log states) in the compact codec of registry/store/record.py.
+LAYOUT = 6
 
 # Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
 # lookup per job. Nullable values are stored as value + 1, with 0 for null.

@@ -1,24 +1,28 @@
 """`jobreg migrate`: moves a registry's stored layout to this code's, step by step, in bounded, resumable calls.
 
-Each step rebuilds what its layout added from data every listed job already has, a bounded
-range of handles per call, and stores its cursor with the work, so a killed run resumes where
-it stopped. The last call bumps the version only once every handle assigned so far is done, in
-the same atomic step (lua/migrate_finish.lua). While a step runs, the API and workers of the new
-version refuse the store (naming the migration and its progress); the old version's API keeps
-answering from the indexes it knows, which a step leaves as they are. See the README, Upgrading.
+Each step rebuilds what its layout added from data every listed job already has (or rewrites
+what it changed), a bounded range of handles per call, and stores its cursor with the work, so
+a killed run resumes where it stopped. The last call bumps the version only once every handle
+assigned so far is done, in the same atomic step (lua/migrate_finish.lua). While a step runs,
+the API and workers of the new version refuse the store (naming the migration and its
+progress); the old version's API keeps answering from the indexes it knows, which an index step
+leaves as they are (5 -> 6 rewrites the records, which the old version cannot read: stop its
+API too). See the README, Upgrading.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.lua import source
-from registry.store import layout
+from registry.store import layout, record
 from registry.store.indexes import LAYOUT
 
 # Handles per call: a 16 KiB read of the uuid array and a BITFIELD per digit; at 1M jobs on the
@@ -42,7 +46,12 @@ class Step(msgspec.Struct, frozen=True):
         raise AssertionError(f"no keys for {self.script}")
 
 
-STEPS = {4: Step(4, 5, "the bitmaps of each id's first hex digit", "migrate_idhex")}
+# migrate_records is driven from Python (the codec lives in registry/store/record.py, once): it
+# reads a range of records, re-encodes them here and writes them back with a compare-and-set.
+STEPS = {
+    4: Step(4, 5, "the bitmaps of each id's first hex digit", "migrate_idhex"),
+    5: Step(5, 6, "job records re-encoded in the compact state codec", "migrate_records"),
+}
 
 # (step, jobs done, jobs to do): called after every bounded call.
 Progress = Callable[[Step, int, int], None]
@@ -84,12 +93,41 @@ async def run_step(redis: aioredis.Redis, keys: Keys, step: Step, batch: int, pr
     await redis.hset(keys.migration, mapping={"from": step.source, "to": step.target})  # type: ignore[misc]
     rebuild = redis.register_script(source("registry.store", step.script))
     finish = redis.register_script(source("registry.store", "migrate_finish"))
-    step_keys = [keys.seq, keys.uuids, keys.migration, *step.index_keys(keys)]
     next_handle = int(cursor or 1) if to is not None and int(to) == step.target else 1
     while True:
-        next_handle, seq = (int(x) for x in await rebuild(keys=step_keys, args=[next_handle, batch]))
+        if step.script == "migrate_records":
+            next_handle, seq = await _rewrite_records(redis, keys, rebuild, next_handle, batch)
+        else:
+            step_keys = [keys.seq, keys.uuids, keys.migration, *step.index_keys(keys)]
+            next_handle, seq = (int(x) for x in await rebuild(keys=step_keys, args=[next_handle, batch]))
         if progress is not None:
             progress(step, next_handle - 1, seq)
         # Workers may have listed jobs meanwhile; the finish checks again, atomically with the bump.
         if next_handle > seq and await finish(keys=[keys.seq, keys.migration, keys.layout], args=[step.target]):
             return
+
+
+async def _rewrite_records(
+    redis: aioredis.Redis, keys: Keys, write: AsyncScript, first: int, batch: int
+) -> tuple[int, int]:
+    """Re-encode the records of handles ``first`` .. ``first + batch - 1`` (those not compact yet).
+
+    Returns (next handle, seq). Records of jobs not listed yet have no handle: they keep their
+    older encoding, which the codec still reads, until their next write.
+    """
+    seq = int(await redis.get(keys.seq) or 0)
+    last = min(seq, first + batch - 1)
+    record_keys: list[str] = []
+    args: list[str | bytes | int] = [max(first, last + 1)]
+    if last >= first:
+        raw = await redis.getrange(keys.uuids, first * 16, last * 16 + 15)
+        ids = [str(uuid.UUID(bytes=raw[i : i + 16])) for i in range(0, len(raw) - 15, 16)]
+        pipe = redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), [record.VERSION, record.STATE])
+        for job_id, (version, state) in zip(ids, await pipe.execute(), strict=True):
+            if version is not None and state and not record.is_compact(state):
+                record_keys.append(keys.job(job_id))
+                args += [version, record.encode_state(record.decode_state(state, job_id))]
+    await write(keys=[keys.migration, *record_keys], args=args)
+    return max(first, last + 1), seq

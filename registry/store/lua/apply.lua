@@ -185,18 +185,19 @@ for key, g in pairs(members) do -- the set until it outgrows the threshold, then
 end
 
 -- 3. Records and the change log (fields defined and parsed in registry/live/changes.py): one
--- entry per change of a listed job; 'o' (the state before) lets filtered watchers tell when a
--- job leaves their selection.
+-- entry per change of a listed job; 'u' is its uuid16 (the states leave the id out); 'o' (the
+-- state before) lets filtered watchers tell when a job leaves their selection.
 for _, j in ipairs(ok) do
   local rec, state, h = KEYS[records + j], ARGV[4 * j + 2], handle[j]
   local version = tostring(tonumber(version_of[j] or '0') + 1)
   if not h then
     redis.call('HSET', rec, 's', state, 'v', version)
   elseif listed_before[j] then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'm', 'h', h, 's', state, 'o', old_state[j])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'm', 'h', h, 'u', ARGV[4 * j + 3], 's', state,
+      'o', old_state[j])
     redis.call('HSET', rec, 's', state, 'v', version)
   else
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'a', 'h', h, 's', state)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'k', 'a', 'h', h, 'u', ARGV[4 * j + 3], 's', state)
     redis.call('HSET', rec, 's', state, 'v', version, 'h', h)
   end
   result[j] = h or 0
