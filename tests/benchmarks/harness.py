@@ -147,14 +147,19 @@ def _env(url: str, prefix: str) -> dict[str, str]:
     }
 
 
-def jobreg(command: list[str], url: str, prefix: str = PREFIX) -> subprocess.Popen[bytes]:
+def jobreg(
+    command: list[str], url: str, prefix: str = PREFIX, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A ``jobreg`` command (``api``, ``worker``) running against ``url`` with auth on."""
-    return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=_env(url, prefix))
+    env = {**_env(url, prefix), **(extra_env or {})}
+    return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=env)
 
 
-def jobreg_api(url: str) -> tuple[subprocess.Popen[bytes], str]:
+def jobreg_api(url: str, processes: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`jobreg api` on a free port, with ``processes`` API processes (default: the setting's own default)."""
     port = free_port()
-    proc = jobreg(["api", "--host", "127.0.0.1", "--port", str(port)], url)
+    extra = {} if processes is None else {"JOBREG_API_PROCESSES": str(processes)}
+    proc = jobreg(["api", "--host", "127.0.0.1", "--port", str(port)], url, extra_env=extra)
     return proc, f"http://127.0.0.1:{port}"
 
 
