@@ -95,8 +95,11 @@ class _Pool:
 
     async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.slots.acquire()
-        if self.idle:
-            return self.idle.pop()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn[0].at_eof():
+                return conn
+            conn[1].close()  # the server closed it while idle (its keep-alive timeout): not a failure
         try:
             conn = await asyncio.open_connection(self.host, self.port)
         except BaseException:

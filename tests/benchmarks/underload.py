@@ -72,10 +72,25 @@ class Phase:
     seconds: float
     queries: loadgen.Outcome
     publisher: loadgen.Outcome | None = None
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds over the period and the drain after it
+    span_s: float = 0.0  # the period and the drain
     max_backlog: int = 0
     drain_s: float = 0.0
     final_backlog: int = 0
+
+    @property
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds per second of each server."""
+        return {name: s / self.span_s for name, s in self.cpu_s.items()}
+
+    @property
+    def answered(self) -> int:
+        return self.queries.sent - sum(self.queries.errors.values())
+
+    @property
+    def applied(self) -> int:
+        """Events the worker folded: those published, less what was left when the drain gave up."""
+        return 0 if self.publisher is None else self.publisher.sent - max(0, self.final_backlog)
 
 
 def _backlog(r: redis.Redis, stream: str) -> int:
@@ -168,7 +183,8 @@ def measure(
         seconds=wall,
         queries=outcomes["queries"],
         publisher=outcomes.get("publisher"),
-        cpu={name: (after[name] - before[name]) / (wall + drain_s) for name in after},
+        cpu_s={name: after[name] - before[name] for name in after},
+        span_s=wall + drain_s,
         max_backlog=max_backlog,
         drain_s=drain_s if eps > 0 else 0.0,
         final_backlog=backlog,
@@ -181,6 +197,25 @@ def _errors(errors: Counter[str]) -> str:
 
 def _gen_cpu(outcome: loadgen.Outcome | None) -> str:
     return "-" if outcome is None else f"{outcome.cpu_s / outcome.wall_s:.2f}"
+
+
+def _costs(idle: Phase, loaded: Phase) -> str:
+    """CPU per answered query (idle: queries alone) and per applied event (loaded, less its queries' share)."""
+    if not idle.answered:
+        return "  per query: nothing answered while idle"
+    per_query = {k: idle.cpu_s[k] / idle.answered for k in ("redis", "api")}
+    text = (
+        f"  CPU per answered query (idle): redis {per_query['redis'] * 1e3:.2f} ms, api {per_query['api'] * 1e3:.2f} ms"
+    )
+    if loaded.applied > 0:
+        per_event = {
+            k: (loaded.cpu_s[k] - per_query.get(k, 0.0) * loaded.answered) / loaded.applied for k in ("redis", "worker")
+        }
+        text += (
+            f"; per applied event ({loaded.applied:,}, less the queries' share): redis "
+            f"{per_event['redis'] * 1e6:.0f} us, worker {per_event['worker'] * 1e6:.0f} us"
+        )
+    return text
 
 
 def report(idle: Phase, loaded: Phase, qps: float, eps: float) -> bool:
@@ -210,13 +245,7 @@ def report(idle: Phase, loaded: Phase, qps: float, eps: float) -> bool:
             f"    {name:<14} {c['redis']:7.2f} {c.get('worker', 0):7.2f} {c['api']:6.2f}  "
             f"{_gen_cpu(phase.queries):>12}  {_gen_cpu(phase.publisher):>9}"
         )
-    if pub and rate > 0:
-        per_event = {k: (loaded.cpu[k] - idle.cpu[k]) / rate * 1e6 for k in ("redis", "worker", "api")}
-        print(
-            f"  per query (idle): redis {idle.cpu['redis'] / qps * 1e3:.2f} ms, "
-            f"api {idle.cpu['api'] / qps * 1e3:.2f} ms of CPU; per event (loaded minus idle): "
-            f"redis {per_event['redis']:.0f} us, worker {per_event['worker']:.0f} us, api {per_event['api']:.0f} us"
-        )
+    print(_costs(idle, loaded))
     return ok
 
 
