@@ -25,10 +25,13 @@ until this follows.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import struct
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,7 +70,9 @@ def _trimmed(data: bytes) -> bytes:
 class BulkLoader:
     """Writes complete jobs, in creation order, into an empty registry under ``prefix``."""
 
-    def __init__(self, url: str, prefix: str, threshold: int, retention: int, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, url: str, prefix: str, threshold: int, retention: int, chunk: int = CHUNK, processes: int | None = None
+    ) -> None:
         from registry.keys import Keys
         from registry.store import indexes
 
@@ -75,27 +80,11 @@ class BulkLoader:
         self.threshold, self.retention = threshold, retention
         assert chunk % indexes.ZONE_SIZE == 0 and chunk % 8 == 0
         self.chunk = chunk
+        self.processes = processes or max(1, len(os.sched_getaffinity(0)))
         self.members: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.loaded = 0
 
     # -- per job: the production fold and codec
-
-    def _prepare(self, jobs: Sequence[Job], chunk: _Chunk) -> None:
-        from registry.domain.fold import fold
-        from registry.store.record import encode_state
-        from registry.wire.events import decode_event
-
-        for job in jobs:
-            events = [decode_event(f) for f in job_events(job)]
-            state = fold(events[0].job_id, events)
-            row = self.ix.row_of(state)
-            assert row is not None, "every generated job has its created event"
-            self.loaded += 1
-            chunk.handles.append(self.loaded)
-            chunk.ids.append(state.job_id)
-            chunk.uuid16.append(row.uuid16)
-            chunk.states.append(encode_state(state))
-            chunk.rows.append(row)
 
     # -- per chunk: column-wise index writes
 
@@ -207,13 +196,14 @@ class BulkLoader:
         asyncio.run(_stamp_layout(self.url, self.keys))
         tail: list[tuple[int, bytes]] = []
         chunk = _Chunk(first=0)
-        pending: list[Job] = []
-        for jobs in _chunks(plan):
-            pending.extend(jobs)
-            while pending:
-                room = chunk.first + self.chunk - (self.loaded + 1)
-                take, pending = pending[:room], pending[room:]
-                self._prepare(take, chunk)
+        for prepared in _prepared_in_parallel(plan, self.processes):
+            for job_id, state, row in prepared:
+                self.loaded += 1
+                chunk.handles.append(self.loaded)
+                chunk.ids.append(job_id)
+                chunk.uuid16.append(row.uuid16)
+                chunk.states.append(state)
+                chunk.rows.append(row)
                 if self.loaded + 1 == chunk.first + self.chunk:
                     self._flush(chunk, tail)
                     if bar is not None:
@@ -252,8 +242,37 @@ async def _stamp_layout(url: str, keys: Keys) -> None:
         await client.aclose()
 
 
-def _chunks(plan: Plan) -> Iterator[list[Job]]:
-    yield from iter_jobs(plan, chunk_size=10_000)
+def _prepare(jobs: Sequence[Job]) -> list[tuple[str, bytes, Row]]:
+    """Each job's id, stored state and index row, by the production code (wire decoding, fold, codec)."""
+    from registry.domain.fold import fold
+    from registry.store.indexes import row_of
+    from registry.store.record import encode_state
+    from registry.wire.events import decode_event
+
+    out = []
+    for job in jobs:
+        events = [decode_event(f) for f in job_events(job)]  # type: ignore[arg-type]
+        state = fold(events[0].job_id, events)
+        row = row_of(state)
+        assert row is not None, "every generated job has its created event"
+        out.append((state.job_id, encode_state(state), row))
+    return out
+
+
+def _prepared_in_parallel(plan: Plan, processes: int) -> Iterator[list[tuple[str, bytes, Row]]]:
+    """:func:`_prepare` of the plan's jobs, in order, by ``processes`` forked processes (a bounded window ahead)."""
+    jobs = iter_jobs(plan, chunk_size=2000)
+    if processes == 1:
+        yield from map(_prepare, jobs)
+        return
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        window: deque[Future[list[tuple[str, bytes, Row]]]] = deque()
+        for chunk in jobs:
+            window.append(pool.submit(_prepare, chunk))
+            if len(window) >= 2 * processes:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def bulk_load(url: str, prefix: str, plan: Plan, threshold: int, retention: int) -> tuple[int, float]:

@@ -87,8 +87,19 @@ def _migrate(url: str) -> float:
     return time.perf_counter() - t0
 
 
-def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool) -> int:
-    """Load ``plan`` through the Projection the worker uses (or reuse a kept copy): bytes it took."""
+def _bulk_load(url: str, plan: Plan) -> tuple[int, float]:
+    from registry.settings import load_settings
+    from tests.benchmarks.bulk import bulk_load
+
+    settings = load_settings({})
+    return bulk_load(url, PREFIX, plan, settings.set_to_bitmap_threshold, settings.change_log_retention)
+
+
+def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool, bulk: bool = False) -> int:
+    """Load ``plan`` through the Projection the worker uses (or reuse a kept copy): bytes it took.
+
+    ``bulk``: write what that path writes column-wise instead (tests/benchmarks/bulk.py), for large N.
+    """
     marker = f"{PREFIX}:loaded"
     wanted = f"{plan.n_jobs}:{plan.seed}:{layout_version()}"
     kept = (r.get(marker) or b"").decode()
@@ -107,9 +118,14 @@ def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool) -> int:
         return int(r.get(f"{marker}:bytes") or 0)
     r.flushall()
     before = int(r.info("memory")["used_memory"])
-    n_events, wall = asyncio.run(_load_jobreg(url, plan))
+    if bulk:
+        n_jobs, wall = _bulk_load(url, plan)
+        how = f"bulk-loaded {n_jobs:,} jobs"
+    else:
+        n_events, wall = asyncio.run(_load_jobreg(url, plan))
+        how = f"loaded {plan.n_jobs:,} jobs ({n_events:,} events)"
     grown = int(r.info("memory")["used_memory"]) - before
-    print(f"jobreg: loaded {plan.n_jobs:,} jobs ({n_events:,} events) in {wall:.0f} s")
+    print(f"jobreg: {how} in {wall:.0f} s")
     if keep:
         r.set(marker, wanted)
         r.set(f"{marker}:bytes", grown)
