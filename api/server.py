@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from registry.ops import logs
 from registry.settings import Settings
 
 log = logging.getLogger("jobreg.api")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class _Server(uvicorn.Server):
@@ -56,16 +58,21 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
     if n == 1:
         _serve(settings, host, port, embedded=embedded)
         return
-    sock = socket.create_server((host, port), reuse_port=False, backlog=2048)
+    # Bound here, before the fork, so every process accepts on it (the way uvicorn binds: IPv6 for an IPv6 host).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
     sock.set_inheritable(True)
     slots = Slots(n)
     children: list[int] = []
     for index in range(n):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's coverage is the served requests
+            _end_with_parent()
             status = 0
             try:
                 _serve(settings, host, port, embedded=embedded, sock=sock, sibling=Sibling(slots, index))
+            except SystemExit as exc:  # uvicorn's own exit (a failed startup)
+                status = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
                 log.exception("API process %d failed", index)
                 status = 1
@@ -74,6 +81,13 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
         children.append(pid)
     sock.close()
     _supervise(children, embedded)
+
+
+def _end_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its supervisor dies, even by SIGKILL (no orphaned servers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _supervise(children: list[int], embedded: bool) -> None:
