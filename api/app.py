@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -25,10 +26,12 @@ from api.deadletters import DeadLetterController
 from api.errors import EXCEPTION_HANDLERS
 from api.heap import HeapTrimmer
 from api.live import LiveController
-from api.metrics import QueryTimes, metrics
+from api.metrics import ProcessCounters, QueryTimes, metrics
 from api.schema_docs import OfflineSwagger
 from api.services import Live, LiveMetrics, Services, dependencies
 from api.sessions import Streams
+from api.shedding import InFlight
+from api.siblings import Sibling, Summed
 from registry.auth.tokens import Verifier
 from registry.connection import async_client
 from registry.errors import LayoutMismatch
@@ -76,19 +79,23 @@ def redis_client(url: str) -> aioredis.Redis:
     )
 
 
-def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
+def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None) -> Litestar:
     """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
 
     With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
     (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
     Raises AuthConfigError for unusable auth settings. ``announce_open=False``: the caller (`jobreg up`)
-    says itself that auth is off.
+    says itself that auth is off. ``sibling``: this process's place among several serving one socket
+    (api/server.py), whose per-process metrics /metrics sums.
     """
     verifier = Verifier.from_settings(settings)
     if verifier is None and announce_open:
         log.warning("authentication is OFF: every caller sees every project's jobs")
 
     query_times = QueryTimes()
+    in_flight = InFlight(settings.api_max_in_flight)
+    live_metrics = LiveMetrics()
+    process_metrics = Summed([ProcessCounters(live_metrics, in_flight), query_times], sibling)
     # Built here, not in the lifespan: the server drains it on SIGTERM (api/server.py).
     streams = Streams(settings.watch_max_per_caller, settings.watch_max_streams, HeapTrimmer())
 
@@ -110,10 +117,13 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
             block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
             count=min(1000, settings.change_log_retention),
         )
-        app.state.live = Live(feed, LiveMetrics(), streams)
+        app.state.live = Live(feed, live_metrics, streams)
+        publishing = asyncio.create_task(process_metrics.publish_forever()) if sibling else None
         try:
             yield
         finally:
+            if publishing is not None:
+                publishing.cancel()
             await feed.close()
             await client.aclose()
 
@@ -131,15 +141,17 @@ def create_app(settings: Settings, *, announce_open: bool = True) -> Litestar:
         lifespan=[lifespan],
         before_request=_layout_gate,
         exception_handlers=EXCEPTION_HANDLERS,
-        # Authentication outermost; the timing sees only requests that got through it.
+        # Shedding outermost (an overloaded process refuses before it checks a token), then authentication;
+        # the timing sees only requests that got through both.
         middleware=[
+            in_flight.middleware,
             *([] if verifier is None else [auth_middleware(verifier, settings.auth_max_header_bytes)]),
             query_times.middleware,
         ],
-        # Handlers name what they need (services, live, query_times, principal); nothing reads app.state.
+        # Handlers name what they need (services, live, process_metrics, principal); nothing reads app.state.
         dependencies={
             **dependencies(),
-            "query_times": Provide(lambda: query_times, sync_to_thread=False),
+            "process_metrics": Provide(lambda: process_metrics, sync_to_thread=False),
             "principal": principal_dependency(enabled=verifier is not None),
         },
         openapi_config=OpenAPIConfig(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from litestar import Response, get
 from litestar.di import NamedDependency
@@ -14,12 +15,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from api.auth import CurrentPrincipal
-from api.services import LiveDep, LiveMetrics, ServicesDep
+from api.services import LiveMetrics, ServicesDep
+from api.siblings import Summed
 from registry.domain.model import EventType
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.metrics import LATENCY_BUCKETS, WorkerCollector, read_worker_counters, without_created
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
+
+if TYPE_CHECKING:
+    from api.shedding import InFlight
 
 # The classic text format: what every Prometheus and our own tests parse.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,7 +39,7 @@ class QueryTimes(Collector):
         # registry=None: this app's /metrics renders it itself; nothing global (several apps share a test process).
         self.histogram = Histogram(
             "jobreg_query_duration_seconds",
-            "Time to answer a query endpoint (this API process).",
+            "Time to answer a query endpoint.",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=None,
@@ -58,15 +63,15 @@ class QueryTimes(Collector):
         return timed
 
 
-# Provided app-wide by create_app (the middleware and the handler share one instance).
-QueryTimesDep = NamedDependency[QueryTimes]
+# Provided app-wide by create_app: this process's counters and latencies, summed with its siblings'.
+ProcessMetricsDep = NamedDependency[Summed]
 
 
 class Snapshot(Collector):
-    """What one scrape read: the pipeline's health, jobs by status, and this process's live counters."""
+    """What one scrape read from the store: the pipeline's health and jobs by status."""
 
-    def __init__(self, health: PipelineHealth, by_status: dict[str, int], live: LiveMetrics) -> None:
-        self.health, self.by_status, self.live = health, by_status, live
+    def __init__(self, health: PipelineHealth, by_status: dict[str, int]) -> None:
+        self.health, self.by_status = health, by_status
 
     def collect(self) -> Iterator[Metric]:
         h = self.health
@@ -84,18 +89,26 @@ class Snapshot(Collector):
         for status, n in self.by_status.items():
             jobs.add_metric([status], n)
         yield jobs
+
+
+class ProcessCounters(Collector):
+    """One API process's live counters and shed requests (summed over the API's processes by api/siblings.py)."""
+
+    def __init__(self, live: LiveMetrics, in_flight: InFlight) -> None:
+        self.live, self.in_flight = live, in_flight
+
+    def collect(self) -> Iterator[Metric]:
         m = self.live
-        yield GaugeMetricFamily(
-            "jobreg_watch_connections", "Open watch streams (this API process).", value=m.watch_connections
-        )
-        sent = CounterMetricFamily(
-            "jobreg_watch_events_sent", "Watch events sent, by kind (this API process).", labels=["kind"]
-        )
+        yield GaugeMetricFamily("jobreg_watch_connections", "Open watch streams.", value=m.watch_connections)
+        sent = CounterMetricFamily("jobreg_watch_events_sent", "Watch events sent, by kind.", labels=["kind"])
         for kind in ("added", "modified", "removed"):
             sent.add_metric([kind], m.kinds.get(kind, 0))
         yield sent
+        yield CounterMetricFamily("jobreg_watch_gone", "Watches told their resume point is gone.", value=m.watch_gone)
         yield CounterMetricFamily(
-            "jobreg_watch_gone", "Watches told their resume point is gone (this API process).", value=m.watch_gone
+            "jobreg_requests_shed",
+            "Requests answered 503 at once because their API process had api_max_in_flight in progress.",
+            value=self.in_flight.shed,
         )
 
 
@@ -112,7 +125,7 @@ class Scrape(Collector):
 
 @get("/metrics", summary="Prometheus metrics", tags=["ops"], include_in_schema=True, media_type=CONTENT_TYPE)
 async def metrics(
-    services: ServicesDep, live: LiveDep, query_times: QueryTimesDep, principal: CurrentPrincipal
+    services: ServicesDep, process_metrics: ProcessMetricsDep, principal: CurrentPrincipal
 ) -> Response[bytes]:
     if not principal.is_admin:
         # Fleet-wide counts of every project's jobs: for operators (an admin token), not users.
@@ -120,6 +133,5 @@ async def metrics(
     workers = WorkerCollector(await read_worker_counters(services.redis, services.keys), [t.value for t in EventType])
     health = await pipeline_health(services.redis, services.keys, services.settings.group)
     counts = await services.executor.counts(plan(JobQuery(), services.keys))
-    snapshot = Snapshot(health, dict(counts.by_status), live.metrics)
-    body = generate_latest(Scrape(workers, snapshot, query_times))
+    body = generate_latest(Scrape(workers, Snapshot(health, dict(counts.by_status)), process_metrics))
     return Response(body, media_type=CONTENT_TYPE)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 import socket
 
 import uvicorn
@@ -10,11 +14,13 @@ import uvicorn
 from api.app import create_app
 from api.http_limits import bounded_http
 from api.sessions import Streams
+from api.siblings import Sibling, Slots
 from registry.auth.tokens import serving_verifier
 from registry.ops import logs
 from registry.settings import Settings
 
 log = logging.getLogger("jobreg.api")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class _Server(uvicorn.Server):
@@ -35,13 +41,99 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def processes(settings: Settings) -> int:
+    """How many API processes to run: the setting, or one per core this process may use."""
+    return settings.api_processes if settings.api_processes > 0 else max(1, len(os.sched_getaffinity(0)))
+
+
 def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, embedded: bool = False) -> None:
     """Serve; raises AuthConfigError when auth is not configured and ``no_auth`` was not asked for.
 
-    ``embedded``: run by `jobreg up`, which announces the API (auth off included) itself.
+    ``embedded``: run by `jobreg up`, which announces the API (auth off included) itself. With
+    more than one process (``api_processes``), this process binds the socket, forks the servers
+    (each accepts on the shared socket) and supervises them (see :func:`_supervise`).
     """
     serving_verifier(settings, no_auth)
-    app = create_app(settings, announce_open=not embedded)
+    n = processes(settings)
+    if n == 1:
+        _serve(settings, host, port, embedded=embedded)
+        return
+    # Bound here, before the fork, so every process accepts on it (the way uvicorn binds: IPv6 for an IPv6 host).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    slots = Slots(n)
+    children: list[int] = []
+    for index in range(n):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is the served requests
+            _end_with_parent()
+            status = 0
+            try:
+                _serve(settings, host, port, embedded=embedded, sock=sock, sibling=Sibling(slots, index))
+            except SystemExit as exc:  # uvicorn's own exit (a failed startup)
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                log.exception("API process %d failed", index)
+                status = 1
+            finally:
+                os._exit(status)
+        children.append(pid)
+    sock.close()
+    _supervise(children, embedded)
+
+
+def _end_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its supervisor dies, even by SIGKILL (no orphaned servers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _supervise(children: list[int], embedded: bool) -> None:
+    """Forward SIGTERM/SIGINT to the API processes and wait for them; one exiting on its own stops the rest.
+
+    A process that died takes its connections with it; restarting it here would hide a crash loop,
+    so the whole API stops and whoever runs it (`jobreg up`, a service manager) restarts it.
+    """
+    if not embedded:
+        log.info("serving with %d processes", len(children))
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    alive, failed = set(children), False
+    while alive:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        alive.discard(pid)
+        if not stopping:
+            failed = failed or os.waitstatus_to_exitcode(status) != 0
+            log.error("API process %d exited (status %d): stopping the others", pid, status)
+            forward(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    embedded: bool,
+    sock: socket.socket | None = None,
+    sibling: Sibling | None = None,
+) -> None:
+    app = create_app(settings, announce_open=not embedded and (sibling is None or sibling.index == 0), sibling=sibling)
     # Litestar's default logging config takes over the root logger when the app is built: take it back,
     # so the whole process logs in one format.
     logs.configure(settings.log_level, quiet_lifecycle=embedded)
@@ -56,4 +148,4 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
         # (under `jobreg up`'s own grace period, so a stop is never a kill).
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
-    _Server(config, app.state.streams).run()
+    _Server(config, app.state.streams).run(sockets=None if sock is None else [sock])

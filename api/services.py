@@ -1,7 +1,7 @@
 """What handlers are given: the services built in the app's lifespan, and their providers for dependency injection.
 
 A handler names what it needs as a parameter (``services: ServicesDep``, ``live: LiveDep``,
-``query_times: QueryTimesDep``, ``principal: CurrentPrincipal``); ``create_app`` registers the providers
+``process_metrics: ProcessMetricsDep``, ``principal: CurrentPrincipal``); ``create_app`` registers the providers
 app-wide, so no handler reads ``app.state`` itself.
 """
 

@@ -79,6 +79,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Workers lower their CPU priority by this much (os.nice): where API and workers share cores, ingest
     # bursts then queue in the stream instead of slowing queries down.
     worker_nice: int = 0
+    # Processes `jobreg api` (and `jobreg up`) serves with, sharing one listening socket; 0: one per
+    # usable core. One Python process tops out at one core of HTTP, JSON and token checks.
+    api_processes: int = 0
+    # Requests one API process works on at once (watch streams aside, they have their own limits);
+    # past it a request gets 503 with Retry-After at once instead of queueing behind the others, so an
+    # overload is short and visible rather than a growing wait. 0: unbounded.
+    api_max_in_flight: int = 64
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"

@@ -43,6 +43,8 @@ from tests.benchmarks.workload import Params, Query, query_string, workload
 
 #: Redis calls slower than this are logged (the target is 2 ms; logging everything would slow Redis).
 SLOWLOG_US = 1000
+#: From this many jobs compare loads jobreg with the bulk loader (tests/benchmarks/bulk.py) unless told.
+BULK_FROM = 2_000_000
 _OWN = ("slowlog", "config", "info", "memory", "scan", "xinfo")
 
 
@@ -241,6 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load-seconds", type=float, default=60, help="duration of the under-load run (0: skip)")
     parser.add_argument("--events-per-s", type=int, default=5000)
     parser.add_argument("--queries-per-s", type=int, default=200)
+    parser.add_argument(
+        "--bulk",
+        action="store_true",
+        help="load jobreg with the bulk loader (same keys as the apply path, several times faster); "
+        "the default from 2,000,000 jobs",
+    )
+    parser.add_argument("--api-processes", type=int, help="JOBREG_API_PROCESSES for jobreg's API (default: its own)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-key memory split")
     args = parser.parse_args(argv)
 
@@ -249,11 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = redis.Redis.from_url(server.url)
     procs = []
     try:
-        grown = harness.load_jobreg(r, server.url, plan, keep=args.keep is not None)
+        grown = harness.load_jobreg(
+            r, server.url, plan, keep=args.keep is not None, bulk=args.bulk or args.jobs >= BULK_FROM
+        )
         conn = pg.connect(args.dsn)
         harness.load_pg(conn, plan, args.reuse)
         queries = workload(plan, harness.sample_job_ids(conn, plan), args.queries, args.seed)
-        jr_proc, jr_base = harness.jobreg_api(server.url)
+        jr_proc, jr_base = harness.jobreg_api(server.url, processes=args.api_processes)
         peer_proc, peer_base = harness.peer_api(args.dsn)
         procs += [jr_proc, peer_proc]
         harness.wait_http(jr_base)
@@ -279,7 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         mismatches = report_errors(random_timings) + report_errors(shape_timings)
         if args.load_seconds > 0:
             underload.run(
-                server.url, r, jr_base, headers, queries, args.events_per_s, args.queries_per_s, args.load_seconds
+                server.url,
+                jr_base,
+                jr_proc.pid,
+                headers,
+                queries,
+                args.events_per_s,
+                args.queries_per_s,
+                args.load_seconds,
             )
         memory.report(r, harness.PREFIX, args.jobs, grown, per_key=not args.no_memory)
         size = pg.relation_bytes(conn)

@@ -89,8 +89,19 @@ def _migrate(url: str) -> float:
     return time.perf_counter() - t0
 
 
-def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool) -> int:
-    """Load ``plan`` through the Projection the worker uses (or reuse a kept copy): bytes it took."""
+def _bulk_load(url: str, plan: Plan) -> tuple[int, float]:
+    from registry.settings import load_settings
+    from tests.benchmarks.bulk import bulk_load
+
+    settings = load_settings({})
+    return bulk_load(url, PREFIX, plan, settings.set_to_bitmap_threshold, settings.change_log_retention)
+
+
+def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool, bulk: bool = False) -> int:
+    """Load ``plan`` through the Projection the worker uses (or reuse a kept copy): bytes it took.
+
+    ``bulk``: write what that path writes column-wise instead (tests/benchmarks/bulk.py), for large N.
+    """
     marker = f"{PREFIX}:loaded"
     wanted = f"{plan.n_jobs}:{plan.seed}:{layout_version()}"
     kept = (r.get(marker) or b"").decode()
@@ -109,9 +120,14 @@ def load_jobreg(r: redis.Redis, url: str, plan: Plan, keep: bool) -> int:
         return int(r.get(f"{marker}:bytes") or 0)
     r.flushall()
     before = int(r.info("memory")["used_memory"])
-    n_events, wall = asyncio.run(_load_jobreg(url, plan))
+    if bulk:
+        n_jobs, wall = _bulk_load(url, plan)
+        how = f"bulk-loaded {n_jobs:,} jobs"
+    else:
+        n_events, wall = asyncio.run(_load_jobreg(url, plan))
+        how = f"loaded {plan.n_jobs:,} jobs ({n_events:,} events)"
     grown = int(r.info("memory")["used_memory"]) - before
-    print(f"jobreg: loaded {plan.n_jobs:,} jobs ({n_events:,} events) in {wall:.0f} s")
+    print(f"jobreg: {how} in {wall:.0f} s")
     if keep:
         r.set(marker, wanted)
         r.set(f"{marker}:bytes", grown)
@@ -149,14 +165,19 @@ def _env(url: str, prefix: str) -> dict[str, str]:
     }
 
 
-def jobreg(command: list[str], url: str, prefix: str = PREFIX) -> subprocess.Popen[bytes]:
+def jobreg(
+    command: list[str], url: str, prefix: str = PREFIX, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A ``jobreg`` command (``api``, ``worker``) running against ``url`` with auth on."""
-    return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=_env(url, prefix))
+    env = {**_env(url, prefix), **(extra_env or {})}
+    return subprocess.Popen([sys.executable, "-m", "registry.ops.cli", *command], env=env)
 
 
-def jobreg_api(url: str) -> tuple[subprocess.Popen[bytes], str]:
+def jobreg_api(url: str, processes: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`jobreg api` on a free port, with ``processes`` API processes (default: the setting's own default)."""
     port = free_port()
-    proc = jobreg(["api", "--host", "127.0.0.1", "--port", str(port)], url)
+    extra = {} if processes is None else {"JOBREG_API_PROCESSES": str(processes)}
+    proc = jobreg(["api", "--host", "127.0.0.1", "--port", str(port)], url, extra_env=extra)
     return proc, f"http://127.0.0.1:{port}"
 
 
