@@ -187,14 +187,16 @@ class BulkLoader:
             else:
                 pipe.sadd(self.keys.member_set(kind, value), *handles)
 
-    def _write_change_log(self, pipe: redis.client.Pipeline, tail: Sequence[tuple[int, bytes]]) -> None:
-        for h, state in tail:
-            pipe.xadd(self.keys.changes, {"k": "a", "h": h, "s": state}, maxlen=self.retention, approximate=True)
+    def _write_change_log(self, pipe: redis.client.Pipeline, tail: Sequence[tuple[int, bytes, bytes]]) -> None:
+        # The fields apply.lua writes for an added job (registry/live/changes.py reads them).
+        for h, uuid16, state in tail:
+            fields = {"k": "a", "h": h, "u": uuid16, "s": state}
+            pipe.xadd(self.keys.changes, fields, maxlen=self.retention, approximate=True)  # type: ignore[arg-type]
 
     def load(self, plan: Plan, bar: tqdm[None] | None = None) -> int:
         """Write every job of ``plan``; the number written."""
         asyncio.run(_stamp_layout(self.url, self.keys))
-        tail: list[tuple[int, bytes]] = []
+        tail: list[tuple[int, bytes, bytes]] = []
         chunk = _Chunk(first=0)
         for prepared in _prepared_in_parallel(plan, self.processes):
             for job_id, state, row in prepared:
@@ -221,11 +223,11 @@ class BulkLoader:
         pipe.execute()
         return self.loaded
 
-    def _flush(self, chunk: _Chunk, tail: list[tuple[int, bytes]]) -> None:
+    def _flush(self, chunk: _Chunk, tail: list[tuple[int, bytes, bytes]]) -> None:
         pipe = self.r.pipeline(transaction=False)
         self._write_chunk(pipe, chunk)
         pipe.execute()
-        tail.extend(zip(chunk.handles, chunk.states, strict=True))
+        tail.extend(zip(chunk.handles, chunk.uuid16, chunk.states, strict=True))
         del tail[: max(0, len(tail) - self.retention)]
 
 
