@@ -6,6 +6,7 @@ import uuid as _uuid
 
 import msgspec
 
+from registry.live.changes import Position
 from registry.query import cost
 from registry.query.bits import member_id
 from registry.query.check import compile_check
@@ -20,8 +21,10 @@ from registry.query.spec import Page
 async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
     """The page in one call when its walk fits the budget; else the chunked path from the counted filter.
 
-    The script deletes its temporary keys when it is done, so the common query costs this one
-    round trip; a filter bitmap it leaves behind is handed to the query context to delete.
+    The script deletes its temporary keys when it is done and returns the page's records and
+    the change log's position with it, so the common query costs this one round trip; a filter
+    bitmap it leaves behind is handed to the query context to delete. The chunked path reads
+    after the call, so the position it read stays valid for the page it finds.
     """
     mode: PageMode = "handle" if plan.order_zset is None else "rank" if no_filter else "walk"
     f, scratch = ctx.keys.temp(), ctx.keys.temp()
@@ -45,7 +48,8 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
         if reply.phase:
             how = f"of {reply.total} matches sorted there"
         how = f"one call: {source}, counted; page {how}"
-        return Page(total=reply.total, job_ids=[member_id(m) for m in reply.items], strategy=how)
+        job_ids = [member_id(m) for m in reply.items]
+        return Page(total=reply.total, job_ids=job_ids, strategy=how, position=reply.position, records=reply.records)
     if no_filter:
         f = ctx.keys.all
     else:
@@ -54,13 +58,15 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
     resume = Resume(reply.phase, reply.rank, reply.skip, reply.items) if reply.phase else None
     page = await read_page(ctx, plan, counted, no_filter=no_filter, resume=resume)
     why = "walk over budget" if reply.phase else "walk estimate over budget"
-    return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}")
+    return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}", position=reply.position)
 
 
 async def run_pick(
     ctx: QueryContext, plan: Plan, driver: Members | IdPrefix, sizes: dict[str, int | None]
-) -> Page | None:
-    """A small driver's jobs checked, ordered and paged in one PICK call; None if it grew past the budget."""
+) -> Page | Position:
+    """A small driver's jobs checked, ordered and paged in one PICK call, with their records and the
+    change log's position; only the position if the driver grew past the budget (the chunked path
+    that follows reads after it, so it stays valid for the page that path finds)."""
     others = [p for p in plan.predicates if p is not driver]
     # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate.
     ors = [(ctx.keys.temp(), p.keys) for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
@@ -82,10 +88,12 @@ async def run_pick(
         desc=plan.desc,
         order=order,
         cap=ctx.settings.one_call_budget,
+        changes=ctx.keys.changes,
+        record_prefix=ctx.keys.job_prefix(),
         ors=ors,
     )
-    if picked is None:
-        return None
-    total, uuids = picked
+    if not picked.done:
+        return picked.position
     how = f"one call: {what} checked against {len(others)} other filters, sorted there"
-    return Page(total=total, job_ids=[str(_uuid.UUID(bytes=u)) for u in uuids], strategy=how)
+    job_ids = [str(_uuid.UUID(bytes=u)) for u in picked.uuids]
+    return Page(total=picked.total, job_ids=job_ids, strategy=how, position=picked.position, records=picked.records)
