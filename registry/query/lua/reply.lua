@@ -13,12 +13,12 @@ local function last_change(log)
   return last[1][1]
 end
 
-local UUID_HEX = string.rep('%02x', 16)
--- The canonical text of 16 uuid bytes (lower case, with dashes).
-local function uuid_text(u)
-  local x = string.format(UUID_HEX, string.byte(u, 1, 16))
-  return string.sub(x, 1, 8) .. '-' .. string.sub(x, 9, 12) .. '-' .. string.sub(x, 13, 16) .. '-'
-    .. string.sub(x, 17, 20) .. '-' .. string.sub(x, 21, 32)
+-- A record's key: the prefix, then the uuid's canonical text (lower case, with dashes), in one
+-- format call of six numbers (a byte at a time, or splicing the dashes in, costs far more).
+local function record_key(prefix, u)
+  local a1, a2, a3, a4, b1, b2, c1, c2, d1, d2, e1, e2, f1, f2, f3, f4 = string.byte(u, 1, 16)
+  return string.format('%s%08x-%04x-%04x-%04x-%04x%08x', prefix, ((a1 * 256 + a2) * 256 + a3) * 256 + a4,
+    b1 * 256 + b2, c1 * 256 + c2, d1 * 256 + d2, e1 * 256 + e2, ((f1 * 256 + f2) * 256 + f3) * 256 + f4)
 end
 
 -- Append to out the handle and encoded state of each item's job record (fields 'h' and 's',
@@ -26,7 +26,7 @@ end
 local function append_records(out, items, prefix)
   local n = #out
   for j, item in ipairs(items) do
-    local got = redis.call('HMGET', prefix .. uuid_text(item), 'h', 's')
+    local got = redis.call('HMGET', record_key(prefix, item), 'h', 's')
     out[n + 2 * j - 1], out[n + 2 * j] = got[1], got[2]
   end
   return out
