@@ -19,7 +19,7 @@ from registry.query.execute.candidates import run_candidates
 from registry.query.execute.counts import run_counts, zero_counts
 from registry.query.execute.onecall import run_one_call, run_pick
 from registry.query.page_call import reply_position
-from registry.query.planner import IdPrefix, Members, Plan, Predicate, prune
+from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, prune
 from registry.query.scripts import Scripts
 from registry.query.spec import Counts, Page
 from registry.settings import Settings
@@ -63,7 +63,7 @@ class Executor:
             if strategy != "empty" and cost.one_call_pays(plan, sizes, strategy, self.settings.one_call_budget):
                 return await run_one_call(ctx, plan, sizes, no_filter=strategy == "rank")
             if strategy == "candidates" and cost.pick_pays(plan, driver, sizes, self.settings.one_call_budget):
-                assert isinstance(driver, (Members, IdPrefix))
+                assert isinstance(driver, (Members, IdPrefix, IdIn))
                 picked = await run_pick(ctx, plan, driver, sizes)
                 if isinstance(picked, Page):
                     return picked

@@ -27,6 +27,12 @@ class LexRange(NamedTuple):
     hi: bytes
 
 
+class JobIds(NamedTuple):
+    """A PICK driver: these jobs (16 uuid bytes each), found through their records."""
+
+    uuids: tuple[bytes, ...]
+
+
 def script_text(name: str) -> str:
     """A script as run: the shared helpers of lua/lib.lua (and lua/checklib.lua, lua/reply.lua), then lua/<name>.lua."""
     package = __package__ or "registry.query"
@@ -86,7 +92,7 @@ class Scripts:
     async def pick(
         self,
         program: CheckProgram,
-        driver: Sequence[str] | LexRange,
+        driver: Sequence[str] | LexRange | JobIds,
         *,
         offset: int,
         limit: int,
@@ -100,7 +106,7 @@ class Scripts:
         """The total, the page's uuid bytes and records of the driver's jobs that pass ``program``,
         ordered by ``order`` ('value', 'nullable', 'handle' or 'id'), and the position of the
         change log ``changes``; not done if the driver holds over ``cap``. ``driver``: member
-        set keys, or a lex range of the id sort set. ``record_prefix``: Keys.job_prefix.
+        set keys, a lex range of the id sort set, or job ids. ``record_prefix``: Keys.job_prefix.
         ``ors``: (temporary bitmap the program tests, the bitmaps OR-ed into it first)."""
         keys: list[Any] = list(program.keys)
 
@@ -111,6 +117,8 @@ class Scripts:
         head: list[Any] = [offset, limit, int(desc), order, cap, ref(changes), record_prefix]
         if isinstance(driver, LexRange):
             args = [*head, "lex", ref(driver.zset), driver.lo, driver.hi]
+        elif isinstance(driver, JobIds):
+            args = [*head, "ids", len(driver.uuids), *driver.uuids]
         else:
             args = [*head, "sets", len(driver), *[ref(s) for s in driver]]
         args.append(len(ors))

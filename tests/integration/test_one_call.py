@@ -110,7 +110,7 @@ async def test_one_call_matches_reference(
 
 
 async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings, keys: Keys) -> None:
-    """Small drivers (set-indexed projects, batches, users, id prefixes) with every other kind of filter,
+    """Small drivers (set-indexed projects, batches, users, id prefixes, ids) with every other kind of filter,
     ranges and nullable orders included, checked and sorted in one PICK call."""
     rng = random.Random(12)
     traffic = make_traffic(rng, 500)
@@ -141,6 +141,9 @@ async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings
         # One hex digit is a bitmap since layout 5 (Keys.id_hex), not a driver: prefixes of 2 and 3 are.
         [("id__starts_with", jobs[5]["id"][:3])],
         [("id__starts_with", jobs[6]["id"][:2])],
+        # Ids: found through their records; one unknown, one given twice.
+        [("id", jobs[7]["id"]), ("id", "0f0f0f0f-0000-4000-8000-00000000abcd"), ("id", jobs[8]["id"])],
+        [*[("id", j["id"]) for j in jobs[9:40]], ("id", jobs[9]["id"])],
     ]
     for driver in drivers:
         for other in others:

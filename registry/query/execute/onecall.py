@@ -13,8 +13,8 @@ from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
 from registry.query.page_call import PageMode, collect_order, compile_page
-from registry.query.planner import AnyBit, IdPrefix, Members, Plan
-from registry.query.scripts import LexRange
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, Plan
+from registry.query.scripts import JobIds, LexRange
 from registry.query.spec import Page
 
 
@@ -62,7 +62,7 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
 
 
 async def run_pick(
-    ctx: QueryContext, plan: Plan, driver: Members | IdPrefix, sizes: dict[str, int | None]
+    ctx: QueryContext, plan: Plan, driver: Members | IdPrefix | IdIn, sizes: dict[str, int | None]
 ) -> Page | Position:
     """A small driver's jobs checked, ordered and paged in one PICK call, with their records and the
     change log's position; only the position if the driver grew past the budget (the chunked path
@@ -74,9 +74,13 @@ async def run_pick(
     checked = [AnyBit((next(it)[0],)) if isinstance(p, AnyBit) and len(p.keys) > 1 else p for p in others]
     program = compile_check(ctx.keys.uuids, plan.order_column, checked)
     order = collect_order(plan)
+    source: list[str] | LexRange | JobIds
     if isinstance(driver, IdPrefix):
-        source: list[str] | LexRange = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
+        source = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
         what = "id prefix"
+    elif isinstance(driver, IdIn):
+        source = JobIds(tuple(_uuid.UUID(i).bytes for i in driver.ids))
+        what = f"id ({len(driver.ids)} ids)"
     else:
         source = [s for s in driver.sets if sizes.get(s)]
         what = f"{driver.kind} ({len(source)} sets)"

@@ -1,5 +1,5 @@
--- PICK: a small driver's jobs (the members of a few small sets, or an id prefix's range of the
--- id sort set) checked against a program, then ordered and paged here: the exact total and the
+-- PICK: a small driver's jobs (the members of a few small sets, an id prefix's range of the id
+-- sort set, or a list of job ids) checked against a program, then ordered and paged here: the exact total and the
 -- page in one call, with bounded work.
 -- KEYS[1]   the uuid array (16 bytes per handle)
 -- KEYS[2]   the order field's column (i64 per handle), or '' to order by handle or id
@@ -13,7 +13,9 @@
 --         hash tag is the declared keys', so the records the reply reads are in their slot)
 -- ARGV[8] the driver: 'sets', then ARGV[9] n and ARGV[10..9+n] the KEYS index of each set;
 --         or 'lex', then ARGV[9] the KEYS index of the id sort set, ARGV[10] min, ARGV[11] max
---         (ZRANGEBYLEX bounds)
+--         (ZRANGEBYLEX bounds); or 'ids', then ARGV[9] n and ARGV[10..9+n] the jobs' 16 uuid
+--         bytes (each job's handle is read from its record, keyed as in lua/reply.lua; ids
+--         without a listed record are not among the candidates)
 -- ARGV[...] after the driver's arguments: m, then m bitmaps to build first, each as the KEYS
 --         index of a temporary bitmap, n, and the KEYS indexes of the n bitmaps OR-ed into it
 --         (a status or origin list is then one bit test per candidate, not one per value;
@@ -37,6 +39,21 @@ if ARGV[8] == 'lex' then
     known[h] = string.sub(m, 1, 16)
   end
   from = 12
+elseif ARGV[8] == 'ids' then
+  local n = tonumber(ARGV[9])
+  known = {}  -- the ids are the uuids: none to read
+  for j = 1, n do
+    local u = ARGV[9 + j]
+    local h = redis.call('HGET', record_key(ARGV[7], u), 'h')
+    if h then
+      h = tonumber(h)
+      if not known[h] then
+        hs[#hs + 1] = h
+        known[h] = u
+      end
+    end
+  end
+  from = 10 + n
 else
   local n = tonumber(ARGV[9])
   local seen = {}

@@ -15,6 +15,7 @@ end
 
 -- A record's key: the prefix, then the uuid's canonical text (lower case, with dashes), in one
 -- format call of six numbers (a byte at a time, or splicing the dashes in, costs far more).
+-- PICK's ids driver finds its jobs' handles through it too.
 local function record_key(prefix, u)
   local a1, a2, a3, a4, b1, b2, c1, c2, d1, d2, e1, e2, f1, f2, f3, f4 = string.byte(u, 1, 16)
   return string.format('%s%08x-%04x-%04x-%04x-%04x%08x', prefix, ((a1 * 256 + a2) * 256 + a3) * 256 + a4,
