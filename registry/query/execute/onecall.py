@@ -8,7 +8,7 @@ import msgspec
 
 from registry.live.changes import Position
 from registry.query import cost
-from registry.query.bits import member_id
+from registry.query.bits import member_id, uuid_text
 from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
@@ -99,5 +99,5 @@ async def run_pick(
     if not picked.done:
         return picked.position
     how = f"one call: {what} checked against {len(others)} other filters, sorted there"
-    job_ids = [str(_uuid.UUID(bytes=u)) for u in picked.uuids]
+    job_ids = [uuid_text(u) for u in picked.uuids]
     return Page(total=picked.total, job_ids=job_ids, strategy=how, position=picked.position, records=picked.records)
