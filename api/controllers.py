@@ -18,7 +18,7 @@ from api.services import Services, ServicesDep
 from registry.auth.principal import Principal, can_see, scope
 from registry.domain.model import Job, JobDetail, Status
 from registry.errors import JobNotFound
-from registry.live.changes import current_position, format_position
+from registry.live.changes import format_position
 from registry.ops.health import group_backlog
 from registry.query.planner import plan
 from registry.wire.events import UUID_RE
@@ -118,12 +118,11 @@ class JobListController(Controller):
     ) -> Response[JobsPage]:
         check_query_size(request.scope.get("query_string", b""))
         query = scope(parse_query(request.query_params.multi_items()), principal)
-        job_plan = plan(query, services.keys)
-        # Read before the query: every change the list might not reflect comes after it. Not
-        # for filters that can never match (the watch has nothing to send; they cost no Redis call).
-        position = None if job_plan.empty else await current_position(services.redis, services.keys)
-        page = await services.executor.run(job_plan)
-        jobs = [job for job in await services.executor.jobs(page.job_ids) if job is not None]
+        # The change log's position comes read before the page (or in the same atomic call): every
+        # change the list might not reflect comes after it. None for filters that can never match
+        # (the watch has nothing to send; they cost no Redis call).
+        page = await services.executor.listing(plan(query, services.keys))
+        jobs = page.jobs
         start, end = query.offset, query.offset + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
         body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
@@ -135,8 +134,8 @@ class JobListController(Controller):
             # The plan's sizes are read before scoping narrows the match (how many jobs an id,
             # prefix, batch or user has in every project): only an operator may see them.
             headers["X-Jobreg-Plan"] = page.strategy
-        if position is not None:
-            headers["X-Resource-Version"] = format_position(position)
+        if page.position is not None:
+            headers["X-Resource-Version"] = format_position(page.position)
         return Response(body, headers=headers)
 
 

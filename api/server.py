@@ -142,7 +142,10 @@ def _serve(
         host=host,
         port=port,
         log_config=None,  # uvicorn's loggers propagate to ours
-        access_log=not embedded or settings.log_level == "DEBUG",
+        # Only when its lines would be written: uvicorn builds each line's arguments (the client's
+        # address, the quoted path and query) before the logger drops them.
+        access_log=(not embedded or settings.log_level == "DEBUG")
+        and logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         http=bounded_http(settings.http_max_header_bytes),
         # Streams told to stop end at once; this bounds the wait for clients that do not read
         # (under `jobreg up`'s own grace period, so a stop is never a kill).

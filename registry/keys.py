@@ -53,6 +53,10 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self._t}:job:{job_id}"
 
+    def job_prefix(self) -> str:
+        """What every ``job(job_id)`` starts with: scripts that list a page build its records' keys from it."""
+        return self.job("")
+
     def sort(self, field: str) -> str:
         """Sorted set of every listed job by ``field``; members are uuid16 + handle (4 bytes)."""
         return f"{self._t}:z:{field}"

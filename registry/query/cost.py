@@ -203,9 +203,9 @@ def one_call_walk_limit(budget: int) -> int:
 
 def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None], budget: int) -> bool:
     """Whether a candidates query runs in one PICK call (execute.onecall): its driver is a few
-    small member sets or an id prefix whose jobs, times the reads each needs, fit ``budget``,
-    and every other filter is one PICK's program can test."""
-    if budget <= 0 or not isinstance(driver, (Members, IdPrefix)):
+    small member sets, an id prefix or a list of ids whose jobs, times the reads each needs, fit
+    ``budget``, and every other filter is one PICK's program can test."""
+    if budget <= 0 or not isinstance(driver, (Members, IdPrefix, IdIn)):
         return False
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
@@ -216,8 +216,10 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
     # one bit test per candidate.
     ors = [p for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
     per = check_calls([AnyBit(p.keys[:1]) if p in ors else p for p in others], plan.order_column)
-    if plan.order.value == "id" and not isinstance(driver, IdPrefix):
-        per += 1  # every match's uuid is read (an id prefix's members carry theirs)
+    if plan.order.value == "id" and isinstance(driver, Members):
+        per += 1  # every match's uuid is read (an id prefix's members and an id list carry theirs)
+    if isinstance(driver, IdIn):
+        per += 1  # each id's handle is read from its record
     return (driver_size(driver, sizes) or 0) * per + PRE_OR * len(ors) <= budget
 
 

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from registry.domain.fold import to_detail, to_job
 from registry.domain.model import Job, JobDetail, JobState
 from registry.keys import Keys
+from registry.live.changes import ORIGIN, Position, current_position
 from registry.query import cost
 from registry.query.context import QueryContext
 from registry.query.execute.bitmap import run_bitmap
 from registry.query.execute.candidates import run_candidates
 from registry.query.execute.counts import run_counts, zero_counts
 from registry.query.execute.onecall import run_one_call, run_pick
-from registry.query.planner import IdPrefix, Members, Plan, Predicate, prune
+from registry.query.page_call import reply_position
+from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, prune
 from registry.query.scripts import Scripts
 from registry.query.spec import Counts, Page
 from registry.settings import Settings
 from registry.store import record
+
+
+class Listing(msgspec.Struct, kw_only=True):
+    """A list query's answer: its exact total, the page's jobs rendered, how it was answered, and
+    the change log's position read at or before the page's first read (None: the filters can
+    never match, nothing was read)."""
+
+    total: int
+    jobs: list[Job]
+    strategy: str
+    position: Position | None
 
 
 class Executor:
@@ -35,34 +50,55 @@ class Executor:
         return QueryContext(self.redis, self.keys, self.settings, self.scripts)
 
     async def run(self, plan: Plan) -> Page:
-        """The plan's exact total and page of job ids, in order."""
+        """The plan's exact total and page of job ids, in order, and the change log's position read
+        at or before the page's first read (the page's records too when its one call read them)."""
         if plan.empty:
             return Page(total=0, job_ids=[], strategy="empty")  # known empty without asking Redis anything
         await self.scripts.load()
-        sizes = await self._sizes(plan.predicates)
+        sizes, position = await self._sizes(plan.predicates, position=True)
         plan = prune(plan, sizes)
         strategy, driver = cost.choose(plan, sizes, self.settings.candidate_threshold, self.settings.walk_chunk)
-        if strategy == "empty":
-            return Page(total=0, job_ids=[], strategy="empty")
         async with self._context() as ctx:
-            if cost.one_call_pays(plan, sizes, strategy, self.settings.one_call_budget):
+            # PAGE and PICK read the position themselves, in the call that finds the page.
+            if strategy != "empty" and cost.one_call_pays(plan, sizes, strategy, self.settings.one_call_budget):
                 return await run_one_call(ctx, plan, sizes, no_filter=strategy == "rank")
             if strategy == "candidates" and cost.pick_pays(plan, driver, sizes, self.settings.one_call_budget):
-                assert isinstance(driver, (Members, IdPrefix))
-                page = await run_pick(ctx, plan, driver, sizes)
-                if page is not None:
-                    return page
-            if strategy == "candidates":
+                assert isinstance(driver, (Members, IdPrefix, IdIn))
+                picked = await run_pick(ctx, plan, driver, sizes)
+                if isinstance(picked, Page):
+                    return picked
+                position = position or picked
+            # Any other path reads the position first (a round trip of its own only when no
+            # sizes were read to go with it).
+            if position is None:
+                position = await current_position(self.redis, self.keys)
+            if strategy == "empty":
+                page = Page(total=0, job_ids=[], strategy="empty")
+            elif strategy == "candidates":
                 assert driver is not None
-                return await run_candidates(ctx, plan, driver, sizes)
-            return await run_bitmap(ctx, plan, sizes, no_filter=strategy == "rank")
+                page = await run_candidates(ctx, plan, driver, sizes)
+            else:
+                page = await run_bitmap(ctx, plan, sizes, no_filter=strategy == "rank")
+            return msgspec.structs.replace(page, position=position)
+
+    async def listing(self, plan: Plan) -> Listing:
+        """What GET /api/v2/jobs answers: the total, the page's jobs rendered and the change log's
+        position read before them; one round trip when the page's call read its records too."""
+        page = await self.run(plan)
+        if page.records is not None:
+            pairs = _decode_records(page.job_ids, page.records)
+            rendered = [to_job(state, h) if state else None for state, h in pairs]
+        else:
+            rendered = await self.jobs(page.job_ids)
+        jobs = [job for job in rendered if job is not None]
+        return Listing(total=page.total, jobs=jobs, strategy=page.strategy, position=page.position)
 
     async def counts(self, plan: Plan) -> Counts:
         """Exact counts by status and origin of the jobs the plan's filters match (ordering and paging ignored)."""
         if plan.empty:
             return zero_counts()
         await self.scripts.load()
-        sizes = await self._sizes(plan.predicates)
+        sizes, _ = await self._sizes(plan.predicates, position=False)
         plan = prune(plan, sizes)
         if plan.empty:
             return zero_counts()
@@ -82,14 +118,13 @@ class Executor:
         await self.scripts.load()
         if not job_ids:
             return []
-        reply = await self.scripts.records([self.keys.job(job_id) for job_id in job_ids])
-        return [
-            (record.decode_state(s, job_id), int(h)) if h and s else (None, 0)
-            for job_id, h, s in zip(job_ids, reply[::2], reply[1::2], strict=True)
-        ]
+        return _decode_records(job_ids, await self.scripts.records([self.keys.job(job_id) for job_id in job_ids]))
 
-    async def _sizes(self, predicates: Sequence[Predicate]) -> dict[str, int | None]:
-        """Sizes of the candidate sources: SCARD, BITCOUNT of member bitmaps, ZLEXCOUNT."""
+    async def _sizes(
+        self, predicates: Sequence[Predicate], *, position: bool
+    ) -> tuple[dict[str, int | None], Position | None]:
+        """Sizes of the candidate sources: SCARD, BITCOUNT of member bitmaps, ZLEXCOUNT; and, when
+        asked and some size is read, the change log's position in the same round trip (else None)."""
         pipe = self.redis.pipeline(transaction=False)
         names: list[str] = []
         for pred in predicates:
@@ -102,5 +137,22 @@ class Executor:
                 pipe.zlexcount(self.keys.sort("id"), *pred.lex_bounds())  # type: ignore[no-untyped-call]
                 names.append(pred.text)
         if not names:
-            return {}
-        return dict(zip(names, await pipe.execute(), strict=True))
+            return {}, None
+        if position:
+            pipe.xrevrange(self.keys.changes, count=1)
+        replies = await pipe.execute()
+        sizes = dict(zip(names, replies, strict=False))
+        if not position:
+            return sizes, None
+        last = replies[-1]
+        return sizes, reply_position(last[0][0]) if last else ORIGIN
+
+
+def _decode_records(job_ids: Sequence[str], flat: Sequence[Any]) -> list[tuple[JobState | None, int]]:
+    """Flat (handle, state) pairs of these jobs' records (RECORDS, PAGE, PICK: one pair per id, in
+    order) as (state, handle); (None, 0) for unknown or unlisted jobs. The stored state leaves the
+    job's id out (registry/store/record.py), so the decoder is given it."""
+    return [
+        (record.decode_state(s, job_id), int(h)) if h and s else (None, 0)
+        for job_id, h, s in zip(job_ids, flat[::2], flat[1::2], strict=True)
+    ]

@@ -10,11 +10,13 @@ import redis.asyncio as aioredis
 from registry import lua
 from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
-from registry.query.page_call import PageCall, PageReply, page_reply
+from registry.query.page_call import PageCall, PageReply, PickReply, page_reply, pick_reply
 
 _NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "top", "records", "page", "pick")
 # Scripts that run predicate programs: lua/checklib.lua goes before them.
 _CHECKING = frozenset({"check", "pick", "page"})
+# Scripts whose reply ends with the change log's position and the page's records: lua/reply.lua too.
+_REPLYING = frozenset({"pick", "page"})
 
 
 class LexRange(NamedTuple):
@@ -25,10 +27,17 @@ class LexRange(NamedTuple):
     hi: bytes
 
 
+class JobIds(NamedTuple):
+    """A PICK driver: these jobs (16 uuid bytes each), found through their records."""
+
+    uuids: tuple[bytes, ...]
+
+
 def script_text(name: str) -> str:
-    """A script as run: lua/<name>.lua with the helpers of lua/lib.lua (and lua/checklib.lua) after its shebang."""
+    """A script as run: lua/<name>.lua after its shebang, with the shared helpers of lua/lib.lua (and
+    lua/checklib.lua, lua/reply.lua)."""
     package = __package__ or "registry.query"
-    libs = ("lib", "checklib") if name in _CHECKING else ("lib",)
+    libs = ("lib", *(("checklib",) if name in _CHECKING else ()), *(("reply",) if name in _REPLYING else ()))
     return lua.script(package, name, libs)
 
 
@@ -77,44 +86,47 @@ class Scripts:
         return int(reply[0]), bool(int(reply[1])), list(reply[2:])
 
     async def page(self, call: PageCall) -> PageReply:
-        """A plan's total and page in one bounded call, or its counts and how far it got."""
+        """A plan's total, page and its records in one bounded call, or its counts and how far it got;
+        with the change log's position either way."""
         return page_reply(await self._call("page", call.keys, call.args))
 
     async def pick(
         self,
         program: CheckProgram,
-        driver: Sequence[str] | LexRange,
+        driver: Sequence[str] | LexRange | JobIds,
         *,
         offset: int,
         limit: int,
         desc: bool,
         order: str,
         cap: int,
+        changes: str,
+        record_prefix: str,
         ors: Sequence[tuple[str, Sequence[str]]] = (),
-    ) -> tuple[int, list[bytes]] | None:
-        """(total, the page's uuid bytes) of the driver's jobs that pass ``program``, ordered by
-        ``order`` ('value', 'nullable', 'handle' or 'id'); None if the driver holds over ``cap``.
-        ``driver``: member set keys, or a lex range of the id sort set. ``ors``: (temporary
-        bitmap the program tests, the bitmaps OR-ed into it first)."""
+    ) -> PickReply:
+        """The total, the page's uuid bytes and records of the driver's jobs that pass ``program``,
+        ordered by ``order`` ('value', 'nullable', 'handle' or 'id'), and the position of the
+        change log ``changes``; not done if the driver holds over ``cap``. ``driver``: member
+        set keys, a lex range of the id sort set, or job ids. ``record_prefix``: Keys.job_prefix.
+        ``ors``: (temporary bitmap the program tests, the bitmaps OR-ed into it first)."""
         keys: list[Any] = list(program.keys)
 
         def ref(key: str) -> int:
             keys.append(key)
             return len(keys)
 
-        head: list[Any] = [offset, limit, int(desc), order, cap]
+        head: list[Any] = [offset, limit, int(desc), order, cap, ref(changes), record_prefix]
         if isinstance(driver, LexRange):
             args = [*head, "lex", ref(driver.zset), driver.lo, driver.hi]
+        elif isinstance(driver, JobIds):
+            args = [*head, "ids", len(driver.uuids), *driver.uuids]
         else:
             args = [*head, "sets", len(driver), *[ref(s) for s in driver]]
         args.append(len(ors))
         for dest, sources in ors:
             args += [program.keys.index(dest) + 1, len(sources), *[ref(k) for k in sources]]
         args += program.ops
-        reply = await self._call("pick", keys, args)
-        if not int(reply[0]):
-            return None
-        return int(reply[1]), list(reply[2:])
+        return pick_reply(await self._call("pick", keys, args))
 
     async def check(self, program: CheckProgram, handles: Sequence[int], want_uuid: bool) -> list[CheckRow]:
         """The handles that pass ``program``, with their order values (and uuids)."""

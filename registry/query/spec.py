@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -57,6 +58,12 @@ class Page(msgspec.Struct, kw_only=True):
     # How the executor answered, e.g. "candidates: project (1500 jobs), checked in 1 call";
     # the API returns it in the X-Jobreg-Plan header, so a slow query explains itself.
     strategy: str = ""
+    # The change log's position (ms, seq), read at or before the page's first read: a watch
+    # from it misses no change the page does not show. None for a plan that can never match.
+    position: tuple[int, int] | None = None
+    # The page's job records as flat (handle, state) pairs, when the call that found the page
+    # read them too (PAGE, PICK); None when they are still to be read.
+    records: list[Any] | None = None
 
 
 class Counts(msgspec.Struct, kw_only=True):

@@ -6,20 +6,22 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from registry.keys import Keys
+from registry.live.changes import current_position
 from registry.query import cost
 from registry.query.check import compile_check
-from registry.query.executor import Executor
+from registry.query.executor import Executor, Listing
 from registry.query.planner import plan
 from registry.settings import Settings
 from registry.store import record
 from registry.store.projection import Projection
 from tests.harness import decode_all
 from tests.query_params import parse_params
-from tests.reference import ORDER_BYS, Params, Reference, _wire_date, make_traffic
+from tests.reference import ORDER_BYS, Params, Reference, _wire_date, make_traffic, render_job
 
 
 def _tuned(settings: Settings, budget: int) -> Settings:
@@ -29,6 +31,18 @@ def _tuned(settings: Settings, budget: int) -> Settings:
     return Settings(
         **{**fields, "candidate_threshold": 0, "collect_threshold": 0, "walk_chunk": 7, "one_call_budget": budget}
     )
+
+
+async def _listed(ex: Executor, keys: Keys, ref: Reference, orders: dict[str, int], params: Params) -> Listing:
+    """The listing of ``params``, checked against the reference: total, page, every job as rendered, and
+    the change log's position (nothing changes here, so the last one)."""
+    listing = await ex.listing(plan(parse_params(params), keys))
+    total, job_ids = ref.query(params, orders)
+    assert (listing.total, [job.id for job in listing.jobs]) == (total, job_ids), params
+    rendered = msgspec.json.decode(msgspec.json.encode(listing.jobs))
+    assert rendered == [render_job(ref.jobs()[j], orders[j]) for j in job_ids], params
+    assert listing.position == await current_position(ex.redis, keys), params
+    return listing
 
 
 def _filters(ref: Reference) -> list[Params]:
@@ -84,9 +98,7 @@ async def test_one_call_matches_reference(
                     params = [*filters, ("order_by", order), ("order_by_direction", direction)]
                     queries.append([*params, ("offset", str(offset)), ("limit", str(limit))])
         for params in queries:
-            want = ref.query(params, orders)
-            page = await ex.run(plan(parse_params(params), keys))
-            assert (page.total, page.job_ids) == want, params
+            page = await _listed(ex, keys, ref, orders, params)
             assert page.strategy.startswith("one call"), (params, page.strategy)
             how[";".join(page.strategy.split(";")[:2]).rstrip("0123456789")] += 1
     # Both ends of the path ran: pages done in the one call, and walks resumed in chunks.
@@ -98,7 +110,7 @@ async def test_one_call_matches_reference(
 
 
 async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings, keys: Keys) -> None:
-    """Small drivers (set-indexed projects, batches, users, id prefixes) with every other kind of filter,
+    """Small drivers (set-indexed projects, batches, users, id prefixes, ids) with every other kind of filter,
     ranges and nullable orders included, checked and sorted in one PICK call."""
     rng = random.Random(12)
     traffic = make_traffic(rng, 500)
@@ -129,6 +141,9 @@ async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings
         # One hex digit is a bitmap since layout 5 (Keys.id_hex), not a driver: prefixes of 2 and 3 are.
         [("id__starts_with", jobs[5]["id"][:3])],
         [("id__starts_with", jobs[6]["id"][:2])],
+        # Ids: found through their records; one unknown, one given twice.
+        [("id", jobs[7]["id"]), ("id", "0f0f0f0f-0000-4000-8000-00000000abcd"), ("id", jobs[8]["id"])],
+        [*[("id", j["id"]) for j in jobs[9:40]], ("id", jobs[9]["id"])],
     ]
     for driver in drivers:
         for other in others:
@@ -139,10 +154,21 @@ async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings
                     offset = rng.choice((0, 1, total // 2, max(total - 2, 0), total + 1))
                     params = [*filters, ("order_by", order), ("order_by_direction", direction)]
                     params += [("offset", str(offset)), ("limit", str(rng.choice((1, 5, 100))))]
-                    page = await ex.run(plan(parse_params(params), keys))
-                    assert (page.total, page.job_ids) == ref.query(params, orders), params
+                    page = await _listed(ex, keys, ref, orders, params)
                     assert page.strategy.startswith("one call:"), (params, page.strategy)
     # Sets that outgrew the budget since they were sized: PICK reads nothing and says so.
     program = compile_check(keys.uuids, None, ())
     sets = [keys.member_set("project", jobs[0]["project_id"])]
-    assert await ex.scripts.pick(program, sets, offset=0, limit=5, desc=False, order="handle", cap=0) is None
+    picked = await ex.scripts.pick(
+        program,
+        sets,
+        offset=0,
+        limit=5,
+        desc=False,
+        order="handle",
+        cap=0,
+        changes=keys.changes,
+        record_prefix=keys.job_prefix(),
+    )
+    assert not picked.done and not picked.uuids and not picked.records
+    assert picked.position == await current_position(aredis, keys)

@@ -6,22 +6,25 @@ import uuid as _uuid
 
 import msgspec
 
+from registry.live.changes import Position
 from registry.query import cost
-from registry.query.bits import member_id
+from registry.query.bits import member_id, uuid_text
 from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
 from registry.query.page_call import PageMode, collect_order, compile_page
-from registry.query.planner import AnyBit, IdPrefix, Members, Plan
-from registry.query.scripts import LexRange
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, Plan
+from registry.query.scripts import JobIds, LexRange
 from registry.query.spec import Page
 
 
 async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None], *, no_filter: bool) -> Page:
     """The page in one call when its walk fits the budget; else the chunked path from the counted filter.
 
-    The script deletes its temporary keys when it is done, so the common query costs this one
-    round trip; a filter bitmap it leaves behind is handed to the query context to delete.
+    The script deletes its temporary keys when it is done and returns the page's records and
+    the change log's position with it, so the common query costs this one round trip; a filter
+    bitmap it leaves behind is handed to the query context to delete. The chunked path reads
+    after the call, so the position it read stays valid for the page it finds.
     """
     mode: PageMode = "handle" if plan.order_zset is None else "rank" if no_filter else "walk"
     f, scratch = ctx.keys.temp(), ctx.keys.temp()
@@ -45,7 +48,8 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
         if reply.phase:
             how = f"of {reply.total} matches sorted there"
         how = f"one call: {source}, counted; page {how}"
-        return Page(total=reply.total, job_ids=[member_id(m) for m in reply.items], strategy=how)
+        job_ids = [member_id(m) for m in reply.items]
+        return Page(total=reply.total, job_ids=job_ids, strategy=how, position=reply.position, records=reply.records)
     if no_filter:
         f = ctx.keys.all
     else:
@@ -54,13 +58,15 @@ async def run_one_call(ctx: QueryContext, plan: Plan, sizes: dict[str, int | Non
     resume = Resume(reply.phase, reply.rank, reply.skip, reply.items) if reply.phase else None
     page = await read_page(ctx, plan, counted, no_filter=no_filter, resume=resume)
     why = "walk over budget" if reply.phase else "walk estimate over budget"
-    return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}")
+    return msgspec.structs.replace(page, strategy=f"one call counted ({why}); {page.strategy}", position=reply.position)
 
 
 async def run_pick(
-    ctx: QueryContext, plan: Plan, driver: Members | IdPrefix, sizes: dict[str, int | None]
-) -> Page | None:
-    """A small driver's jobs checked, ordered and paged in one PICK call; None if it grew past the budget."""
+    ctx: QueryContext, plan: Plan, driver: Members | IdPrefix | IdIn, sizes: dict[str, int | None]
+) -> Page | Position:
+    """A small driver's jobs checked, ordered and paged in one PICK call, with their records and the
+    change log's position; only the position if the driver grew past the budget (the chunked path
+    that follows reads after it, so it stays valid for the page that path finds)."""
     others = [p for p in plan.predicates if p is not driver]
     # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate.
     ors = [(ctx.keys.temp(), p.keys) for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
@@ -68,9 +74,13 @@ async def run_pick(
     checked = [AnyBit((next(it)[0],)) if isinstance(p, AnyBit) and len(p.keys) > 1 else p for p in others]
     program = compile_check(ctx.keys.uuids, plan.order_column, checked)
     order = collect_order(plan)
+    source: list[str] | LexRange | JobIds
     if isinstance(driver, IdPrefix):
-        source: list[str] | LexRange = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
+        source = LexRange(ctx.keys.sort("id"), *driver.lex_bounds())
         what = "id prefix"
+    elif isinstance(driver, IdIn):
+        source = JobIds(tuple(_uuid.UUID(i).bytes for i in driver.ids))
+        what = f"id ({len(driver.ids)} ids)"
     else:
         source = [s for s in driver.sets if sizes.get(s)]
         what = f"{driver.kind} ({len(source)} sets)"
@@ -82,10 +92,12 @@ async def run_pick(
         desc=plan.desc,
         order=order,
         cap=ctx.settings.one_call_budget,
+        changes=ctx.keys.changes,
+        record_prefix=ctx.keys.job_prefix(),
         ors=ors,
     )
-    if picked is None:
-        return None
-    total, uuids = picked
+    if not picked.done:
+        return picked.position
     how = f"one call: {what} checked against {len(others)} other filters, sorted there"
-    return Page(total=total, job_ids=[str(_uuid.UUID(bytes=u)) for u in uuids], strategy=how)
+    job_ids = [uuid_text(u) for u in picked.uuids]
+    return Page(total=picked.total, job_ids=job_ids, strategy=how, position=picked.position, records=picked.records)

@@ -12,7 +12,8 @@
 -- KEYS[7]   the filter bitmap (temporary: written unless there is no program, deleted when done)
 -- KEYS[8]   scratch bitmap (temporary, deleted before returning)
 -- KEYS[9]   the order field's column (i64 per handle; orders without one: unused, pass KEYS[3])
--- KEYS[10..] the keys the program refers to (by KEYS index)
+-- KEYS[10]  the change log (its last entry's id is the reply's position)
+-- KEYS[11..] the keys the program refers to (by KEYS index)
 -- ARGV[1] offset, ARGV[2] limit, ARGV[3] desc ('1'/'0')
 -- ARGV[4] mode: 'handle' (creation_order: the page read from the bitmap), 'rank' (no program:
 --         a rank range of the sort set), 'walk' (the sort set walked, each member's bit tested)
@@ -22,28 +23,35 @@
 -- ARGV[9] collect limit: a walk not tried is replaced by collecting the matches, reading their
 --         order values and sorting them here, when they are at most this many
 -- ARGV[10] how lua/checklib.lua's order_page orders collected matches: 'value', 'nullable', 'handle', 'id'
--- ARGV[11..] the program (none: no filter), its ops AND-ed:
+-- ARGV[11] the job record key prefix: a record's key is it followed by the job's uuid as text (its
+--          hash tag is the declared keys', so the records the reply reads are in their slot)
+-- ARGV[12..] the program (none: no filter), its ops AND-ed:
 --   A n k...        set in any of the n bitmaps KEYS[k]
 --   N k             clear in KEYS[k]
 --   M nb ns k...    set in any of nb bitmaps KEYS[k], or a member of any of ns (small) sets KEYS[k]
--- Returns {done, total, first, listed, phase, rank, skip, item...}: first counts the matches with a
--- value (nullable orders; else the total). done 1: the items are the page, each starting with the
--- job's 16 uuid bytes, and phase is 1 if the matches were collected and sorted here, else 0. done 0: the page is not read; phase 0: no walk tried (its estimate is over
--- the walk limit), else the walk ran out of budget in phase 1 (the sort set) or 2 (the nulls, by
--- id) at rank, with skip matches still to skip, and the items are the matches found so far.
+-- Returns {done, total, first, listed, phase, rank, skip, position, item...}: first counts the
+-- matches with a value (nullable orders; else the total); position is the change log's last id
+-- (lua/reply.lua), read in this call, so it is at or before the first read of any fallback.
+-- done 1: the items are the page, each starting with the job's 16 uuid bytes, followed by the
+-- page's records (handle, state per item, lua/reply.lua), and phase is 1 if the matches were
+-- collected and sorted here, else 0. done 0: no records; the page is not read; phase 0: no walk
+-- tried (its estimate is over the walk limit), else the walk ran out of budget in phase 1 (the
+-- sort set) or 2 (the nulls, by id) at rank, with skip matches still to skip, and the items are
+-- the matches found so far.
 local offset, limit, desc = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local mode, nullable, budget = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
 local walk_limit, ttl = tonumber(ARGV[7]), ARGV[8]
 local collect_limit, order = tonumber(ARGV[9]), ARGV[10]
 local all, f, scratch = KEYS[1], KEYS[7], KEYS[8]
 -- No program: no filter, the all bitmap itself (neither written nor deleted).
-local nofilter = #ARGV < 11
+local nofilter = #ARGV < 12
 if nofilter then f = all end
+local position = last_change(KEYS[10])
 
 -- The filter: one BITOP AND of every bitmap an op names whole, then one more per op that
 -- needs its own bitmap first (an OR, a negation, small member sets).
 local direct, composite = {all}, {}
-local i = 11
+local i = 12
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'A' then
@@ -95,7 +103,9 @@ redis.call('DEL', scratch)
 -- collected: 1 if the matches were collected and sorted here, 0 if read in order.
 local function done(items, collected)
   if not nofilter then redis.call('DEL', f) end
-  return {1, total, first, listed, collected, 0, 0, unpack(items)}
+  local out = {1, total, first, listed, collected, 0, 0, position}
+  for j, item in ipairs(items) do out[8 + j] = item end
+  return append_records(out, items, ARGV[11])
 end
 if offset >= total then return done({}, 0) end
 
@@ -163,7 +173,7 @@ end
 -- A walk's estimate assumes matches spread evenly along the order; the budget bounds it anyway.
 -- Few matches are collected instead: found in the bitmap, their values read and sorted here.
 if mode == 'walk' and (offset + limit) * listed / math.max(total, 1) > walk_limit then
-  if total > collect_limit then return {0, total, first, listed, 0, 0, offset} end
+  if total > collect_limit then return {0, total, first, listed, 0, 0, offset, position} end
   local hs, byte = {}, 0
   -- BITPOS skips empty stretches in C; a Lua pattern scan of a million-job bitmap costs ~2 ms.
   while true do
@@ -216,7 +226,7 @@ if offset < first then
     if desc then out = redis.call('ZREVRANGE', KEYS[4], offset, stop) else out = redis.call('ZRANGE', KEYS[4], offset, stop) end
   else
     rank, skip, finished = walk(KEYS[4], nil, 0, offset, need, out, true)
-    if not finished then return {0, total, first, listed, 1, rank, skip, unpack(out)} end
+    if not finished then return {0, total, first, listed, 1, rank, skip, position, unpack(out)} end
   end
   skip = 0
 else
@@ -224,6 +234,6 @@ else
 end
 if #out < limit and nullable then
   rank, skip, finished = walk(KEYS[6], KEYS[5], 0, skip, limit, out, not nofilter)
-  if not finished then return {0, total, first, listed, 2, rank, skip, unpack(out)} end
+  if not finished then return {0, total, first, listed, 2, rank, skip, position, unpack(out)} end
 end
 return done(out, 0)

@@ -1,51 +1,74 @@
 #!lua
--- PICK: a small driver's jobs (the members of a few small sets, or an id prefix's range of the
--- id sort set) checked against a program, then ordered and paged here: the exact total and the
+-- PICK: a small driver's jobs (the members of a few small sets, an id prefix's range of the id
+-- sort set, or a list of job ids) checked against a program, then ordered and paged here: the exact total and the
 -- page in one call, with bounded work.
 -- KEYS[1]   the uuid array (16 bytes per handle)
 -- KEYS[2]   the order field's column (i64 per handle), or '' to order by handle or id
--- KEYS[3..] every bitmap, set and column the program refers to, and the driver's keys
+-- KEYS[3..] every bitmap, set and column the program refers to, the driver's keys and the change log
 -- ARGV[1] offset, ARGV[2] limit, ARGV[3] desc ('1'/'0')
 -- ARGV[4] order: 'value' (KEYS[2]), 'nullable' (KEYS[2] holds value + 1, 0 = null: nulls last),
 --         'handle' (creation_order) or 'id'; ties are broken by id, in the same direction
 -- ARGV[5] the most candidates to read
--- ARGV[6] the driver: 'sets', then ARGV[7] n and ARGV[8..7+n] the KEYS index of each set;
---         or 'lex', then ARGV[7] the KEYS index of the id sort set, ARGV[8] min, ARGV[9] max
---         (ZRANGEBYLEX bounds)
+-- ARGV[6] the KEYS index of the change log (its last entry's id is the reply's position)
+-- ARGV[7] the job record key prefix: a record's key is it followed by the job's uuid as text (its
+--         hash tag is the declared keys', so the records the reply reads are in their slot)
+-- ARGV[8] the driver: 'sets', then ARGV[9] n and ARGV[10..9+n] the KEYS index of each set;
+--         or 'lex', then ARGV[9] the KEYS index of the id sort set, ARGV[10] min, ARGV[11] max
+--         (ZRANGEBYLEX bounds); or 'ids', then ARGV[9] n and ARGV[10..9+n] the jobs' 16 uuid
+--         bytes (each job's handle is read from its record, keyed as in lua/reply.lua; ids
+--         without a listed record are not among the candidates)
 -- ARGV[...] after the driver's arguments: m, then m bitmaps to build first, each as the KEYS
 --         index of a temporary bitmap, n, and the KEYS indexes of the n bitmaps OR-ed into it
 --         (a status or origin list is then one bit test per candidate, not one per value;
 --         the temporary bitmaps are deleted before returning)
 -- ARGV[...] then the program (see lua/checklib.lua)
--- Returns {1, total, uuid...} (the page's 16-byte uuids), or {0} when the driver holds more
--- than ARGV[5] jobs (it grew since it was sized; the caller takes the chunked path).
+-- Returns {1, total, position, uuid..., record...}: the page's 16-byte uuids, then their records
+-- (handle, state per uuid; lua/reply.lua); position is the change log's last id, read in this
+-- call. Or {0, position} when the driver holds more than ARGV[5] jobs (it grew since it was
+-- sized; the caller takes the chunked path, whose reads all come after this position).
 local offset, limit, desc, order = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
 local cap = tonumber(ARGV[5])
+local position = last_change(KEYS[tonumber(ARGV[6])])
 local hs, from, known = {}, 0, nil
-if ARGV[6] == 'lex' then
-  local zset = KEYS[tonumber(ARGV[7])]
-  if redis.call('ZLEXCOUNT', zset, ARGV[8], ARGV[9]) > cap then return {0} end
+if ARGV[8] == 'lex' then
+  local zset = KEYS[tonumber(ARGV[9])]
+  if redis.call('ZLEXCOUNT', zset, ARGV[10], ARGV[11]) > cap then return {0, position} end
   known = {}  -- id sort set members start with the job's uuid: none to read
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', zset, ARGV[8], ARGV[9])) do
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', zset, ARGV[10], ARGV[11])) do
     local h = handle(m)
     hs[#hs + 1] = h
     known[h] = string.sub(m, 1, 16)
   end
-  from = 10
+  from = 12
+elseif ARGV[8] == 'ids' then
+  local n = tonumber(ARGV[9])
+  known = {}  -- the ids are the uuids: none to read
+  for j = 1, n do
+    local u = ARGV[9 + j]
+    local h = redis.call('HGET', record_key(ARGV[7], u), 'h')
+    if h then
+      h = tonumber(h)
+      if not known[h] then
+        hs[#hs + 1] = h
+        known[h] = u
+      end
+    end
+  end
+  from = 10 + n
 else
-  local n = tonumber(ARGV[7])
+  local n = tonumber(ARGV[9])
   local seen = {}
   for j = 1, n do
-    for _, m in ipairs(redis.call('SMEMBERS', KEYS[tonumber(ARGV[7 + j])])) do
+    for _, m in ipairs(redis.call('SMEMBERS', KEYS[tonumber(ARGV[9 + j])])) do
       local h = tonumber(m)
       if not seen[h] then
         seen[h] = true
         hs[#hs + 1] = h
       end
     end
-    if #hs > cap then return {0} end
+    if #hs > cap then return {0, position} end
   end
-  from = 8 + n
+  from = 10 + n
 end
 local temps = {}
 local m = tonumber(ARGV[from])
@@ -63,4 +86,6 @@ end
 table.sort(hs)
 local total, page = order_page(hs, from, KEYS[1], KEYS[2], order, desc, offset, limit, known)
 for _, t in ipairs(temps) do redis.call('DEL', t) end
-return {1, total, unpack(page)}
+local out = {1, total, position}
+for j, u in ipairs(page) do out[3 + j] = u end
+return append_records(out, page, ARGV[7])
