@@ -24,7 +24,9 @@ JOBS = "/api/v2/jobs"
 @contextmanager
 def secured_stack(redis_server: RedisServer, logs: Path, **env: Any) -> Iterator[Stack]:
     """Workers and an API with authentication on (HS256 shared secret), on loopback."""
-    full = {"JOBREG_AUTH_SECRET": SECRET, "JOBREG_WATCH_HEARTBEAT_S": "1", **env}
+    # One API process: the bounds under test (watch streams, memory) are per process, and the
+    # memory checks read that process's RSS (api_pid), which a supervisor of several would hide.
+    full = {"JOBREG_AUTH_SECRET": SECRET, "JOBREG_WATCH_HEARTBEAT_S": "1", "JOBREG_API_PROCESSES": "1", **env}
     with running_stack(redis_server, logs, env=full) as stack:
         yield stack
 
