@@ -167,6 +167,9 @@ async def test_watchers_end_with_every_job_in_its_latest_state(stack: Stack) -> 
         await asyncio.to_thread(stack.wait_drained)
         final = stack.log_ids()[-1]
 
+        # Each API process publishes its gauges to the others every 0.5 s (api/siblings.py): the
+        # resumer's closed first stream may still count on another process for that long.
+        await _wait_watch_connections(client, 3)
         metrics = await client.get("/metrics")
         for w in (resumer, filtered, paged):
             await asyncio.wait_for(w.read_to(final), TIMEOUT_S)
