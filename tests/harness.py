@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -26,9 +27,11 @@ from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
 from registry.settings import Settings, load_settings
+from registry.store import record
+from registry.store.projection import Projection
 from registry.wire.events import decode_event
 from tests.conftest import RedisServer
-from tests.reference import Reference, render_detail
+from tests.reference import Reference, make_traffic, render_detail
 
 ROOT = Path(__file__).resolve().parents[1]
 RawEntry = Mapping[str, str] | Mapping[bytes, bytes]
@@ -41,6 +44,20 @@ def decode_all(entries: Iterable[Mapping[str, str]]) -> list[Event]:
         with contextlib.suppress(InvalidEvent):
             out.append(decode_event(fields))  # type: ignore[arg-type]
     return out
+
+
+async def project_traffic(
+    client: aioredis.Redis, keys: Keys, rng: random.Random, n_jobs: int
+) -> tuple[Reference, dict[str, int]]:
+    """Random traffic of ``n_jobs`` jobs applied by the real projection (small member sets become
+    bitmaps at 20, 50 jobs per call) and folded by the reference; each listed job's handle."""
+    traffic = make_traffic(rng, n_jobs)
+    ref = Reference()
+    for e in traffic:
+        ref.add(e)
+    await Projection(client, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
+    ids = list(ref.jobs())
+    return ref, {j: h for j, h in zip(ids, await record.handles(client, keys, ids), strict=True) if h}
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, on_fail: Callable[[], str] = str) -> float:

@@ -19,7 +19,7 @@ from registry.query.planner import plan
 from registry.settings import Settings
 from registry.store import record
 from registry.store.projection import Projection
-from tests.harness import decode_all
+from tests.harness import decode_all, project_traffic
 from tests.query_params import parse_params
 from tests.reference import ORDER_BYS, Params, Reference, _wire_date, make_traffic, render_job
 
@@ -71,13 +71,7 @@ async def test_one_call_matches_reference(
         # Every walk is tried in the call, so small budgets run out mid-walk (phase 1) and resume.
         monkeypatch.setattr(cost, "one_call_walk_limit", lambda budget: 1 << 40)
     rng = random.Random(11)
-    traffic = make_traffic(rng, 500)
-    ref = Reference()
-    for e in traffic:
-        ref.add(e)
-    await Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
-    ids = list(ref.jobs())
-    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    ref, orders = await project_traffic(aredis, keys, rng, 500)
     how: Counter[str] = Counter()
     everything = ref.query([], orders)[0]
     # A walk whose estimate is short but that reads on (running jobs started last, walked from the

@@ -15,11 +15,9 @@ from registry.query import cost
 from registry.query.executor import Executor
 from registry.query.planner import Plan, plan
 from registry.settings import Settings
-from registry.store import record
-from registry.store.projection import Projection
-from tests.harness import decode_all
+from tests.harness import project_traffic
 from tests.query_params import parse_params
-from tests.reference import Params, Reference, _wire_date, make_traffic
+from tests.reference import Params, Reference, _wire_date
 
 BSI_ORDERS = ("created_at", "start_timestamp", "end_timestamp", "runs")
 
@@ -53,13 +51,7 @@ async def test_top_matches_reference(
     monkeypatch.setattr(cost, "top_slices", lambda listed: slices)
     monkeypatch.setattr(cost, "TOP_STOP", 1)
     rng = random.Random(31 + slices)
-    traffic = make_traffic(rng, 500)
-    ref = Reference()
-    for e in traffic:
-        ref.add(e)
-    await Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
-    ids = list(ref.jobs())
-    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    ref, orders = await project_traffic(aredis, keys, rng, 500)
     fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
     tuned = {"candidate_threshold": 0, "collect_threshold": 0, "one_call_budget": 0}
     ex = Executor(aredis, keys, Settings(**{**fields, **tuned}))

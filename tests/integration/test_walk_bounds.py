@@ -14,11 +14,10 @@ from registry.keys import Keys
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.settings import Settings
-from registry.store import indexes, record
-from registry.store.projection import Projection
-from tests.harness import decode_all
+from registry.store import indexes
+from tests.harness import project_traffic
 from tests.query_params import parse_params
-from tests.reference import Params, Reference, _wire_date, make_traffic
+from tests.reference import Params, Reference, _wire_date
 
 TIME_ORDERS = ("created_at", "updated_at", "start_timestamp", "end_timestamp")
 
@@ -50,13 +49,7 @@ async def test_walks_from_zone_bounds_match_reference(
 ) -> None:
     monkeypatch.setattr(indexes, "ZONE_SIZE", 8)  # many blocks on a few hundred jobs
     rng = random.Random(23 + budget)
-    traffic = make_traffic(rng, 600)
-    ref = Reference()
-    for e in traffic:
-        ref.add(e)
-    await Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
-    ids = list(ref.jobs())
-    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    ref, orders = await project_traffic(aredis, keys, rng, 600)
     fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
     # No candidates and no collecting: every page is walked, as at scale.
     tuned = {"candidate_threshold": 0, "collect_threshold": 0, "walk_chunk": 7, "one_call_budget": budget}
