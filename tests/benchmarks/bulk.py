@@ -40,6 +40,7 @@ import redis
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from registry.live import changes
 from tests.benchmarks.datagen import Job, Plan, iter_jobs, job_events
 
 if TYPE_CHECKING:
@@ -188,9 +189,9 @@ class BulkLoader:
                 pipe.sadd(self.keys.member_set(kind, value), *handles)
 
     def _write_change_log(self, pipe: redis.client.Pipeline, tail: Sequence[tuple[int, bytes, bytes]]) -> None:
-        # The fields apply.lua writes for an added job (registry/live/changes.py reads them).
+        # The fields apply.lua writes for an added job, named where registry/live/changes.py reads them.
         for h, uuid16, state in tail:
-            fields = {"k": "a", "h": h, "u": uuid16, "s": state}
+            fields = {changes.KIND: changes.ADDED, changes.HANDLE: h, changes.UUID: uuid16, changes.STATE: state}
             pipe.xadd(self.keys.changes, fields, maxlen=self.retention, approximate=True)  # type: ignore[arg-type]
 
     def load(self, plan: Plan, bar: tqdm[None] | None = None) -> int:
