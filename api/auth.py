@@ -12,7 +12,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Scope
 
-from api.services import Services
+from api.services import ServicesDep
 from api.token_cache import VerifiedTokens
 from registry.auth.principal import UNAUTHENTICATED, Principal
 from registry.auth.tokens import Verifier
@@ -99,7 +99,7 @@ def principal_dependency(enabled: bool) -> Provide:
     request, a quarter of the whole request's Python for a query that matches nothing.
     """
 
-    def provide(scope: Scope, services: Services) -> Principal:
+    def provide(scope: Scope, services: ServicesDep) -> Principal:
         del services  # only orders the resolution (see above)
         user = scope.get("user")
         if isinstance(user, Principal):

@@ -24,7 +24,6 @@ from registry.query.spec import Counts, Page
 from registry.settings import Settings
 from registry.store import record
 
-
 # The job shape a renderer gives (registry/store/record.py: the list's Job, the single job's JobDetail).
 _J = TypeVar("_J", bound=Job)
 
@@ -115,7 +114,9 @@ class Executor:
         """These jobs in full (results link and sequence included); None for unknown or not-yet-created ones."""
         return await self._rendered(record.render_detail, job_ids)
 
-    async def _rendered(self, render: Callable[[bytes, str, int], _J | None], job_ids: Sequence[str]) -> list[_J | None]:
+    async def _rendered(
+        self, render: Callable[[bytes, str, int], _J | None], job_ids: Sequence[str]
+    ) -> list[_J | None]:
         """These jobs' records, read in one script call and rendered; None for unknown or unlisted ones."""
         await self.scripts.load()
         if not job_ids:

@@ -256,16 +256,28 @@ def _render(s: _State, job_id: str, handle: int) -> Job | None:
     """The public job of a listed job's compact fields; None when the job is not listed (its `created`
     not applied: JobState.listed). Job's constructor is called with its fields and nothing else: a
     ``**`` in the call doubles its cost."""
-    c = s.created
-    if c is None or s.updated_at is None:
+    c, updated = s.created, s.updated_at
+    if c is None or updated is None:
         return None
     t, anchor, started = s.terminal, c.occurred_at, s.start_timestamp
+    ended = None if t is None else t.occurred_at
+    created_at = render_instant(anchor)
+    start = None if started is None else render_instant(started + anchor)
+    end = None if ended is None else render_instant(ended + anchor)
+    # updated_at is the latest event's time: for most jobs that of the terminal event, the start or
+    # the creation (differences from it, so 0), rendered just above: 3 timestamps a job instead of 4.
+    if updated == ended and end is not None:
+        updated_at = end
+    elif updated == started and start is not None:
+        updated_at = start
+    else:
+        updated_at = created_at if updated == 0 else render_instant(updated + anchor)
     # The status rule of JobState.status: terminal, else canceling, else started, else pending.
     if t is not None:
-        status, errors, end = _STATUSES[t.status], list(t.errors), render_instant(t.occurred_at + anchor)
+        status, errors = _STATUSES[t.status], list(t.errors)
     else:
         status = Status.CANCELING if s.canceling else Status.PENDING if started is None else Status.RUNNING
-        errors, end = [], None
+        errors = []
     return Job(
         id=job_id,
         parent_id=None if c.parent_id is None else _text(c.parent_id),
@@ -278,9 +290,9 @@ def _render(s: _State, job_id: str, handle: int) -> Job | None:
         errors=errors,
         variables=c.variables,
         creation_order=handle,
-        created_at=render_instant(anchor),
-        updated_at=render_instant(s.updated_at + anchor),
-        start_timestamp=None if started is None else render_instant(started + anchor),
+        created_at=created_at,
+        updated_at=updated_at,
+        start_timestamp=start,
         end_timestamp=end,
     )
 
