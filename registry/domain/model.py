@@ -183,7 +183,7 @@ def render_timestamp(us: int | None) -> str | None:
 
 def render_instant(us: int, _day_text: Callable[[int], str | None] = _DAYS.get) -> str:
     """render_timestamp of a timestamp that is there: a page renders 400 of these, so they cost
-    a lookup of the day and two table reads (0.45 us), not a gmtime and a 7-field format (1.1 us)."""
+    a lookup of the day and two table reads (0.45 µs), not a gmtime and a 7-field format (1.1 µs)."""
     seconds, micros = divmod(us, 1_000_000)
     day, second = divmod(seconds, 86_400)
     minute, second = divmod(second, 60)

@@ -7,8 +7,10 @@ next run) into a private redis-server, builds the app with ``create_app`` (auth 
 token) and calls it as an ASGI application, without a server or a socket: what is timed is exactly
 the Python the API process runs for a request (middleware, token check, parameter parsing, planning,
 the Redis call(s), rendering the page, encoding the body), plus the Redis round trips. Each query is
-timed ``--repeat`` times after a warm-up; best and median in µs. ``floor`` is an id matching nothing
-(no record read: the per-request cost alone). ``--profile FILE`` writes a cProfile of the loop.
+timed ``--repeat`` times after a warm-up; best and median in µs, wall and this process's CPU. ``floor``
+is an id matching nothing (no record read: the per-request cost alone). A second table times what the
+handler calls without the framework around it (parse, plan, the executor's listing, the body encoded).
+``--profile FILE`` writes a cProfile (CPU time) of the first table's loop instead.
 Compare the rows of one run, or runs made back to back: the machine is shared.
 """
 
@@ -91,6 +93,30 @@ async def request(app: Any, query: bytes, token: str) -> _Capture:
     return sent
 
 
+async def core(app: Any, params: Params) -> int:
+    """What the handler calls, without the framework around it: parse, plan, the store's answer
+    rendered, the body encoded (bytes of the body)."""
+    import msgspec
+
+    from api.controllers import JobsPage, Pagination
+    from api.params import parse_query
+    from registry.query.planner import plan
+
+    services = app.state.services
+    query = parse_query(params)
+    page = await services.executor.listing(plan(query, services.keys))
+    end = query.offset + len(page.jobs)
+    body = JobsPage(data=page.jobs, pagination=Pagination(total=page.total, start=query.offset, end=end))
+    return len(msgspec.json.encode(body))
+
+
+def _row(name: str, size: int, walls: list[float], cpus: list[float]) -> str:
+    return (
+        f"{name:40} {size:7d} {min(walls) * 1e6:8.0f} {statistics.median(walls) * 1e6:9.0f}"
+        f" {min(cpus) * 1e6:8.0f} {statistics.median(cpus) * 1e6:10.0f}"
+    )
+
+
 async def measure(
     url: str, qs: Sequence[tuple[str, Params]], repeat: int, profile: str | None, only: str | None
 ) -> None:
@@ -101,7 +127,8 @@ async def measure(
     settings = load_settings({"JOBREG_REDIS_URL": url, "JOBREG_PREFIX": PREFIX, "JOBREG_AUTH_SECRET": SECRET})
     token = mint(settings, "bench", [], admin=True, ttl_s=86400)
     app = create_app(settings, announce_open=False)
-    encoded = [(name, urlencode(params).encode()) for name, params in qs if only is None or only in name]
+    chosen = [(name, params) for name, params in qs if only is None or only in name]
+    encoded = [(name, urlencode(params).encode()) for name, params in chosen]
     async with app.lifespan():
         for name, q in encoded:  # warm-up, and each answer checked
             sent = await request(app, q, token)
@@ -123,13 +150,20 @@ async def measure(
                 if profiler is not None:
                     profiler.disable()
                 size = len(sent.body)
-            print(
-                f"{name:40} {size:7d} {min(walls) * 1e6:8.0f} {statistics.median(walls) * 1e6:9.0f}"
-                f" {min(cpus) * 1e6:8.0f} {statistics.median(cpus) * 1e6:10.0f}"
-            )
+            print(_row(name, size, walls, cpus))
         if profiler is not None:
             profiler.dump_stats(profile)
             print(f"profile written to {profile}")
+            return
+        print("the same queries without the framework: parse, plan, listing, body encoded (what list_jobs calls)")
+        for name, params in chosen:
+            walls, cpus = [], []
+            for _ in range(repeat):
+                t, c = time.perf_counter(), time.process_time()
+                size = await core(app, params)
+                cpus.append(time.process_time() - c)
+                walls.append(time.perf_counter() - t)
+            print(_row(name, size, walls, cpus))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
