@@ -12,6 +12,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Scope
 
+from api.services import ServicesDep
 from api.token_cache import VerifiedTokens
 from registry.auth.principal import UNAUTHENTICATED, Principal
 from registry.auth.tokens import Verifier
@@ -90,9 +91,16 @@ def auth_middleware(verifier: Verifier, max_header_bytes: int = 65536) -> Define
 
 
 def principal_dependency(enabled: bool) -> Provide:
-    """Provides ``principal: Principal`` to handlers: the verified caller, or everyone-is-operator when auth is off."""
+    """Provides ``principal: Principal`` to handlers: the verified caller, or everyone-is-operator when auth is off.
 
-    def provide(scope: Scope) -> Principal:
+    The provider names ``services`` without using it, so that Litestar resolves the two one after
+    the other: dependencies with no order between them are resolved concurrently, in an anyio task
+    group of one task each, and for two dependencies as cheap as these that was ~0.1 ms of CPU per
+    request, a quarter of the whole request's Python for a query that matches nothing.
+    """
+
+    def provide(scope: Scope, services: ServicesDep) -> Principal:
+        del services  # only orders the resolution (see above)
         user = scope.get("user")
         if isinstance(user, Principal):
             return user

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -155,14 +156,38 @@ class JobDetail(LinkedJob, kw_only=True):
     sequence: str | None
 
 
+# render_timestamp's pieces: "YYYY-MM-DDT" per day (remembered; a page's and a poller's
+# timestamps fall on few days), "HH:MM:" per minute of the day and "SS." per second.
+_DAYS: dict[int, str] = {}
+_DAYS_MAX = 4096
+_HOURS_MINUTES = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
+_SECONDS = tuple(f"{s:02d}." for s in range(60))
+
+
+def _day(day: int) -> str:
+    """The "YYYY-MM-DDT" of a day since the epoch, remembered in _DAYS."""
+    t = time.gmtime(day * 86_400)
+    text = "%04d-%02d-%02dT" % (t[0], t[1], t[2])  # noqa: UP031
+    if len(_DAYS) >= _DAYS_MAX:
+        _DAYS.clear()
+    _DAYS[day] = text
+    return text
+
+
 def render_timestamp(us: int | None) -> str | None:
     """Microseconds since the epoch as RFC 3339 UTC, always with six fractional digits."""
     if us is None:
         return None
-    # gmtime and one format: half the cost of a datetime, and a page renders 400 of these.
+    return render_instant(us)
+
+
+def render_instant(us: int, _day_text: Callable[[int], str | None] = _DAYS.get) -> str:
+    """render_timestamp of a timestamp that is there: a page renders 400 of these, so they cost
+    a lookup of the day and two table reads (0.45 µs), not a gmtime and a 7-field format (1.1 µs)."""
     seconds, micros = divmod(us, 1_000_000)
-    t = time.gmtime(seconds)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00" % (t[0], t[1], t[2], t[3], t[4], t[5], micros)  # noqa: UP031
+    day, second = divmod(seconds, 86_400)
+    minute, second = divmod(second, 60)
+    return f"{_day_text(day) or _day(day)}{_HOURS_MINUTES[minute]}{_SECONDS[second]}{micros:06d}+00:00"
 
 
 # The first instant RFC 3339 cannot write (a four-digit year): 10000-01-01T00:00:00Z.

@@ -15,11 +15,10 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from registry.domain.fold import to_linked
 from registry.domain.model import JobState, LinkedJob
 from registry.errors import JobregError
 from registry.keys import Keys
-from registry.store.record import decode_state
+from registry.store.record import decode_state, encode_state, render_linked
 
 # A stream entry id, "<ms>-<seq>"; compared as a pair of integers.
 Position = tuple[int, int]
@@ -62,13 +61,24 @@ def _pos(raw: bytes | str) -> Position:
 class Change:
     """One logged change: the job's state after it and, unless the change listed the job, before it."""
 
-    __slots__ = ("_job", "_json", "handle", "old", "position", "size", "state")
+    __slots__ = ("_job", "_json", "blob", "handle", "old", "position", "size", "state")
 
-    def __init__(self, position: Position, handle: int, state: JobState, old: JobState | None, size: int = 0) -> None:
+    def __init__(
+        self,
+        position: Position,
+        handle: int,
+        state: JobState,
+        old: JobState | None,
+        size: int = 0,
+        blob: bytes | None = None,
+    ) -> None:
         self.position = position
         self.handle = handle
         self.state = state
         self.old = old
+        # The state as logged (``state`` decoded from it): the job is rendered from these bytes, by the
+        # renderer the list and the single-job read use; encoded from ``state`` when not given.
+        self.blob = blob
         # Bytes of the stored states: what holding this change costs, give or take a small factor
         # (the decoded states and the rendered JSON). Watchers bound their buffers by it.
         self.size = size
@@ -82,7 +92,7 @@ class Change:
     @property
     def job(self) -> LinkedJob:
         if self._job is None:
-            job = to_linked(self.state, self.handle)
+            job = render_linked(self.blob or encode_state(self.state), self.state.job_id, self.handle)
             assert job is not None  # only listed jobs are logged
             self._job = job
         return self._job
@@ -107,6 +117,7 @@ def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Change
         decode_state(state, job_id),
         decode_state(old, job_id) if old else None,
         len(state) + len(old or b""),
+        state,
     )
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 
-from registry.domain.fold import to_detail, to_job
-from registry.domain.model import Job, JobDetail, JobState
+from registry.domain.model import Job, JobDetail
 from registry.keys import Keys
 from registry.live.changes import ORIGIN, Position, current_position
 from registry.query import cost
@@ -24,6 +23,9 @@ from registry.query.scripts import Scripts
 from registry.query.spec import Counts, Page
 from registry.settings import Settings
 from registry.store import record
+
+# The job shape a renderer gives (registry/store/record.py: the list's Job, the single job's JobDetail).
+_J = TypeVar("_J", bound=Job)
 
 
 class Listing(msgspec.Struct, kw_only=True):
@@ -86,8 +88,7 @@ class Executor:
         position read before them; one round trip when the page's call read its records too."""
         page = await self.run(plan)
         if page.records is not None:
-            pairs = _decode_records(page.job_ids, page.records)
-            rendered = [to_job(state, h) if state else None for state, h in pairs]
+            rendered = _render_records(record.render_job, page.job_ids, page.records)
         else:
             rendered = await self.jobs(page.job_ids)
         jobs = [job for job in rendered if job is not None]
@@ -107,18 +108,21 @@ class Executor:
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""
-        return [to_job(state, h) if state else None for state, h in await self._states(job_ids)]
+        return await self._rendered(record.render_job, job_ids)
 
     async def details(self, job_ids: Sequence[str]) -> list[JobDetail | None]:
         """These jobs in full (results link and sequence included); None for unknown or not-yet-created ones."""
-        return [to_detail(state, h) if state else None for state, h in await self._states(job_ids)]
+        return await self._rendered(record.render_detail, job_ids)
 
-    async def _states(self, job_ids: Sequence[str]) -> list[tuple[JobState | None, int]]:
-        """Each job's folded state and handle, in one script call; (None, 0) for unknown or unlisted ones."""
+    async def _rendered(
+        self, render: Callable[[bytes, str, int], _J | None], job_ids: Sequence[str]
+    ) -> list[_J | None]:
+        """These jobs' records, read in one script call and rendered; None for unknown or unlisted ones."""
         await self.scripts.load()
         if not job_ids:
             return []
-        return _decode_records(job_ids, await self.scripts.records([self.keys.job(job_id) for job_id in job_ids]))
+        flat = await self.scripts.records([self.keys.job(job_id) for job_id in job_ids])
+        return _render_records(render, job_ids, flat)
 
     async def _sizes(
         self, predicates: Sequence[Predicate], *, position: bool
@@ -148,11 +152,13 @@ class Executor:
         return sizes, reply_position(last[0][0]) if last else ORIGIN
 
 
-def _decode_records(job_ids: Sequence[str], flat: Sequence[Any]) -> list[tuple[JobState | None, int]]:
+def _render_records(
+    render: Callable[[bytes, str, int], _J | None], job_ids: Sequence[str], flat: Sequence[Any]
+) -> list[_J | None]:
     """Flat (handle, state) pairs of these jobs' records (RECORDS, PAGE, PICK: one pair per id, in
-    order) as (state, handle); (None, 0) for unknown or unlisted jobs. The stored state leaves the
-    job's id out (registry/store/record.py), so the decoder is given it."""
+    order), rendered; None for unknown or unlisted jobs. The stored state leaves the job's id out
+    (registry/store/record.py), so the renderer is given it."""
     return [
-        (record.decode_state(s, job_id), int(h)) if h and s else (None, 0)
+        render(s, job_id, int(h)) if h and s else None
         for job_id, h, s in zip(job_ids, flat[::2], flat[1::2], strict=True)
     ]

@@ -4,8 +4,10 @@
 
 States are folded from the benchmark's generated jobs (datagen.py). A page is 100 consecutive
 jobs, as the query path decodes them (then renders them with to_job, timed beside for scale);
-"cold" clears the codec's id caches before every page, "warm" reads the same page again. Best of
---repeat runs, in-process; compare the columns of one run (the machine is shared).
+"cold" clears the codec's id caches before every page, "warm" reads the same page again. The list's
+job rendered straight from the stored state (record.render_job, what the API runs) is timed beside
+decode + to_job (the path it replaced). Best of --repeat runs, in-process; compare the columns of
+one run (the machine is shared).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def main() -> None:
     # Pages from across the data set: cold caches see ids they never saw.
     starts = range(0, len(states) - PAGE, max(PAGE, len(states) // 20))
     rows: dict[str, list[float]] = {
-        k: [] for k in ("msgpack", "compact cold", "compact warm", "to_job", "enc5", "enc6")
+        k: [] for k in ("msgpack", "compact cold", "compact warm", "to_job", "decode+to_job", "render", "enc5", "enc6")
     }
     for at in starts:
         page = states[at : at + PAGE]
@@ -81,12 +83,24 @@ def main() -> None:
             best(lambda cp=cp, ids=ids: [record.decode_state(b, i) for b, i in zip(cp, ids, strict=True)], args.repeat)
         )
         rows["to_job"].append(best(lambda page=page: [to_job(s, 1) for s in page], args.repeat))
+        # What a list page cost before render_job (decode, then to_job), and what it costs now.
+        rows["decode+to_job"].append(
+            best(
+                lambda cp=cp, ids=ids: [to_job(record.decode_state(b, i), 1) for b, i in zip(cp, ids, strict=True)],
+                args.repeat,
+            )
+        )
+        rows["render"].append(
+            best(lambda cp=cp, ids=ids: [record.render_job(b, i, 1) for b, i in zip(cp, ids, strict=True)], args.repeat)
+        )
         rows["enc5"].append(best(lambda page=page: [legacy_encode(s) for s in page], args.repeat))
         rows["enc6"].append(best(lambda page=page: [record.encode_state(s) for s in page], args.repeat, clear_caches))
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"per page of {PAGE}, median over {len(rows['msgpack'])} pages (µs):")
     print(f"  decode: msgpack {med['msgpack']:.0f}, compact {med['compact cold']:.0f} cold", end="")
     print(f" / {med['compact warm']:.0f} warm; to_job {med['to_job']:.0f} for scale")
+    print(f"  the list's job from a stored state: decode + to_job {med['decode+to_job']:.0f}, ", end="")
+    print(f"render_job {med['render']:.0f} (warm)")
     print(f"  encode: msgpack {med['enc5']:.0f}, compact {med['enc6']:.0f} (cold)")
 
 
