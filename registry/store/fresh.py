@@ -1,11 +1,16 @@
-"""The fresh-jobs protocol: a call's newly listed jobs' bitmap bits and column values, written as whole runs.
+"""The fresh-jobs protocol: a call's newly listed jobs' index contents, computed column-wise and written as whole runs.
 
 Jobs listed for the first time in an apply call ("fresh") get consecutive handles ``first``,
-``first + 1``, ... in call order, and no index holds anything at those handles yet. So their
-SetBit(1), FlipBits and SetColumn ops travel column-wise instead of per job: one BITFIELD SET of
-up to 63 bits per bitmap and one SETRANGE per column, however many fresh jobs the call has
-(a new job's ops were ~80 Redis commands, mostly one SETBIT per bit-slice). Offsets count fresh
-jobs (0 = the call's first); the script adds ``first``.
+``first + 1``, ... in call order, and no index holds anything at those handles yet. So what they
+contribute to every index but the sort sets travels column-wise instead of as per-job ops: one
+BITFIELD SET of up to 63 bits per bitmap and window of 63 fresh jobs, one SETRANGE per value
+column, one widening per zone-map block and one add per member index, however many fresh jobs
+the call has. The contents come from the same definitions as the diff path's ops
+(``registry/store/indexes.py``: ``_bitmaps``, ``_sliced``, ``column_values``, ZONE_FIELDS,
+``MEMBER_FIELDS``), gathered straight into those arguments: no op object per job, and each
+bit-slice word built from the bits that vary across the window (a bit every job has is one
+full word; a bit none has is nothing). Offsets count fresh jobs (0 = the call's first); the
+script adds ``first``.
 
 The reader is ``registry/store/lua/apply.lua`` (ARGV[3] and ARGV[4]).
 """
@@ -13,11 +18,24 @@ The reader is ``registry/store/lua/apply.lua`` (ARGV[3] and ARGV[4]).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from functools import reduce
+from operator import and_, or_
 
 import msgspec
 
-from registry.store.ops import FlipBits, Op, SetBit, SetColumn
+from registry.keys import Keys
+from registry.store import indexes
+from registry.store.indexes import (
+    BSI_WIDTH,
+    COLUMNS,
+    MEMBER_FIELDS,
+    ZONE_FIELDS,
+    Row,
+    _bitmaps,
+    _sliced,
+    column_values,
+)
+from registry.store.ops import KeyTable
 
 #: Bits one BITFIELD SET writes at most (``u63``: the widest unsigned type Redis accepts).
 WORD_BITS = 63
@@ -42,13 +60,35 @@ class FreshColumn(msgspec.Struct, frozen=True, array_like=True):
     length: int
 
 
+class FreshZone(msgspec.Struct, frozen=True, array_like=True):
+    """A zone map (upper bounds in KEYS[max_key], lower bounds plus one in KEYS[min_key], per block of
+    ``block_size`` handles) widened to cover each fresh job's value: ``values[p]`` is fresh job p's,
+    in decimal ('' for null, which widens nothing; never negative: timestamps start at 1970)."""
+
+    max_key: int
+    min_key: int
+    block_size: int
+    values: list[str]
+
+
+class FreshMember(msgspec.Struct, frozen=True, array_like=True):
+    """Fresh jobs ``offsets`` added to a member index: the set KEYS[set_key] until it outgrows the
+    threshold, then the bitmap KEYS[bitmap_key]."""
+
+    set_key: int
+    bitmap_key: int
+    offsets: list[int]
+
+
 class Fresh(msgspec.Struct, frozen=True, array_like=True):
     """A call's column-wise writes: ``count`` fresh jobs (the script refuses a call whose fresh jobs
-    it counts otherwise), their bitmap words and column runs."""
+    it counts otherwise), their bitmap words, column runs, zone values and member adds."""
 
     count: int
     words: list[FreshWord]
     columns: list[FreshColumn]
+    zones: list[FreshZone]
+    members: list[FreshMember]
 
 
 encode_fresh = msgspec.json.Encoder().encode
@@ -57,62 +97,118 @@ decode_fresh = msgspec.json.Decoder(Fresh).decode
 
 
 class FreshRuns:
-    """Collects a call's fresh jobs' bits and column values, in call order, then encodes them.
+    """Collects a call's fresh jobs, in call order, then encodes their index contents column-wise.
 
-    Bits are gathered straight into the words BITFIELD writes: fresh job ``p`` is bit
-    ``WORD_BITS - 1 - p % WORD_BITS`` of its word (the first job the most significant bit), one
-    word per bitmap per ``WORD_BITS`` jobs, so encoding only trims each word's trailing zeros.
+    Every key the contents will name is entered in the call's key table as soon as a job brings it
+    (so the call's cost, which counts keys, stays right while the call is built); the words,
+    columns and zone values are computed once, at ``encode``.
     """
 
-    def __init__(self) -> None:
-        self.count = 0
-        self._words: list[FreshWord] = []  # finished words, of the windows before the current one
-        self._bits: dict[int, int] = {}  # key -> the current window's word, untrimmed
-        self._columns: dict[int, list[tuple[int, int]]] = {}  # key -> (fresh job, value)
+    def __init__(self, keys: Keys, table: KeyTable) -> None:
+        self.keys = keys
+        self.table = table
+        self.rows: list[Row] = []
+        self._plain: list[list[int]] = []  # per fresh job: the plain bitmaps (KEYS) it is set in
+        self._sliced: dict[str, list[int]] = {field: [] for field in BSI_WIDTH}
+        # Per bit-sliced field: the OR of the values so far, and each bit's slice key in KEYS (0: not yet).
+        self._seen = dict.fromkeys(BSI_WIDTH, 0)
+        self._slice_keys = {field: [0] * width for field, width in BSI_WIDTH.items()}
+        self._members: dict[tuple[str, str], tuple[int, int, list[int]]] = {}
+        # Jobs listed now whose contents travel as per-job ops instead (the diff path for every job,
+        # which tests compare this writer with): counted, so the script's check of how many jobs
+        # get handles still holds; never mixed with column-wise ones in one call.
+        self.per_job = 0
 
-    def take(self, ops: Sequence[Op]) -> list[Op]:
-        """Take the next fresh job's bit and column ops; return the ops still to send per job."""
-        position = self.count
-        offset = position % WORD_BITS
-        if offset == 0 and position:
-            self._close_window()
-        bit = 1 << (WORD_BITS - 1 - offset)
-        self.count += 1
-        bits, rest = self._bits, []
-        for op in ops:
-            kind = type(op)
-            if kind is FlipBits and min(op.flips) > 0:  # type: ignore[union-attr]
-                for k in op.flips:  # type: ignore[union-attr]
-                    bits[k] = bits.get(k, 0) | bit
-            elif kind is SetBit and op.value == 1:  # type: ignore[union-attr]
-                bits[op.key] = bits.get(op.key, 0) | bit  # type: ignore[union-attr]
-            elif kind is SetColumn:
-                self._columns.setdefault(op.key, []).append((position, int(op.value)))  # type: ignore[union-attr]
-            else:
-                rest.append(op)
-        return rest
+    @property
+    def count(self) -> int:
+        return len(self.rows) + self.per_job
 
-    def _close_window(self) -> None:
-        """Turn the current window's words into FreshWords, each up to its last 1 only, so a bitmap
-        grows no longer than per-bit writes made it."""
-        start = (self.count - 1) // WORD_BITS * WORD_BITS
-        for key, word in self._bits.items():
-            trailing = (word & -word).bit_length() - 1
-            self._words.append(FreshWord(key, start, WORD_BITS - trailing, str(word >> trailing)))
-        self._bits = {}
+    def add(self, row: Row) -> None:
+        """Take the next fresh job (its handle will be the call's first plus the jobs before it)."""
+        position = len(self.rows)
+        self.rows.append(row)
+        table = self.table
+        self._plain.append([table[name] for name, value in _bitmaps(self.keys, row).items() if value])
+        for field, value in _sliced(row).items():
+            self._sliced[field].append(value)
+            new = value & ~self._seen[field]
+            if new:
+                self._seen[field] |= value
+                self._enter_slices(field, new)
+        members = self._members
+        for kind, attr in MEMBER_FIELDS.items():
+            value = getattr(row, attr)
+            entry = members.get((kind, value))
+            if entry is None:
+                entry = members[kind, value] = (
+                    table[self.keys.member_set(kind, value)],
+                    table[self.keys.member_bitmap(kind, value)],
+                    [],
+                )
+            entry[2].append(position)
+
+    def _enter_slices(self, field: str, bits: int) -> None:
+        names, at = self.keys.slices(field, BSI_WIDTH[field]), self._slice_keys[field]
+        while bits:
+            low = bits & -bits
+            bit = low.bit_length() - 1
+            at[bit] = self.table[names[bit]]
+            bits ^= low
 
     def encode(self) -> tuple[bytes, bytes]:
         """ARGV[3] (the Fresh header as JSON) and ARGV[4] (the column blob)."""
-        if self.count:
-            self._close_window()
+        rows, n = self.rows, len(self.rows)
+        words: list[FreshWord] = []
+        for start in range(0, n, WORD_BITS):
+            words += self._window(start, min(WORD_BITS, n - start))
         columns, blob = [], []
-        for key, values in self._columns.items():
-            run: list[int] = []
-            for i, (position, value) in enumerate(values):
-                run.append(value)
-                if i + 1 == len(values) or values[i + 1][0] != position + 1:
-                    data = struct.pack(f">{len(run)}q", *run)
-                    columns.append(FreshColumn(key, position + 1 - len(run), len(data)))
-                    blob.append(data)
-                    run = []
-        return encode_fresh(Fresh(self.count, self._words, columns)), b"".join(blob)
+        if n:
+            for field in COLUMNS:
+                data = struct.pack(f">{n}q", *column_values(rows, field))
+                columns.append(FreshColumn(self.table[self.keys.column(field)], 0, len(data)))
+                blob.append(data)
+        zones = []  # (ZONE_SIZE read when it runs, as the diff path does: tests shrink it)
+        for field in ZONE_FIELDS if n else ():
+            values = ["" if v is None else str(v) for v in (getattr(r, field) for r in rows)]
+            bounds = self.table[self.keys.zone_max(field)], self.table[self.keys.zone_min(field)]
+            zones.append(FreshZone(*bounds, indexes.ZONE_SIZE, values))
+        members = [FreshMember(s, b, offsets) for s, b, offsets in self._members.values()]
+        return encode_fresh(Fresh(self.count, words, columns, zones, members)), b"".join(blob)
+
+    def _window(self, start: int, k: int) -> list[FreshWord]:
+        """The words of fresh jobs ``start .. start + k - 1``: job ``start`` is each word's top bit
+        (bit k - 1), and each word is trimmed after its last 1, so a bitmap grows no longer than
+        per-bit writes would have made it."""
+        acc: dict[int, int] = {}
+        get = acc.get
+        for p, plain in enumerate(self._plain[start : start + k]):
+            bit = 1 << (k - 1 - p)
+            for key in plain:
+                acc[key] = get(key, 0) | bit
+        full = (1 << k) - 1
+        for field, column in self._sliced.items():
+            values = column[start : start + k]
+            common = reduce(and_, values)
+            varying = reduce(or_, values) & ~common
+            by_bit: dict[int, int] = {}  # the bit's value (a power of two) -> its word
+            if varying:
+                at = by_bit.get
+                for p, value in enumerate(values):
+                    value &= varying
+                    bit = 1 << (k - 1 - p)
+                    while value:
+                        low = value & -value
+                        by_bit[low] = at(low, 0) | bit
+                        value ^= low
+            while common:
+                low = common & -common
+                by_bit[low] = full
+                common ^= low
+            slice_keys = self._slice_keys[field]
+            for low, word in by_bit.items():
+                acc[slice_keys[low.bit_length() - 1]] = word
+        out = []
+        for key, word in acc.items():
+            trailing = (word & -word).bit_length() - 1
+            out.append(FreshWord(key, start, k - trailing, str(word >> trailing)))
+        return out
