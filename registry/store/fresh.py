@@ -41,16 +41,6 @@ from registry.store.ops import KeyTable
 WORD_BITS = 63
 
 
-class FreshWord(msgspec.Struct, frozen=True, array_like=True):
-    """Fresh jobs ``start .. start + width - 1`` in the bitmap KEYS[key]: job ``start`` is ``word``'s
-    most significant bit. A job whose bit is 0 gets 0, which a fresh handle holds already."""
-
-    key: int
-    start: int
-    width: int
-    word: str  # decimal: Lua numbers would round it
-
-
 class FreshColumn(msgspec.Struct, frozen=True, array_like=True):
     """``length`` bytes of the call's column blob (ARGV[4], big-endian i64s, one per fresh job from
     ``start`` on) go into the value column KEYS[key] at the handle of fresh job ``start``."""
@@ -85,7 +75,11 @@ class Fresh(msgspec.Struct, frozen=True, array_like=True):
     it counts otherwise), their bitmap words, column runs, zone values and member adds."""
 
     count: int
-    words: list[FreshWord]
+    # Bitmap words, flat (one table for all of them, not one per word, for the script): per word
+    # its bitmap's KEYS index, the first fresh job it covers, its BITFIELD type 'u<width>' (1 to
+    # 63 bits) and its value in decimal (Lua numbers would round it); the first job is the word's
+    # most significant bit. A job whose bit is 0 gets 0, which a fresh handle holds already.
+    words: list[int | str]
     columns: list[FreshColumn]
     zones: list[FreshZone]
     members: list[FreshMember]
@@ -158,7 +152,7 @@ class FreshRuns:
     def encode(self) -> tuple[bytes, bytes]:
         """ARGV[3] (the Fresh header as JSON) and ARGV[4] (the column blob)."""
         rows, n = self.rows, len(self.rows)
-        words: list[FreshWord] = []
+        words: list[int | str] = []
         for start in range(0, n, WORD_BITS):
             words += self._window(start, min(WORD_BITS, n - start))
         columns, blob = [], []
@@ -175,7 +169,7 @@ class FreshRuns:
         members = [FreshMember(s, b, offsets) for s, b, offsets in self._members.values()]
         return encode_fresh(Fresh(self.count, words, columns, zones, members)), b"".join(blob)
 
-    def _window(self, start: int, k: int) -> list[FreshWord]:
+    def _window(self, start: int, k: int) -> list[int | str]:
         """The words of fresh jobs ``start .. start + k - 1``: job ``start`` is each word's top bit
         (bit k - 1), and each word is trimmed after its last 1, so a bitmap grows no longer than
         per-bit writes would have made it."""
@@ -207,8 +201,8 @@ class FreshRuns:
             slice_keys = self._slice_keys[field]
             for low, word in by_bit.items():
                 acc[slice_keys[low.bit_length() - 1]] = word
-        out = []
+        out: list[int | str] = []
         for key, word in acc.items():
             trailing = (word & -word).bit_length() - 1
-            out.append(FreshWord(key, start, k - trailing, str(word >> trailing)))
+            out += (key, start, f"u{k - trailing}", str(word >> trailing))
         return out

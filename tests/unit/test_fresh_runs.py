@@ -69,6 +69,16 @@ def _expected(keys: Keys, rows: list[Row]) -> tuple[dict[str, set[int]], dict[st
     return bits, columns, zones, members
 
 
+def _words(flat: list[int | str]) -> list[tuple[int, int, int, int]]:
+    """The header's flat words as (key, start, width, word)."""
+    out = []
+    for i in range(0, len(flat), 4):
+        key, start, kind, word = flat[i : i + 4]
+        assert isinstance(key, int) and isinstance(start, int) and isinstance(kind, str) and kind[0] == "u"
+        out.append((key, start, int(kind[1:]), int(word)))
+    return out
+
+
 def _check(rows: list[Row]) -> None:
     keys = Keys("t")
     table = KeyTable([keys.seq])
@@ -80,12 +90,12 @@ def _check(rows: list[Row]) -> None:
     name = table.names.__getitem__
     bits, columns, zones, members = _expected(keys, rows)
     got: dict[str, set[int]] = defaultdict(set)
-    for w in fresh.words:
-        assert 1 <= w.width <= WORD_BITS and w.start % WORD_BITS == 0
-        assert int(w.word) & 1, "a word ends at its last 1"
-        for i in range(w.width):
-            if (int(w.word) >> (w.width - 1 - i)) & 1:
-                got[name(w.key - 1)].add(w.start + i)
+    for key, start, width, word in _words(fresh.words):
+        assert 1 <= width <= WORD_BITS and start % WORD_BITS == 0
+        assert word & 1, "a word ends at its last 1"
+        for i in range(width):
+            if (word >> (width - 1 - i)) & 1:
+                got[name(key - 1)].add(start + i)
     assert dict(got) == dict(bits)
     assert fresh.count == len(rows)
     at, got_columns = 0, {}
@@ -115,8 +125,9 @@ def test_identical_jobs_make_full_words_and_one_run_per_column() -> None:
     for r in rows:
         runs.add(r)
     fresh = decode_fresh(runs.encode()[0])
-    assert {(w.start, w.width) for w in fresh.words} == {(0, WORD_BITS), (WORD_BITS, 1)}
-    assert {w.word for w in fresh.words if w.start == 0} == {str(2**WORD_BITS - 1)}
+    words = _words(fresh.words)
+    assert {(start, width) for _, start, width, _ in words} == {(0, WORD_BITS), (WORD_BITS, 1)}
+    assert {word for _, start, _, word in words if start == 0} == {2**WORD_BITS - 1}
 
 
 def test_no_fresh_jobs_encode_nothing() -> None:

@@ -89,9 +89,6 @@ local function push(g, a, b, c, d) -- trailing nils push nothing
   g[m + 1], g[m + 2], g[m + 3], g[m + 4] = a, b, c, d
 end
 
-for _, w in ipairs(runs[2]) do -- FreshWord: key, start, width, word
-  push(list(bits, w[1]), 'SET', 'u' .. w[3], first + w[2], w[4])
-end
 local blob, at = ARGV[4], 1
 for _, c in ipairs(runs[3]) do -- FreshColumn: key, start, length
   redis.call('SETRANGE', KEYS[c[1]], (first + c[2]) * 8, string.sub(blob, at, at + c[3] - 1))
@@ -165,6 +162,20 @@ for _, j in ipairs(ok) do
         return redis.error_reply('unknown apply op ' .. tostring(kind))
       end
     end
+  end
+end
+
+-- Fresh words (flat: key, start, type, word): one BITFIELD each, straight away, unless the key has
+-- per-job bits in this call too, which then go in the same command. Fresh and per-job bits never
+-- share a handle, so their order does not matter.
+local words = runs[2]
+for i = 1, #words, 4 do
+  local k = words[i]
+  local g = bits[k]
+  if g then
+    push(g, 'SET', words[i + 2], first + words[i + 1], words[i + 3])
+  else
+    redis.call('BITFIELD', KEYS[k], 'SET', words[i + 2], first + words[i + 1], words[i + 3])
   end
 end
 
