@@ -7,10 +7,9 @@ BITFIELD SET of up to 63 bits per bitmap and window of 63 fresh jobs, one SETRAN
 column, one widening per zone-map block and one add per member index, however many fresh jobs
 the call has. The contents come from the same definitions as the diff path's ops
 (``registry/store/indexes.py``: ``_bitmaps``, ``_sliced``, ``column_values``, ZONE_FIELDS,
-``MEMBER_FIELDS``), gathered straight into those arguments: no op object per job, and each
-bit-slice word built from the bits that vary across the window (a bit every job has is one
-full word; a bit none has is nothing). Offsets count fresh jobs (0 = the call's first); the
-script adds ``first``.
+``MEMBER_FIELDS``), gathered straight into those arguments: no op object per job, and the
+bit-slice words of a window of jobs made by transposing their values as a bit matrix. Offsets
+count fresh jobs (0 = the call's first); the script adds ``first``.
 
 The reader is ``registry/store/lua/apply.lua`` (ARGV[3] and ARGV[4]).
 """
@@ -18,8 +17,6 @@ The reader is ``registry/store/lua/apply.lua`` (ARGV[3] and ARGV[4]).
 from __future__ import annotations
 
 import struct
-from functools import reduce
-from operator import and_, or_
 
 import msgspec
 
@@ -88,6 +85,34 @@ class Fresh(msgspec.Struct, frozen=True, array_like=True):
 encode_fresh = msgspec.json.Encoder().encode
 # The Python reader, for tests and debugging; the apply script is the one that runs.
 decode_fresh = msgspec.json.Decoder(Fresh).decode
+
+
+def _transpose_masks(blocks: int) -> list[tuple[int, int]]:
+    """The delta swaps (shift, mask) that transpose ``blocks`` 64 x 64 bit matrices held in one int
+    (row r of block b at bits 4096 b + 64 r ..): in round j (32, 16, ... 1), bit (r, c) with bit j
+    of c set and of r clear swaps with bit (r + j, c - j), 63 j places up."""
+    out = []
+    for j in (32, 16, 8, 4, 2, 1):
+        row = sum(1 << c for c in range(64) if c & j)
+        block = sum(row << (64 * r) for r in range(64) if not r & j)
+        out.append((63 * j, sum(block << (4096 * b) for b in range(blocks))))
+    return out
+
+
+_SWAPS = _transpose_masks(len(BSI_WIDTH))
+_MATRIX = struct.Struct(f"<{64 * len(BSI_WIDTH)}Q")
+_PAD = [0] * 64
+
+
+def _transpose(rows: list[int]) -> tuple[int, ...]:
+    """Bit matrices transposed (``len(BSI_WIDTH)`` of them, 64 rows of 64 bits each, concatenated):
+    bit c of row r comes back as bit r of row c. A few operations on one big int instead of a
+    Python step per set bit (a fresh job has ~60 set bits in its slices)."""
+    m = int.from_bytes(_MATRIX.pack(*rows), "little")
+    for shift, mask in _SWAPS:
+        t = (m ^ (m >> shift)) & mask
+        m ^= t ^ (t << shift)
+    return _MATRIX.unpack(m.to_bytes(_MATRIX.size, "little"))
 
 
 class FreshRuns:
@@ -179,28 +204,19 @@ class FreshRuns:
             bit = 1 << (k - 1 - p)
             for key in plain:
                 acc[key] = get(key, 0) | bit
-        full = (1 << k) - 1
-        for field, column in self._sliced.items():
-            values = column[start : start + k]
-            common = reduce(and_, values)
-            varying = reduce(or_, values) & ~common
-            by_bit: dict[int, int] = {}  # the bit's value (a power of two) -> its word
-            if varying:
-                at = by_bit.get
-                for p, value in enumerate(values):
-                    value &= varying
-                    bit = 1 << (k - 1 - p)
-                    while value:
-                        low = value & -value
-                        by_bit[low] = at(low, 0) | bit
-                        value ^= low
-            while common:
-                low = common & -common
-                by_bit[low] = full
-                common ^= low
+        # Bit-sliced fields: each a 64 x 64 bit matrix, one row per job (its value), transposed to one
+        # row per bit (its word), all four at once.
+        rows: list[int] = []
+        for column in self._sliced.values():
+            rows += reversed(column[start : start + k])  # job `start` ends up the word's top bit, k - 1
+            rows += _PAD[k:]
+        sliced = _transpose(rows)
+        for f, (field, width) in enumerate(BSI_WIDTH.items()):
             slice_keys = self._slice_keys[field]
-            for low, word in by_bit.items():
-                acc[slice_keys[low.bit_length() - 1]] = word
+            for bit in range(width):
+                word = sliced[64 * f + bit]
+                if word:
+                    acc[slice_keys[bit]] = word
         out: list[int | str] = []
         for key, word in acc.items():
             trailing = (word & -word).bit_length() - 1
