@@ -118,9 +118,9 @@ def _transpose(rows: list[int]) -> tuple[int, ...]:
 class FreshRuns:
     """Collects a call's fresh jobs, in call order, then encodes their index contents column-wise.
 
-    Every key the contents will name is entered in the call's key table as soon as a job brings it
-    (so the call's cost, which counts keys, stays right while the call is built); the words,
-    columns and zone values are computed once, at ``encode``.
+    Plain bitmap and member keys are entered in the call's key table as jobs bring them, slice keys
+    all at once at ``encode`` (``pending_keys`` counts them meanwhile, for the call's cost); the
+    words, columns and zone values are computed once, at ``encode``.
     """
 
     def __init__(self, keys: Keys, table: KeyTable) -> None:
@@ -148,12 +148,10 @@ class FreshRuns:
         self.rows.append(row)
         table = self.table
         self._plain.append([table[name] for name, value in _bitmaps(self.keys, row).items() if value])
+        seen = self._seen
         for field, value in _sliced(row).items():
             self._sliced[field].append(value)
-            new = value & ~self._seen[field]
-            if new:
-                self._seen[field] |= value
-                self._enter_slices(field, new)
+            seen[field] |= value
         members = self._members
         for kind, attr in MEMBER_FIELDS.items():
             value = getattr(row, attr)
@@ -166,17 +164,23 @@ class FreshRuns:
                 )
             entry[2].append(position)
 
-    def _enter_slices(self, field: str, bits: int) -> None:
-        names, at = self.keys.slices(field, BSI_WIDTH[field]), self._slice_keys[field]
-        while bits:
-            low = bits & -bits
-            bit = low.bit_length() - 1
-            at[bit] = self.table[names[bit]]
-            bits ^= low
+    @property
+    def pending_keys(self) -> int:
+        """Slice keys the call will name (entered in the table at ``encode``, all at once)."""
+        return sum(bits.bit_count() for bits in self._seen.values())
+
+    def _enter_slices(self) -> None:
+        for field, bits in self._seen.items():
+            names = self.keys.slices(field, BSI_WIDTH[field])
+            at = self._slice_keys[field]
+            used = [bit for bit in range(BSI_WIDTH[field]) if bits >> bit & 1]
+            for bit, key in zip(used, self.table.enter([names[bit] for bit in used]), strict=True):
+                at[bit] = key
 
     def encode(self) -> tuple[bytes, bytes]:
         """ARGV[3] (the Fresh header as JSON) and ARGV[4] (the column blob)."""
         rows, n = self.rows, len(self.rows)
+        self._enter_slices()
         words: list[int | str] = []
         for start in range(0, n, WORD_BITS):
             words += self._window(start, min(WORD_BITS, n - start))

@@ -218,7 +218,7 @@ class _Call:
 
     @property
     def cost(self) -> int:
-        return self.job_cost + KEY_COST * len(self.table.names)
+        return self.job_cost + KEY_COST * (len(self.table.names) + self.fresh.pending_keys)
 
     def add(self, w: _Write) -> None:
         new_row = row_of(w.new)
