@@ -312,3 +312,27 @@ def _compare(ref: Reference, got: dict[str, Any], totals: dict[str, int], listed
     assert listed == len(expected), f"listed {listed} jobs, expected {len(expected)}"
     assert {s: n for s, n in totals.items() if n} == want, f"status index counts {totals} != {want}"
     return len(expected)
+
+
+def _content(r: redis.Redis, key: bytes) -> tuple[str, Any]:
+    kind = r.type(key).decode()
+    if kind == "string":
+        return kind, r.get(key)
+    if kind == "hash":
+        return kind, r.hgetall(key)
+    if kind == "zset":
+        return kind, r.zrange(key, 0, -1, withscores=True)
+    if kind == "set":
+        return kind, sorted(r.smembers(key))
+    if kind == "stream":
+        return kind, [fields for _, fields in r.xrange(key)]
+    raise AssertionError(f"unexpected {kind} at {key!r}")
+
+
+def snapshot(r: redis.Redis, prefix: str) -> dict[bytes, tuple[str, Any]]:
+    """Every key under ``prefix`` (named without it) and its content (stream entries without their ids):
+    two writers of the same data compare key by key."""
+    out = {}
+    for key in r.scan_iter(match=f"*{prefix}*", count=1000):
+        out[key.replace(prefix.encode(), b"P")] = _content(r, key)
+    return out

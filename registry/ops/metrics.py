@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -65,8 +66,13 @@ _DELAY = "delay"
 DEAD_LETTER_REASONS = ("invalid", "undeliverable")
 
 
-def record_batch(
-    pipe: aioredis.client.Pipeline,
+def record_batch(pipe: aioredis.client.Pipeline, keys: Keys, **counts: Any) -> None:
+    """Queue one batch's counters on ``pipe`` (the caller's acknowledging pipeline: no extra round trip)."""
+    for command in batch_commands(keys, **counts):
+        pipe.execute_command(*command)
+
+
+def batch_commands(
     keys: Keys,
     *,
     consumed: Mapping[str, int] | None = None,
@@ -74,8 +80,8 @@ def record_batch(
     changed: int = 0,
     apply_seconds: float | None = None,
     delays: Iterable[float] = (),
-) -> None:
-    """Queue one batch's counters on ``pipe`` (the caller's acknowledging pipeline: no extra round trip)."""
+) -> list[tuple[str, str, str, str]]:
+    """One batch's counters as the commands that add them to the metrics hash (HINCRBY, HINCRBYFLOAT)."""
     fields: Counter[str] = Counter()
     for kind, n in (consumed or {}).items():
         fields[_CONSUMED + kind] += n
@@ -93,11 +99,8 @@ def record_batch(
         delay_sum += delay
     if delay_sum:
         sums[f"{_DELAY}:sum"] = delay_sum
-    for name, n in fields.items():
-        if n:
-            pipe.hincrby(keys.metrics, name, n)
-    for name, value in sums.items():
-        pipe.hincrbyfloat(keys.metrics, name, value)
+    out = [("HINCRBY", keys.metrics, name, str(n)) for name, n in fields.items() if n]
+    return out + [("HINCRBYFLOAT", keys.metrics, name, repr(value)) for name, value in sums.items()]
 
 
 class WorkerCounters:

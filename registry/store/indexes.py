@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -60,7 +59,8 @@ def row_of(state: JobState) -> Row | None:
     assert state.updated_at is not None  # listed implies it; narrows the type
     t = state.terminal
     return Row(
-        uuid16=_uuid.UUID(state.job_id).bytes,
+        # Job ids are canonical text (decode_event): uuid.UUID's parsing and checks cost more.
+        uuid16=bytes.fromhex(state.job_id.replace("-", "")),
         status=state.status,
         origin=c.origin,
         has_errors=bool(t and t.errors),
@@ -82,11 +82,15 @@ def sort_score(row: Row, field: str) -> int | None:
 
 
 def column_value(row: Row, field: str) -> int:
-    value = sort_score(row, field)
+    return column_values((row,), field)[0]
+
+
+def column_values(rows: Sequence[Row], field: str) -> list[int]:
+    """What each row stores in ``field``'s value column (one pass for a run of fresh jobs)."""
+    values = [sort_score(row, field) for row in rows]
     if field in NULLABLE_COLUMNS:
-        return 0 if value is None else value + 1
-    assert value is not None
-    return value
+        return [0 if value is None else value + 1 for value in values]
+    return values  # type: ignore[return-value]  # non-nullable fields are never None
 
 
 def _bitmaps(keys: Keys, row: Row | None) -> dict[str, int]:
@@ -133,9 +137,24 @@ def _flips(key: Callable[[str], int], names: list[str], old: int, new: int) -> l
     return out
 
 
+def sort_ops(keys: Keys, table: KeyTable, old: Row | None, new: Row | None) -> list[Op]:
+    """The sort-set part of ``index_ops``: the only ops a fresh job still sends per job (the rest of
+    what it contributes travels column-wise, registry/store/fresh.py)."""
+    key = table.__getitem__
+    ops: list[Op] = []
+    for field in SORT_FIELDS:
+        b_score = sort_score(old, field) if old else None
+        a_score = sort_score(new, field) if new else None
+        if a_score is not None and (a_score != b_score or old is None):
+            ops.append(SortAdd(key(keys.sort(field)), str(a_score)))
+        elif a_score is None and b_score is not None:
+            ops.append(SortRemove(key(keys.sort(field))))
+    return ops
+
+
 BSI_WIDTH = {"runs": RUNS_BITS, "created": SECOND_BITS, "start": SECOND_BITS, "end": SECOND_BITS}
 # Which Row field holds the value of each member kind (the kind names stay in key names).
-_MEMBER_FIELD = {"project": "project_id", "batch": "batch_id", "user": "user_id"}
+MEMBER_FIELDS = {"project": "project_id", "batch": "batch_id", "user": "user_id"}
 
 
 def index_ops(  # noqa: C901  one flat diff per index family, in the layout's order
@@ -157,13 +176,7 @@ def index_ops(  # noqa: C901  one flat diff per index family, in the layout's or
         b, a = sliced_before.get(field, 0), sliced_after.get(field, 0)
         if a != b:
             ops.append(FlipBits(_flips(key, keys.slices(field, BSI_WIDTH[field]), b, a)))
-    for field in SORT_FIELDS:
-        b_score = sort_score(old, field) if old else None
-        a_score = sort_score(new, field) if new else None
-        if a_score is not None and (a_score != b_score or old is None):
-            ops.append(SortAdd(key(keys.sort(field)), str(a_score)))
-        elif a_score is None and b_score is not None:
-            ops.append(SortRemove(key(keys.sort(field))))
+    ops += sort_ops(keys, table, old, new)
     if new is not None:
         for field in COLUMNS:
             value = column_value(new, field)
@@ -177,7 +190,7 @@ def index_ops(  # noqa: C901  one flat diff per index family, in the layout's or
                         key(keys.zone_max(field)), str(zoned), str(zoned + 1), ZONE_SIZE, key(keys.zone_min(field))
                     )
                 )
-    for kind, attr in _MEMBER_FIELD.items():
+    for kind, attr in MEMBER_FIELDS.items():
         b_val = getattr(old, attr) if old else None
         a_val = getattr(new, attr) if new else None
         if b_val == a_val:

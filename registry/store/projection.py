@@ -17,7 +17,7 @@ from registry.keys import Keys
 from registry.lua import source
 from registry.store import layout, record, resp
 from registry.store.fresh import FreshRuns
-from registry.store.indexes import index_ops, row_of
+from registry.store.indexes import MEMBER_FIELDS, ZONE_FIELDS, index_ops, row_of, sort_ops
 from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
 
 # Apply calls are cut by an estimated cost, in units: a job costs JOB_COST (record check and
@@ -31,6 +31,7 @@ from registry.store.ops import FlipBits, KeyTable, Op, encode_ops
 # unit costs on an idle 2-core machine).
 US_PER_COST = 1.0
 JOB_COST = 12
+FRESH_COST = len(ZONE_FIELDS) + len(MEMBER_FIELDS)
 KEY_COST = 1
 # Bounds of the measured budget. A call has fixed costs (about one command per index key it
 # writes: a fresh job alone sets bits in some 60 bitmaps), so below about eight fresh jobs a call
@@ -203,24 +204,37 @@ class Projection:
 class _Call:
     """One apply call being built: its key table, records, per-job ARGV and fresh jobs' runs, and its cost."""
 
+    # False sends every job's whole diff as ops, fresh ones included: what the column-wise writer
+    # must be equivalent to (tests compare the two, key by key).
+    columnwise = True
+
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         self.table = KeyTable([keys.seq, keys.uuids, keys.changes])
         self.records: list[str] = []
         self.jobs: list[str | int | bytes] = []
-        self.fresh = FreshRuns()
+        self.fresh = FreshRuns(keys, self.table)
         self.job_cost = 0
 
     @property
     def cost(self) -> int:
-        return self.job_cost + KEY_COST * len(self.table.names)
+        return self.job_cost + KEY_COST * (len(self.table.names) + self.fresh.pending_keys)
 
     def add(self, w: _Write) -> None:
         new_row = row_of(w.new)
         old_row = row_of(w.old) if w.old else None
-        ops: list[Op] = index_ops(self.keys, self.table, old_row, new_row)
-        if old_row is None and new_row is not None:
-            ops = self.fresh.take(ops)
+        ops: list[Op]
+        if old_row is None and new_row is not None and self.columnwise:
+            # Listed now: everything but its sort-set members travels column-wise with the call's
+            # other fresh jobs (registry/store/fresh.py); a fresh job's zone and member writes
+            # cost about one unit each, as their ops did.
+            self.fresh.add(new_row)
+            ops = sort_ops(self.keys, self.table, None, new_row)
+            self.job_cost += FRESH_COST
+        else:
+            if old_row is None and new_row is not None:
+                self.fresh.per_job += 1
+            ops = index_ops(self.keys, self.table, old_row, new_row)
         self.records.append(self.keys.job(w.job_id))
         self.jobs += [w.version, record.encode_state(w.new), new_row.uuid16 if new_row else b"", encode_ops(ops)]
         self.job_cost += JOB_COST + sum(len(op.flips) if type(op) is FlipBits else 1 for op in ops)

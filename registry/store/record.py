@@ -341,7 +341,10 @@ async def versions_and_states(
 ) -> dict[str, tuple[str, JobState | None]]:
     """Current (version, state) of each job; version '' means no record yet."""
     # Packed by hand: the apply path reads every job of every batch this way.
-    replies = await resp.run_all(redis, [(b"HMGET", keys.job(job_id), VERSION, STATE) for job_id in job_ids])
+    job = keys.job
+    replies = await resp.run_packed(
+        redis, resp.pack_each((b"HMGET",), [job(job_id) for job_id in job_ids], (VERSION, STATE)), len(job_ids)
+    )
     out: dict[str, tuple[str, JobState | None]] = {}
     for job_id, (v, s) in zip(job_ids, replies, strict=True):
         out[job_id] = ((v or b"").decode(), decode_state(s, job_id) if s else None)

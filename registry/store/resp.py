@@ -9,7 +9,7 @@ replies in order. Replies come back as hiredis parses them, without redis-py's c
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -17,14 +17,38 @@ from redis.exceptions import ResponseError
 Arg = str | int | bytes
 
 
-def pack_command(*args: Arg) -> bytes:
-    """A command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    append = out.append
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg if isinstance(arg, int) else arg
-        append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+class Bulk(NamedTuple):
+    """Arguments packed once as RESP bulk strings, to end several commands (a batch's entry ids are
+    acknowledged and forgotten by three)."""
+
+    n: int
+    data: bytes
+
+
+NO_TAIL = Bulk(0, b"")
+
+
+def bulk(args: Sequence[bytes]) -> Bulk:
+    return Bulk(len(args), b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args]))
+
+
+def _bulk_strings(args: Iterable[Arg]) -> bytes:
+    # Two comprehensions: an apply call packs a few hundred arguments, and a loop's appends cost more.
+    data = [a.encode() if isinstance(a, str) else b"%d" % a if isinstance(a, int) else a for a in args]
+    return b"".join([b"$%d\r\n%b\r\n" % (len(d), d) for d in data])
+
+
+def pack_command(*args: Arg, tail: Bulk = NO_TAIL) -> bytes:
+    """A command as a RESP array of bulk strings: ``args``, then the arguments packed in ``tail``."""
+    return b"*%d\r\n%b%b" % (len(args) + tail.n, _bulk_strings(args), tail.data)
+
+
+def pack_each(head: Sequence[Arg], varying: Sequence[str], rest: Sequence[Arg]) -> bytes:
+    """One command per element of ``varying``: ``*head, element, *rest`` (an HMGET of each job's
+    record), the common parts packed once."""
+    pre = b"*%d\r\n%b" % (len(head) + 1 + len(rest), _bulk_strings(head))
+    post = _bulk_strings(rest)
+    return b"".join([b"%b$%d\r\n%b\r\n%b" % (pre, len(e), e, post) for e in (v.encode() for v in varying)])
 
 
 async def stream(redis: aioredis.Redis, packed: Iterable[bytes], commands_each: int = 1) -> tuple[int, list[Any]]:
@@ -56,9 +80,15 @@ async def stream(redis: aioredis.Redis, packed: Iterable[bytes], commands_each: 
 
 async def run_all(redis: aioredis.Redis, commands: Sequence[Sequence[Arg]]) -> list[Any]:
     """Run ``commands`` in one round trip (one write); their replies, raising the first error reply."""
-    if not commands:
+    return await run_packed(redis, b"".join([pack_command(*c) for c in commands]), len(commands))
+
+
+async def run_packed(redis: aioredis.Redis, packed: bytes, count: int) -> list[Any]:
+    """Run ``count`` commands already packed in one blob, in one round trip; their replies, raising the
+    first error reply."""
+    if not count:
         return []
-    _, replies = await stream(redis, [b"".join([pack_command(*c) for c in commands])], len(commands))
+    _, replies = await stream(redis, [packed], count)
     for reply in replies:
         if isinstance(reply, ResponseError):
             raise reply

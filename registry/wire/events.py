@@ -77,15 +77,16 @@ def _required(f: dict[str, str], name: str) -> str:
 def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
     """Validate one stream entry; raise InvalidEvent with a human-readable reason."""
     f = _text(fields)
-    event_id = _required(f, "event_id")
+    get = f.get  # reads inlined below: a worker decodes every event, ~5 us each
+    event_id = get("event_id") or _required(f, "event_id")
     if len(event_id) > MAX_EVENT_ID:
         raise InvalidEvent(f"event_id longer than {MAX_EVENT_ID} characters")
-    raw_type = _required(f, "type")
+    raw_type = get("type") or _required(f, "type")
     etype = _TYPES.get(raw_type)
     if etype is None:
         raise InvalidEvent(f"unknown type {raw_type[:60]!r}")
-    job_id = canonical_uuid(_required(f, "job_id"), "job_id")
-    raw_at = _required(f, "occurred_at")
+    job_id = canonical_uuid(get("job_id") or _required(f, "job_id"), "job_id")
+    raw_at = get("occurred_at") or _required(f, "occurred_at")
     try:
         if raw_at != raw_at.strip():
             raise ValueError("surrounding whitespace")
@@ -95,48 +96,56 @@ def decode_event(fields: Mapping[bytes | str, bytes | str]) -> Event:
     if occurred_at < 0:
         raise InvalidEvent("occurred_at is before 1970-01-01")
 
-    raw_origin = _optional(f, "origin")
+    raw_origin = get("origin")
     origin = _ORIGINS.get(raw_origin) if raw_origin else Origin.UNKNOWN
     if origin is None:
         raise InvalidEvent(f"origin {(raw_origin or '')[:60]!r} is not one of CLIENT, AZURE, OVH, UNKNOWN")
-    parent = _optional(f, "parent_id")
+    parent = get("parent_id")
     parent_id = canonical_uuid(parent, "parent_id") if parent else None
-    variables = _decode_json(f, "variables", _variables, "a JSON object")
+    variables = _decode_json(f, "variables", _variables, "a JSON object") if get("variables") else None
     if variables is not None:
         try:
             _msgpack.encode(variables)  # what the projection stores must be storable
         except OverflowError:
             raise InvalidEvent("variables holds an integer outside the 64-bit range") from None
-    errors = _decode_json(f, "errors", _errors, "a JSON array of strings")
-    results_link = _results_link(_optional(f, "results_link"))
-
-    common: dict[str, Any] = {
-        "event_id": event_id,
-        "type": etype,
-        "job_id": job_id,
-        "occurred_at": occurred_at,
-        "origin": origin,
-        "parent_id": parent_id,
-        "variables": variables,
-        "errors": tuple(errors or ()),
-        "results_link": results_link,
-    }
-    if etype is EventType.CREATED:
-        user_id = _required(f, "user_id")
-        if len(user_id) > MAX_USER_ID:
-            raise InvalidEvent(f"user_id longer than {MAX_USER_ID} characters")
-        raw_runs = _required(f, "runs")
-        if not _RUNS_RE.match(raw_runs) or not 1 <= int(raw_runs) <= MAX_RUNS:
-            raise InvalidEvent(f"runs must be an integer from 1 to {MAX_RUNS}: {raw_runs[:60]!r}")
-        common.update(
-            batch_id=canonical_uuid(_required(f, "batch_id"), "batch_id"),
-            project_id=canonical_uuid(_required(f, "project_id"), "project_id"),
-            user_id=user_id,
-            runs=int(raw_runs),
-            # The serialized pulser sequence, opaque to the registry; bounded by MAX_VALUE_BYTES.
-            sequence=_optional(f, "sequence"),
+    errors = _decode_json(f, "errors", _errors, "a JSON array of strings") if get("errors") else None
+    link = get("results_link")
+    results_link = _results_link(link) if link else None
+    if etype is not EventType.CREATED:
+        return Event(
+            event_id=event_id,
+            type=etype,
+            job_id=job_id,
+            occurred_at=occurred_at,
+            origin=origin,
+            parent_id=parent_id,
+            variables=variables,
+            errors=tuple(errors) if errors else (),
+            results_link=results_link,
         )
-    return Event(**common)
+    user_id = get("user_id") or _required(f, "user_id")
+    if len(user_id) > MAX_USER_ID:
+        raise InvalidEvent(f"user_id longer than {MAX_USER_ID} characters")
+    raw_runs = get("runs") or _required(f, "runs")
+    if not _RUNS_RE.match(raw_runs) or not 1 <= int(raw_runs) <= MAX_RUNS:
+        raise InvalidEvent(f"runs must be an integer from 1 to {MAX_RUNS}: {raw_runs[:60]!r}")
+    return Event(
+        event_id=event_id,
+        type=etype,
+        job_id=job_id,
+        occurred_at=occurred_at,
+        origin=origin,
+        parent_id=parent_id,
+        variables=variables,
+        errors=tuple(errors) if errors else (),
+        results_link=results_link,
+        batch_id=canonical_uuid(get("batch_id") or _required(f, "batch_id"), "batch_id"),
+        project_id=canonical_uuid(get("project_id") or _required(f, "project_id"), "project_id"),
+        user_id=user_id,
+        runs=int(raw_runs),
+        # The serialized pulser sequence, opaque to the registry; bounded by MAX_VALUE_BYTES.
+        sequence=get("sequence") or None,
+    )
 
 
 def _results_link(raw: str | None) -> str | None:

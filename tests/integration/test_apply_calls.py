@@ -3,19 +3,24 @@ per-op writes would, calls are cut by cost, and a moved version makes a call wri
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 
+import pytest
+import redis
 import redis.asyncio as aioredis
 
 from registry.domain.fold import fold
 from registry.domain.model import Event
 from registry.keys import Keys
-from registry.store import record
+from registry.settings import Settings
+from registry.store import indexes, record
 from registry.store.indexes import Row, column_value, index_ops, row_of
 from registry.store.ops import FlipBits, KeyTable, SetBit, SetColumn
-from registry.store.projection import MAX_BUDGET, MIN_BUDGET, US_PER_COST, ApplyResult, Projection, _Write
+from registry.store.projection import MAX_BUDGET, MIN_BUDGET, US_PER_COST, ApplyResult, Projection, _Call, _Write
 from registry.wire.events import decode_event
+from tests.harness import snapshot
 from tests.reference import make_traffic
 
 
@@ -123,3 +128,34 @@ async def test_calls_survive_a_flushed_script_cache(aredis: aioredis.Redis, keys
     second = await projection.apply(events[30:])
     assert first.changed and second.changed and second.calls >= 2
     assert (await projection.apply(events)).changed == 0  # everything applied, exactly once
+
+
+@pytest.mark.parametrize("zone_size", [indexes.ZONE_SIZE, 8])
+async def test_the_column_wise_writer_writes_what_the_diff_path_writes(
+    aredis: aioredis.Redis, keys: Keys, settings: Settings, monkeypatch: pytest.MonkeyPatch, zone_size: int
+) -> None:
+    # Shuffled traffic in several applies: jobs listed in one call and updated in later ones, events
+    # before their job's `created`, member sets outgrowing the threshold mid-call, and calls of a few
+    # jobs (fresh runs crossing zone blocks and 63-bit windows at any handle). The reference is the
+    # same calls with every job's whole diff sent as per-job ops.
+    events = _events(2600, seed=17)
+    cuts = [0, 40, 700, 1500, len(events)]
+    prefix = keys.prefix
+    monkeypatch.setattr(indexes, "ZONE_SIZE", zone_size)  # small: fresh runs cross blocks in most calls
+
+    async def load(columnwise: bool, name: str) -> None:
+        monkeypatch.setattr(_Call, "columnwise", columnwise)
+        projection = Projection(aredis, Keys(name), set_to_bitmap_threshold=300, call_budget=900)
+        for a, b in itertools.pairwise(cuts):
+            await projection.apply(events[a:b])
+
+    await load(True, f"{prefix}c")
+    await load(False, f"{prefix}d")
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        want, got = snapshot(r, f"{prefix}d"), snapshot(r, f"{prefix}c")
+    finally:
+        r.close()
+    assert len(want) > 150 and sorted(got) == sorted(want)
+    differing = [key for key in want if got[key] != want[key]]
+    assert not differing, f"{len(differing)} keys differ, e.g. {differing[:5]}"

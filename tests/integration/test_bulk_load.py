@@ -16,31 +16,9 @@ from registry.wire.events import decode_event
 from tests.benchmarks.bulk import BulkLoader
 from tests.benchmarks.datagen import iter_jobs, job_events, make_plan
 from tests.conftest import RedisServer
+from tests.harness import snapshot
 
 pytest.importorskip("numpy")
-
-
-def _content(r: redis.Redis, key: bytes) -> tuple[str, Any]:
-    kind = r.type(key).decode()
-    if kind == "string":
-        return kind, r.get(key)
-    if kind == "hash":
-        return kind, r.hgetall(key)
-    if kind == "zset":
-        return kind, r.zrange(key, 0, -1, withscores=True)
-    if kind == "set":
-        return kind, sorted(r.smembers(key))
-    if kind == "stream":
-        return kind, [fields for _, fields in r.xrange(key)]
-    raise AssertionError(f"unexpected {kind} at {key!r}")
-
-
-def _snapshot(r: redis.Redis, prefix: str) -> dict[bytes, tuple[str, Any]]:
-    """Every key under ``prefix`` (named without it) and its content."""
-    out = {}
-    for key in r.scan_iter(match=f"*{prefix}*", count=1000):
-        out[key.replace(prefix.encode(), b"P")] = _content(r, key)
-    return out
 
 
 async def _apply_path(url: str, prefix: str, plan: Any, threshold: int) -> None:
@@ -62,7 +40,7 @@ async def test_bulk_load_writes_the_same_keys_and_bytes_as_the_apply_path(
     loader = BulkLoader(redis_server.url, bulk, threshold, retention=100_000, chunk=chunk)
     assert await asyncio.to_thread(loader.load, plan) == n_jobs
     r = redis.Redis.from_url(redis_server.url)
-    want, got = _snapshot(r, applied), _snapshot(r, bulk)
+    want, got = snapshot(r, applied), snapshot(r, bulk)
     r.close()
     assert sorted(got) == sorted(want)
     kinds = {kind for kind, _ in want.values()}

@@ -89,3 +89,10 @@ def test_apply_script_reads_every_op_tag() -> None:
     script = source("registry.store", "apply")
     for tag in "BSZzCQM":
         assert f"kind == '{tag}'" in script
+
+
+def test_key_table_enters_keys_in_bulk_as_one_by_one() -> None:
+    bulk, single = KeyTable(["a"]), KeyTable(["a"])
+    assert bulk.enter(["x", "a", "y", "x"]) == [single["x"], single["a"], single["y"], single["x"]] == [2, 1, 3, 2]
+    assert bulk.names == single.names == ["a", "x", "y"] and dict(bulk) == dict(single)
+    assert bulk.enter([]) == [] and bulk["z"] == 4

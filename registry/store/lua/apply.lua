@@ -7,7 +7,8 @@
 -- every index key the ops touch (see KeyTable in registry/store/ops.py), then the n jobs'
 -- records: job j's is KEYS[#KEYS - n + j].
 -- ARGV[1] set->bitmap threshold of member indexes, ARGV[2] change-log retention (MAXLEN ~),
--- ARGV[3] the call's fresh jobs' bitmap words and column runs (JSON, registry/store/fresh.py),
+-- ARGV[3] the call's fresh jobs' bitmap words, column runs, zone values and member adds (JSON,
+-- registry/store/fresh.py),
 -- ARGV[4] their column blob, then four per job j: ARGV[4j + 1] expected version ('' = no record
 -- yet), ARGV[4j + 2] state blob, ARGV[4j + 3] uuid16 ('' while the job is not listed),
 -- ARGV[4j + 4] its other index ops as JSON (registry/store/ops.py; each op names its keys by
@@ -88,13 +89,38 @@ local function push(g, a, b, c, d) -- trailing nils push nothing
   g[m + 1], g[m + 2], g[m + 3], g[m + 4] = a, b, c, d
 end
 
-for _, w in ipairs(runs[2]) do -- FreshWord: key, start, width, word
-  push(list(bits, w[1]), 'SET', 'u' .. w[3], first + w[2], w[4])
-end
 local blob, at = ARGV[4], 1
 for _, c in ipairs(runs[3]) do -- FreshColumn: key, start, length
   redis.call('SETRANGE', KEYS[c[1]], (first + c[2]) * 8, string.sub(blob, at, at + c[3] - 1))
   at = at + c[3]
+end
+
+-- The smallest decimal string above a non-negative one: a zone map's lower half stores value + 1,
+-- exactly (Lua numbers would round a value past 2^53).
+local function plus_one(s)
+  local i = #s
+  while i > 0 and string.byte(s, i) == 57 do i = i - 1 end -- trailing '9's become '0's
+  if i == 0 then return '1' .. string.rep('0', #s) end
+  return string.sub(s, 1, i - 1) .. string.char(string.byte(s, i) + 1) .. string.rep('0', #s - i)
+end
+for _, z in ipairs(runs[4]) do -- FreshZone: max_key, min_key, block_size, values ('' for null)
+  local maps = list(zones, z[1])
+  for p, s in ipairs(z[4]) do
+    if s ~= '' then
+      local g, value = list(maps, math.floor((first + p - 1) / z[3])), tonumber(s)
+      if not g.high or value > g.high then g.high, g.high_s = value, s end
+      if not g.low or value < g.low then g.low, g.low_s, g.low_raw = value, nil, s end
+      g.min_key = z[2]
+    end
+  end
+end
+for _, m in ipairs(runs[5]) do -- FreshMember: set_key, bitmap_key, offsets
+  local g = members[m[1]]
+  if not g then
+    g = {bitmap = m[2], adds = {}, removes = {}}
+    members[m[1]] = g
+  end
+  for _, p in ipairs(m[3]) do g.adds[#g.adds + 1] = first + p end
 end
 
 for _, j in ipairs(ok) do
@@ -123,7 +149,7 @@ for _, j in ipairs(ok) do
         local g = list(list(zones, op[2]), block)
         local value = tonumber(op[3])
         if not g.high or value > g.high then g.high, g.high_s = value, op[3] end
-        if not g.low or value < g.low then g.low, g.low_s = value, op[4] end
+        if not g.low or value < g.low then g.low, g.low_s, g.low_raw = value, op[4], nil end
         g.min_key = op[6]
       elseif kind == 'M' then -- Member: set_key, bitmap_key, present
         local g = members[op[2]]
@@ -136,6 +162,20 @@ for _, j in ipairs(ok) do
         return redis.error_reply('unknown apply op ' .. tostring(kind))
       end
     end
+  end
+end
+
+-- Fresh words (flat: key, start, type, word): one BITFIELD each, straight away, unless the key has
+-- per-job bits in this call too, which then go in the same command. Fresh and per-job bits never
+-- share a handle, so their order does not matter.
+local words = runs[2]
+for i = 1, #words, 4 do
+  local k = words[i]
+  local g = bits[k]
+  if g then
+    push(g, 'SET', words[i + 2], first + words[i + 1], words[i + 3])
+  else
+    redis.call('BITFIELD', KEYS[k], 'SET', words[i + 2], first + words[i + 1], words[i + 3])
   end
 end
 
@@ -159,7 +199,9 @@ for key, blocks in pairs(zones) do
       redis.call('BITFIELD', high, 'SET', 'i64', at_block, g.high_s)
     end
     local low = redis.call('BITFIELD', low_key, 'GET', 'i64', at_block)[1]
-    if low == 0 or g.low + 1 < low then redis.call('BITFIELD', low_key, 'SET', 'i64', at_block, g.low_s) end
+    if low == 0 or g.low + 1 < low then
+      redis.call('BITFIELD', low_key, 'SET', 'i64', at_block, g.low_s or plus_one(g.low_raw))
+    end
   end
 end
 for key, g in pairs(members) do -- the set until it outgrows the threshold, then the bitmap
