@@ -58,6 +58,8 @@ class Keys:
         self.stats = f"{tag}:stats"
         # Change log: one entry per change of a listed job, written by the apply script (so tagged).
         self.changes = f"{tag}:changes"
+        # The random key that seals page tokens (registry/query/page_token.py), made at first use.
+        self.page_token_key = f"{tag}:pagetoken:key"
         # Workers' counters and histogram buckets, exposed by the API's /metrics.
         self.metrics = f"{prefix}:metrics"
         self._slices: dict[str, list[str]] = {}
