@@ -16,6 +16,7 @@ import msgspec
 
 from registry.domain.model import Job, parse_timestamp
 from registry.keys import Keys
+from registry.query.execute.walk import order_range_start
 from registry.query.executor import Executor, Listing
 from registry.query.planner import NoBit, Plan, Range
 from registry.query.spec import OrderBy
@@ -113,6 +114,17 @@ async def listing_after(executor: Executor, plan: Plan, seek: Seek) -> Listing:
     exists), and the exact total of ``plan``'s filters."""
     keys = executor.keys
     bounded = seek_plan(plan, seek, keys)
+    if ranged(seek, plan.order) and not plan.predicates and not plan.empty:
+        # Nothing filters: the entries before the bound, counted in the order's sort set (the
+        # walks' own start, walk.order_range_start), plus the ties make the seek's exact rank, and a
+        # page by rank is as cheap at any depth (and cheaper than a range bitmap over every job).
+        assert plan.order_zset is not None
+        start = order_range_start(bounded)
+        assert start is not None
+        before = int(await executor.redis.zcount(plan.order_zset, *start))
+        by_rank = msgspec.structs.replace(plan, offset=before + seek.ties, limit=bounded.limit)
+        page = await executor.listing(by_rank)
+        return msgspec.structs.replace(page, strategy=f"page token, at rank {by_rank.offset}: {page.strategy}")
     page = await executor.listing(bounded)
     if not ranged(seek, plan.order):
         return msgspec.structs.replace(page, strategy=f"page token, by position {seek.served}: {page.strategy}")
