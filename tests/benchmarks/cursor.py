@@ -44,7 +44,14 @@ SHAPES: list[tuple[str, list[tuple[str, str]]]] = [
     ("runs ASC, no filter (ties)", [("order_by", "runs"), ("order_by_direction", "ASC")]),
     ("runs DESC, status=DONE (ties)", [("order_by", "runs"), ("status", "DONE")]),
     ("updated_at DESC, no filter (by position)", [("order_by", "updated_at")]),
+    (
+        "creation_order ASC, status=DONE (by position)",
+        [("order_by", "creation_order"), ("order_by_direction", "ASC"), ("status", "DONE")],
+    ),
+    ("id ASC, status=DONE (by position)", [("order_by", "id"), ("order_by_direction", "ASC"), ("status", "DONE")]),
+    ("updated_at DESC, status=DONE (by position)", [("order_by", "updated_at"), ("status", "DONE")]),
 ]
+# ``--only`` picks shapes by a substring of their names.
 
 
 async def _cpu(r: aioredis.Redis) -> float:
@@ -98,13 +105,13 @@ async def _shape(
     }
 
 
-async def main(keep: str, depth: int, repeat: int) -> None:
+async def main(keep: str, depth: int, repeat: int, only: str = "") -> None:
     server = start_redis(keep)
     r = aioredis.Redis.from_url(server.url)
     try:
         keys = Keys(PREFIX)
         ex = Executor(r, keys, load_settings({}, redis_url=server.url, prefix=PREFIX))
-        for name, base in SHAPES:
+        for name, base in [(n, b) for n, b in SHAPES if only in n]:
             result = await _shape(ex, r, keys, base, depth, repeat)
             print(f"{name} (seek {'by range bound' if result['ranged'] else 'by position'})")
             for page, figures in result["pages"].items():
@@ -122,5 +129,6 @@ if __name__ == "__main__":
     ap.add_argument("--keep", required=True)
     ap.add_argument("--depth", type=int, default=500_000)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--only", default="", help="run only the shapes whose name contains this")
     ns = ap.parse_args()
-    asyncio.run(main(ns.keep, ns.depth, ns.repeat))
+    asyncio.run(main(ns.keep, ns.depth, ns.repeat, ns.only))
