@@ -113,7 +113,8 @@ class DeadLetterer:
 
         An item no longer pending for this consumer (already handled, or claimed by another
         worker) is skipped, so a retry after a lost reply, or two workers racing on one entry,
-        never leaves two copies.
+        leaves one copy (the one gap: a worker stalled between its check and its copy for longer
+        than claim_idle_ms while another finishes the entry; see docs/design.md).
         """
         mine = await self._pending_here([entry_id for entry_id, _, _ in items])
         items = [item for item in items if _b(item[0]) in mine]
