@@ -38,6 +38,7 @@ from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
+from registry.query.page_token import PageTokens
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
 
@@ -104,7 +105,9 @@ def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibli
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         gate = LayoutGate(client, keys)
-        app.state.services = Services(settings, client, keys, Executor(client, keys, settings), gate)
+        app.state.services = Services(
+            settings, client, keys, Executor(client, keys, settings), gate, PageTokens(client, keys)
+        )
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):

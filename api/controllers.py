@@ -17,10 +17,14 @@ from api.query_docs import JOB_QUERY_PARAMETERS
 from api.services import Services, ServicesDep
 from registry.auth.principal import Principal, can_see, scope
 from registry.domain.model import Job, JobDetail, Status
-from registry.errors import JobNotFound
+from registry.errors import InvalidQuery, JobNotFound
 from registry.live.changes import format_position
 from registry.ops.health import group_backlog
+from registry.query.executor import Listing
+from registry.query.page_token import binding
 from registry.query.planner import plan
+from registry.query.seek import Seek, list_page, next_seek
+from registry.query.spec import JobQuery
 from registry.wire.events import UUID_RE
 
 
@@ -28,6 +32,8 @@ class Pagination(msgspec.Struct):
     total: int
     start: int
     end: int
+    # Resumes after this page's last row (request parameter page_token); null on the last page.
+    next_page_token: str | None = None
 
 
 class Success(msgspec.Struct, kw_only=True):
@@ -121,11 +127,16 @@ class JobListController(Controller):
         # The change log's position comes read before the page (or in the same atomic call): every
         # change the list might not reflect comes after it. None for filters that can never match
         # (the watch has nothing to send; they cost no Redis call).
-        page = await services.executor.listing(plan(query, services.keys))
+        page, start, more, seek = await _list(services, query, principal)
         jobs = page.jobs
-        start, end = query.offset, query.offset + len(jobs)
+        end = start + len(jobs)
         content_range = f"{start + 1}-{end}/{page.total}" if jobs else f"0-0/{page.total}"
-        body = JobsPage(data=jobs, pagination=Pagination(total=page.total, start=start, end=end))
+        token = None
+        if more and jobs:
+            bound = binding(query, _caller(principal))
+            token = await services.page_tokens.issue(next_seek(query.order_by, seek, start, jobs), bound)
+        pagination = Pagination(total=page.total, start=start, end=end, next_page_token=token)
+        body = JobsPage(data=jobs, pagination=pagination)
         headers = {
             "Content-Range": content_range,
             "Access-Control-Expose-Headers": "Content-Range, X-Jobreg-Plan, X-Resource-Version",
@@ -137,6 +148,22 @@ class JobListController(Controller):
         if page.position is not None:
             headers["X-Resource-Version"] = format_position(page.position)
         return Response(body, headers=headers)
+
+
+def _caller(principal: Principal) -> str:
+    """Who a page token is sealed to: the caller's role and user id (their projects scope the query)."""
+    return f"{principal.role.value}:{principal.user_id}"
+
+
+async def _list(services: Services, query: JobQuery, principal: Principal) -> tuple[Listing, int, bool, Seek | None]:
+    """The page (at its offset, or after a page token), its start, whether rows follow it, and the token's Seek."""
+    seek = None
+    if query.page_token is not None:
+        if query.offset:
+            raise InvalidQuery([("page_token", "page_token replaces offset: give one or the other", "value_error")])
+        seek = await services.page_tokens.open(query.page_token, binding(query, _caller(principal)))
+    page, start, more = await list_page(services.executor, plan(query, services.keys), seek)
+    return page, start, more, seek
 
 
 class JobController(Controller):

@@ -17,19 +17,21 @@ from api.sessions import Streams
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
 from registry.query.executor import Executor
+from registry.query.page_token import PageTokens
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
 
 
 @dataclass(frozen=True)
 class Services:
-    """The query side: settings, Redis client, key names, executor and layout gate (``app.state.services``)."""
+    """The query side: settings, Redis client, keys, executor, layout gate, page tokens (``app.state.services``)."""
 
     settings: Settings
     redis: aioredis.Redis
     keys: Keys
     executor: Executor
     layout: LayoutGate
+    page_tokens: PageTokens
 
 
 @dataclass

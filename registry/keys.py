@@ -22,10 +22,22 @@ class Keys:
         self._t = tag
         self.events = f"{prefix}:events"
         self.dead = f"{prefix}:events:dead"
+        # Bookkeeping beside a stream sits under a hash tag naming that stream: `{x}:y` hashes like
+        # the untagged `x`, so each dead-letter and replay step below is one Redis Cluster slot.
+        ev, dead = f"{{{self.events}}}", f"{{{self.dead}}}"
         # entry id -> last apply error, so a dead-letter reason survives the worker that saw it.
-        self.failures = f"{prefix}:events:failures"
+        self.failures = f"{ev}:failures"
         # entry id -> how many times applying it failed; dead-lettered at max_apply_failures.
-        self.failure_counts = f"{prefix}:events:failures:count"
+        self.failure_counts = f"{ev}:failures:count"
+        # Where the two hashes above lived before they moved into the events stream's slot; a
+        # worker adopts what it finds there at start (registry/wire/deadletter.py).
+        self.legacy_failures = f"{prefix}:events:failures"
+        self.legacy_failure_counts = f"{prefix}:events:failures:count"
+        # Dead-lettering is copy, then acknowledge (two slots): source entry id -> its copy's id,
+        # set with the copy, so a retry after a crash in between reuses the copy.
+        self.dead_sources = f"{dead}:sources"
+        # Replay is re-publish, then delete the copy: dead-letter id -> the re-published entry's id.
+        self.replayed = f"{ev}:replayed"
         # arq's queue (and, with its ':health-check' suffix, health key) for the worker host.
         self.arq_queue = f"{prefix}:arq"
         self.seq = f"{tag}:seq"
@@ -46,6 +58,8 @@ class Keys:
         self.stats = f"{tag}:stats"
         # Change log: one entry per change of a listed job, written by the apply script (so tagged).
         self.changes = f"{tag}:changes"
+        # The random key that seals page tokens (registry/query/page_token.py), made at first use.
+        self.page_token_key = f"{tag}:pagetoken:key"
         # Workers' counters and histogram buckets, exposed by the API's /metrics.
         self.metrics = f"{prefix}:metrics"
         self._slices: dict[str, list[str]] = {}

@@ -25,7 +25,7 @@ from registry.ops.text import printable
 from registry.settings import Settings
 from registry.store import resp
 from registry.store.projection import Projection
-from registry.wire.deadletter import DeadLetterer
+from registry.wire.deadletter import DeadLetterer, adopt_legacy_failures
 from registry.wire.events import decode_event
 
 log = logging.getLogger("jobreg.consumer")
@@ -92,7 +92,7 @@ class Consumer:
             change_log_retention=settings.change_log_retention,
             call_us=settings.apply_call_us,
         )
-        self.dead_letterer = DeadLetterer(redis, self.keys, settings.group, settings.dead_letter_maxlen)
+        self.dead_letterer = DeadLetterer(redis, self.keys, settings.group, self.name, settings.dead_letter_maxlen)
         self.consumed = 0  # entries read from the stream (redeliveries included)
         self.dead_lettered = 0
         self.applied_batches = 0
@@ -189,6 +189,9 @@ class Consumer:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        # Failure counts written by an older version under the pre-cluster key names.
+        if await adopt_legacy_failures(self.redis, self.keys):
+            log.info("moved failure bookkeeping to %s", self.keys.failures)
         self._group_ready = True
 
     # -- one round ----------------------------------------------------------------------
@@ -250,7 +253,8 @@ class Consumer:
     async def dead_letter(self, items: Sequence[tuple[bytes, Mapping[bytes, bytes], str]]) -> int:
         """Copy each (entry id, fields, reason) to the dead-letter stream and acknowledge it; return how many moved.
 
-        Copy and acknowledgement are one atomic step per entry (only entries still pending are copied).
+        Copy, then acknowledgement, each step idempotent (registry/wire/deadletter.py; only entries
+        still pending for this consumer are copied).
         Counted in ``dead_lettered``; the caller records the /metrics counter with its reason.
         """
         moved = await self.dead_letterer(items)

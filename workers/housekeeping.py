@@ -13,6 +13,7 @@ from registry.lua import source
 from registry.ops.metrics import record_batch
 from registry.ops.text import printable
 from registry.settings import Settings
+from registry.wire.deadletter import sweep_markers
 from workers.consumer import Consumer, Entry
 
 log = logging.getLogger("jobreg.housekeeping")
@@ -31,6 +32,9 @@ async def reclaim(redis: aioredis.Redis, settings: Settings, consumer: Consumer 
     taken from it. ``consumer`` (whose name the entries move to) defaults to a fresh one from settings.
     """
     consumer = consumer or Consumer(redis, settings)
+    # Markers a crash left between the one-slot steps of dead-lettering or replay.
+    if swept := await sweep_markers(redis, consumer.keys, settings.group):
+        log.info("removed %d dead-letter/replay markers left by an interrupted step", swept)
     handled = await _give_up(redis, settings, consumer)
     start: Any = "0-0"
     for _ in range(_MAX_PAGES):

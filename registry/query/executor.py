@@ -15,7 +15,7 @@ from registry.query import cost
 from registry.query.context import QueryContext
 from registry.query.execute.bitmap import run_bitmap
 from registry.query.execute.candidates import run_candidates
-from registry.query.execute.counts import run_counts, zero_counts
+from registry.query.execute.counts import run_counts, run_total, zero_counts
 from registry.query.execute.onecall import run_one_call, run_pick
 from registry.query.page_call import reply_position
 from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, prune
@@ -105,6 +105,18 @@ class Executor:
             return zero_counts()
         async with self._context() as ctx:
             return await run_counts(ctx, plan, sizes)
+
+    async def total(self, plan: Plan) -> int:
+        """The exact number of jobs the plan's filters match (ordering and paging ignored)."""
+        if plan.empty:
+            return 0
+        await self.scripts.load()
+        sizes, _ = await self._sizes(plan.predicates, position=False)
+        plan = prune(plan, sizes)
+        if plan.empty:
+            return 0
+        async with self._context() as ctx:
+            return await run_total(ctx, plan, sizes)
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Records of these jobs, rendered; None for unknown or not-yet-created ones."""

@@ -177,6 +177,17 @@ PARAMS: tuple[Param, ...] = (
         description="Items skipped; past the end gives an empty page.",
     ),
     Param(
+        name="page_token",
+        field="page_token",
+        kind=Kind.STRING,
+        min_length=1,
+        max_length=512,
+        description=(
+            "Resume after the last row of an earlier page: its pagination.next_page_token (same filters "
+            "and order; replaces offset). Costs the same at any depth."
+        ),
+    ),
+    Param(
         name="id",
         field="ids",
         kind=Kind.UUID,

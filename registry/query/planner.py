@@ -48,11 +48,12 @@ class IdPrefix(msgspec.Struct, frozen=True):
         return b"[" + self.lo, b"[" + self.hi + b"\xff" * 4
 
 
-RangeField = Literal["runs", "start_timestamp", "end_timestamp"]
+RangeField = Literal["created_at", "runs", "start_timestamp", "end_timestamp"]
 
 
 class Range(msgspec.Struct, frozen=True):
-    """lo <= value <= hi (inclusive, None = open) on runs, start_timestamp or end_timestamp; nulls never match."""
+    """lo <= value <= hi (inclusive, None = open) on runs, start_timestamp or end_timestamp (filters), or
+    created_at (a page token's seek bound, registry/query/seek.py); nulls never match."""
 
     field: RangeField
     zset: str

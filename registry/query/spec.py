@@ -48,6 +48,8 @@ class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
     origins: tuple[Origin, ...] | None = None
     start_date: int | None = None
     end_date: int | None = None
+    # Opaque: resumes after the last row of an earlier page (registry/query/page_token.py).
+    page_token: str | None = None
 
 
 class Page(msgspec.Struct, kw_only=True):

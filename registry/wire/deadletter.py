@@ -21,6 +21,8 @@ ESCAPE = b"~"
 _PAGE = 500
 # Lua's unpack() takes a few thousand values; entries with more fields take the MULTI path.
 _LUA_MAX_FIELDS = 3000
+# How many of a consumer's pending entries one "still mine?" check reads: more than one batch holds.
+_PENDING_SCAN = 10_000
 DEFAULT_MAXLEN = 100_000
 
 # Entries as redis-py returns them (bytes) or as callers build them (str).
@@ -77,53 +79,142 @@ async def dead_letter(
     reason: str,
     maxlen: int = DEFAULT_MAXLEN,
 ) -> None:
-    """Copy an entry to the dead-letter stream (no acknowledgement; see ``dead_letter_and_ack``)."""
+    """Copy an entry to the dead-letter stream (no acknowledgement, no marker; see ``DeadLetterer``)."""
     copy = dead_letter_copy(entry_id, fields, reason)
     await redis.xadd(keys.dead, copy, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
 
 
 class DeadLetterer:
-    """Dead-letters entries of a consumer group atomically with their acknowledgement."""
+    """Dead-letters entries a consumer holds, in steps that each touch one Redis Cluster slot.
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, group: str, maxlen: int = DEFAULT_MAXLEN) -> None:
+    The contract fixes both stream names, so the copy (dead stream's slot) and the acknowledgement
+    (events stream's slot, with the failure bookkeeping under `{<events>}`) cannot be one atomic
+    call. Instead: (0) keep only entries still pending for this consumer; (1) copy each to the
+    dead stream, recording source id -> copy id in `{<dead>}:sources`; (2) acknowledge it and
+    drop its failure bookkeeping, only if still pending for this consumer; (3) forget the marker.
+    A crash after (1) leaves the entry pending: whoever processes it next finds the marker and
+    reuses the copy, so the event is neither lost nor copied twice. A crash after (2) leaves only a
+    marker, which ``sweep_markers`` removes.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, group: str, consumer: str, maxlen: int = DEFAULT_MAXLEN
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.group = group
+        self.consumer = consumer
         self.maxlen = maxlen
-        self._script = redis.register_script(source("registry.wire", "dead_letter_ack"))
+        self._copy = redis.register_script(source("registry.wire", "dead_letter_copy"))
+        self._ack = redis.register_script(source("registry.wire", "dead_letter_ack"))
 
     async def __call__(self, items: Sequence[tuple[bytes, Fields, str]]) -> int:
         """Dead-letter and acknowledge (entry id, fields, reason) items; return how many this call moved.
 
-        An item no longer pending (already handled elsewhere) is skipped, so a retry after a lost
-        reply, or two workers racing on one entry, never leaves two copies.
+        An item no longer pending for this consumer (already handled, or claimed by another
+        worker) is skipped, so a retry after a lost reply, or two workers racing on one entry,
+        leaves one copy (the one gap: a worker stalled between its check and its copy for longer
+        than claim_idle_ms while another finishes the entry; see docs/design.md).
         """
+        mine = await self._pending_here([entry_id for entry_id, _, _ in items])
+        items = [item for item in items if _b(item[0]) in mine]
         if not items:
             return 0
+        await self._copy_all(items)
+        ids = [item[0] for item in items]
         k = self.keys
-        keys = [k.events, k.dead, k.failures, k.failure_counts]
-        pipe = self.redis.pipeline(transaction=False)
-        wide: list[dict[bytes, bytes]] = []
-        wide_ids: list[bytes] = []
+        acked = await self._ack(keys=[k.events, k.failures, k.failure_counts], args=[self.group, self.consumer, *ids])
+        done = [entry_id for entry_id, ok in zip(ids, acked, strict=True) if int(ok)]
+        if done:
+            # An entry taken over meanwhile keeps its marker: its new holder reuses the copy.
+            await self.redis.hdel(k.dead_sources, *done)  # type: ignore[arg-type, misc]
+        return len(done)
+
+    async def _pending_here(self, ids: Sequence[bytes | str]) -> set[bytes]:
+        """Which of ``ids`` are pending for this consumer (one XPENDING over their id range)."""
+        if not ids:
+            return set()
+        ordered = sorted((_b(i) for i in ids), key=_id_key)
+        rows = await self.redis.xpending_range(
+            self.keys.events,
+            self.group,
+            min=ordered[0],
+            max=ordered[-1],
+            count=_PENDING_SCAN,
+            consumername=self.consumer,
+        )
+        return {_b(r["message_id"]) for r in rows} & set(ordered)
+
+    async def _copy_all(self, items: Sequence[tuple[bytes, Fields, str]]) -> None:
+        k = self.keys
+        args: list[bytes | str | int] = [self.maxlen]
+        wide: list[tuple[bytes, dict[bytes, bytes]]] = []
         for entry_id, fields, reason in items:
             copy = dead_letter_copy(entry_id, fields, reason)
             if len(copy) <= _LUA_MAX_FIELDS:
-                flat = [x for kv in copy.items() for x in kv]
-                await self._script(keys=keys, args=[self.group, entry_id, self.maxlen, *flat], client=pipe)
+                args += [entry_id, 2 * len(copy), *(x for kv in copy.items() for x in kv)]
             else:
-                wide.append(copy)
-                wide_ids.append(entry_id)
-        moved = sum(int(r) for r in await pipe.execute()) if len(pipe) else 0
-        for entry_id, copy in zip(wide_ids, wide, strict=True):
-            # Too many fields for one Lua call: MULTI keeps the copy and the ack all-or-nothing
-            # (without the "still pending?" check; such entries are rare enough).
-            tx = self.redis.pipeline(transaction=True)
-            tx.xadd(k.dead, copy, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-            tx.xack(k.events, self.group, entry_id)
-            tx.hdel(k.failures, entry_id)  # type: ignore[arg-type]
-            tx.hdel(k.failure_counts, entry_id)  # type: ignore[arg-type]
-            moved += int((await tx.execute())[1])
-        return moved
+                wide.append((_b(entry_id), copy))
+        if len(args) > 1:
+            # One call for the batch, not a pipeline: a cluster client refuses EVALSHA in pipelines.
+            await self._copy(keys=[k.dead, k.dead_sources], args=args)
+        for entry_id, copy in wide:
+            # Too many fields for one Lua call (unpack's limit; rare): the same steps from here,
+            # with a window between the XADD and the marker in which a crash leaves two copies.
+            made = await self.redis.hget(k.dead_sources, entry_id)  # type: ignore[arg-type, misc]
+            if made and await self.redis.xrange(k.dead, min=made, max=made, count=1):
+                continue
+            copy_id = await self.redis.xadd(k.dead, copy, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            await self.redis.hset(k.dead_sources, entry_id, copy_id)  # type: ignore[arg-type, misc]
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+async def sweep_markers(redis: aioredis.Redis, keys: Keys, group: str) -> int:
+    """Finish what a crash between steps left behind; return how many markers were removed.
+
+    A dead-letter marker whose entry is no longer pending belongs to a finished dead-lettering
+    (the entry was acknowledged; it never becomes pending again), so it is dropped. A replay
+    marker means the entry was re-published: its dead letter is deleted (step 2, idempotent),
+    then the marker. Markers of work in progress are left alone or finished harmlessly.
+    """
+    removed = 0
+    sources: dict[bytes, bytes] = await redis.hgetall(keys.dead_sources)  # type: ignore[misc]
+    if sources:
+        pipe = redis.pipeline(transaction=False)
+        for entry_id in sources:
+            pipe.xpending_range(keys.events, group, min=entry_id, max=entry_id, count=1)
+        stale = [entry_id for entry_id, rows in zip(sources, await pipe.execute(), strict=True) if not rows]
+        if stale:
+            removed += int(await redis.hdel(keys.dead_sources, *stale))  # type: ignore[arg-type, misc]
+    replayed: dict[bytes, bytes] = await redis.hgetall(keys.replayed)  # type: ignore[misc]
+    if replayed:
+        await redis.xdel(keys.dead, *replayed)
+        removed += int(await redis.hdel(keys.replayed, *replayed))  # type: ignore[arg-type, misc]
+    return removed
+
+
+async def adopt_legacy_failures(redis: aioredis.Redis, keys: Keys) -> int:
+    """Move failure bookkeeping from its pre-cluster keys into the events stream's slot; return fields moved.
+
+    Idempotent (HSETNX: a value already in the new key is newer), so a crash part-way only
+    repeats the copy at the next start.
+    """
+    moved = 0
+    for old, new in ((keys.legacy_failures, keys.failures), (keys.legacy_failure_counts, keys.failure_counts)):
+        values: dict[bytes, bytes] = await redis.hgetall(old)  # type: ignore[misc]
+        if not values:
+            continue
+        pipe = redis.pipeline(transaction=False)
+        for field, value in values.items():
+            pipe.hsetnx(new, field, value)  # type: ignore[arg-type]
+        await pipe.execute()
+        await redis.delete(old)
+        moved += len(values)
+    return moved
 
 
 def _to_dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
@@ -152,16 +243,34 @@ async def _chosen(redis: aioredis.Redis, keys: Keys, ids: Sequence[str]) -> list
 async def _republish(
     redis: aioredis.Redis, keys: Keys, rows: Sequence[tuple[bytes, dict[bytes, bytes]]], fixes: Mapping[str, str]
 ) -> int:
-    # One transaction: each entry is either back in the events stream and gone from here, or untouched.
+    # Two slots, so two steps per entry: re-publish it once (the marker in the events stream's
+    # slot remembers it), then delete the dead letter and the marker. A crash in between leaves
+    # the dead letter and its marker: a later replay (or sweep_markers) only deletes it, so the
+    # entry is never lost and never re-published twice.
+    if not rows:
+        return 0
     changes = {_b(k): _b(v) for k, v in fixes.items()}
-    pipe = redis.pipeline(transaction=True)
-    for _, fields in rows:
+    args: list[bytes | int] = []
+    wide: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for entry_id, fields in rows:
         entry = _originals(fields)
         entry.update(changes)
-        pipe.xadd(keys.events, entry)  # type: ignore[arg-type]
-    for entry_id, _ in rows:
-        pipe.xdel(keys.dead, entry_id)
-    await pipe.execute()
+        if len(entry) <= _LUA_MAX_FIELDS:
+            args += [entry_id, 2 * len(entry), *(x for kv in entry.items() for x in kv)]
+        else:
+            wide.append((entry_id, entry))
+    if args:
+        await redis.register_script(source("registry.wire", "replay_publish"))(
+            keys=[keys.events, keys.replayed], args=args
+        )
+    for entry_id, entry in wide:
+        # Too many fields for one Lua call (rare): the same steps without the script's atomicity.
+        if not await redis.hexists(keys.replayed, entry_id):  # type: ignore[arg-type, misc]
+            published = await redis.xadd(keys.events, entry)  # type: ignore[arg-type]
+            await redis.hset(keys.replayed, entry_id, published)  # type: ignore[arg-type, misc]
+    ids = [entry_id for entry_id, _ in rows]
+    await redis.xdel(keys.dead, *ids)
+    await redis.hdel(keys.replayed, *ids)  # type: ignore[arg-type, misc]
     return len(rows)
 
 

@@ -184,7 +184,8 @@ def test_pipeline(cluster: Cluster) -> None:
             got_ids = [j["id"] for j in body["data"]]
             assert (body["pagination"]["total"], got_ids) == (total, ids), params
             offset = int(dict(params).get("offset", "0"))
-            assert body["pagination"] == {"total": total, "start": offset, "end": offset + len(ids)}, params
+            paging = {k: body["pagination"][k] for k in ("total", "start", "end")}
+            assert paging == {"total": total, "start": offset, "end": offset + len(ids)}, params
             assert r.headers["content-range"] == _expected_range(offset, offset + len(ids), total), params
             assert "Content-Range" in r.headers.get("access-control-expose-headers", "")
             assert (body["status"], body["code"]) == ("success", "200")

@@ -85,7 +85,10 @@ def check_page(env: Env, params: Params, resp: Any, allowed: set[str] | None) ->
     want_total, want_ids = env.visible(params, allowed)
     offset = int(dict(params).get("offset", "0"))
     assert [j["id"] for j in body["data"]] == want_ids, params
-    assert body["pagination"] == {"total": want_total, "start": offset, "end": offset + len(want_ids)}
+    pagination = dict(body["pagination"])
+    token = pagination.pop("next_page_token")
+    assert pagination == {"total": want_total, "start": offset, "end": offset + len(want_ids)}
+    assert (token is not None) == (bool(want_ids) and offset + len(want_ids) < want_total), params
     assert body["data"] == [render_job(env.ref.jobs()[i], env.orders[i]) for i in want_ids]
     want_range = f"{offset + 1}-{offset + len(want_ids)}/{want_total}" if want_ids else f"0-0/{want_total}"
     assert resp.headers["content-range"] == want_range
@@ -146,7 +149,12 @@ def test_outside_project_filter_is_an_empty_page_without_redis(env: Env) -> None
     resp = env.get(JOBS, token, [("project_id", theirs), ("status", "DONE"), ("order_by", "runs")])
     spent = commands() - before - baseline
     assert resp.status_code == 200
-    assert resp.json()["data"] == [] and resp.json()["pagination"] == {"total": 0, "start": 0, "end": 0}
+    assert resp.json()["data"] == [] and resp.json()["pagination"] == {
+        "total": 0,
+        "start": 0,
+        "end": 0,
+        "next_page_token": None,
+    }
     assert resp.headers["content-range"] == "0-0/0"
     assert spent == 0, f"{spent} Redis commands for a query known to be empty"
     # Same answer for a project that exists nowhere: nothing tells the two apart.

@@ -28,6 +28,7 @@ from registry.query.planner import plan
 from registry.settings import Settings, load_settings
 from registry.store import indexes, record
 from registry.store.projection import Projection
+from registry.wire.deadletter import DeadLetterer, list_dead, replay, sweep_markers
 from tests.cluster import LocalCluster, local_cluster
 from tests.conftest import RedisServer
 from tests.harness import decode_all
@@ -35,7 +36,13 @@ from tests.query_params import parse_params
 from tests.reference import Params, Reference, make_traffic, random_query
 
 STORE_SCRIPTS = [("registry.store", n) for n in ("apply", "layout", "migrate_idhex", "migrate_finish")]
-OTHER_SCRIPTS = [("registry.wire", "dead_letter_ack"), ("workers", "trim_stream"), ("workers", "prune_consumers")]
+OTHER_SCRIPTS = [
+    ("registry.wire", "dead_letter_copy"),
+    ("registry.wire", "dead_letter_ack"),
+    ("registry.wire", "replay_publish"),
+    ("workers", "trim_stream"),
+    ("workers", "prune_consumers"),
+]
 Answer = tuple[int, list[str]]
 
 
@@ -280,3 +287,35 @@ def test_a_cross_slot_access_is_refused(cluster: LocalCluster) -> None:
         # jobreg's own scripts: declared keys of two slots are refused, even on one node.
         with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
             c.eval(scripts.script_text("records"), 2, first.job("a"), second.job("b"))
+
+
+async def test_dead_lettering_and_replay_run_step_by_step_on_a_cluster(cluster: LocalCluster) -> None:
+    """Each dead-letter and replay step is one slot, so redis-py's cluster client runs them as they are.
+
+    The events stream (with its failure bookkeeping and replay markers) and the dead-letter stream
+    (with its copy markers) sit in two slots, on two masters here; each step is one call to one of them.
+    """
+    keys = Keys(f"t{os.urandom(4).hex()}")
+    assert key_slot(keys.failures.encode()) == key_slot(keys.events.encode()) == key_slot(keys.replayed.encode())
+    assert key_slot(keys.dead_sources.encode()) == key_slot(keys.dead.encode()) != key_slot(keys.events.encode())
+    client = aioredis.RedisCluster(host="127.0.0.1", port=cluster.nodes[-1].port)
+    try:
+        await client.xgroup_create(keys.events, "g", id="0", mkstream=True)
+        bad = {b"event_id": b"e-1", b"type": b"paused", b"\xff": b"\xfe"}
+        entry_id = await client.xadd(keys.events, bad)  # type: ignore[arg-type]
+        await client.xreadgroup("g", "c1", {keys.events: ">"}, count=10)
+        await client.hset(keys.failure_counts, entry_id, 2)  # type: ignore[misc]
+        letterer = DeadLetterer(client, keys, "g", "c1")  # type: ignore[arg-type]
+        assert await letterer([(entry_id, bad, "unknown type")]) == 1
+        assert await letterer([(entry_id, bad, "again")]) == 0
+        [dead] = await list_dead(client, keys)  # type: ignore[arg-type]
+        assert dead.source_id == entry_id.decode() and dead.error == "unknown type"
+        assert not await client.exists(keys.failure_counts, keys.dead_sources)
+        assert int((await client.xpending(keys.events, "g"))["pending"]) == 0
+        assert await sweep_markers(client, keys, "g") == 0  # type: ignore[arg-type]
+        assert await replay(client, keys, fixes={"type": "created"}) == 1  # type: ignore[arg-type]
+        assert await client.xlen(keys.dead) == 0 and not await client.exists(keys.replayed)
+        _, republished = (await client.xrevrange(keys.events, count=1))[0]
+        assert republished == {**bad, b"type": b"created"}
+    finally:
+        await client.aclose()

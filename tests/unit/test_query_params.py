@@ -14,7 +14,13 @@ def test_every_query_field_has_exactly_one_parameter() -> None:
 
 
 def test_filters_are_the_fields_besides_ordering_and_paging() -> None:
-    assert {p.field for p in FILTERS} == set(JobQuery.__struct_fields__) - {"order_by", "direction", "limit", "offset"}
+    assert {p.field for p in FILTERS} == set(JobQuery.__struct_fields__) - {
+        "order_by",
+        "direction",
+        "limit",
+        "offset",
+        "page_token",
+    }
 
 
 def test_openapi_documents_every_parameter_by_its_query_name() -> None:

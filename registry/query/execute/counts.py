@@ -38,3 +38,8 @@ async def run_counts(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None]
         by_status={s.value: by[s] for s in Status},
         by_origin={o.value: by[o] for o in Origin},
     )
+
+
+async def run_total(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None]) -> int:
+    """Only the exact total of a plan's matches: the filter bitmap built as for a query, counted."""
+    return int(await ctx.redis.bitcount(await filter_bitmap(ctx, plan.predicates, sizes)))

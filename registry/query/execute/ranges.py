@@ -80,20 +80,21 @@ async def _zone_range_bitmap(ctx: QueryContext, pred: Range) -> str | None:
     dest = ctx.temp()
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.set(dest, bytes(bits), px=TEMP_TTL_MS)
-    # Whole blocks include their jobs without a value (null start or end): drop them.
-    nonnull = ctx.keys.started if pred.field == "start_timestamp" else ctx.keys.ended
-    pipe.bitop("AND", dest, dest, nonnull)
+    # Whole blocks include their jobs without a value (null start or end) and unused handles: drop them.
+    pipe.bitop("AND", dest, dest, _having_value(ctx, pred))
     await pipe.execute()
     return dest
 
 
+def _having_value(ctx: QueryContext, pred: Range) -> str:
+    """The bitmap of the listed jobs that have a value of the range's field."""
+    return {"start_timestamp": ctx.keys.started, "end_timestamp": ctx.keys.ended}.get(pred.field, ctx.keys.all)
+
+
 async def _bsi_range_bitmap(ctx: QueryContext, pred: Range) -> str:
     """A range over a bit-sliced index, exact to the second, plus the boundary second from the sort set."""
-    if pred.field == "runs":
-        width, exists, scale = RUNS_BITS, ctx.keys.all, 1
-    else:
-        width, scale = SECOND_BITS, SECOND_US
-        exists = ctx.keys.started if pred.field == "start_timestamp" else ctx.keys.ended
+    width, scale = (RUNS_BITS, 1) if pred.field == "runs" else (SECOND_BITS, SECOND_US)
+    exists = _having_value(ctx, pred)
     slices = [ctx.keys.slice(BSI_OF_ORDER[pred.field], i) for i in range(width)]
     present = await existing(ctx, slices)
     parts: list[str] = []
