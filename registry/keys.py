@@ -61,6 +61,11 @@ class Keys:
         """Sorted set of every listed job by ``field``; members are uuid16 + handle (4 bytes)."""
         return f"{self._t}:z:{field}"
 
+    def sort_index(self, field: str) -> str:
+        """Base name of the bucketed sort index of ``field`` (registry/store/lua/sortlib.lua builds its
+        keys, all ``<base>:...`` under this hash tag; registry/store/sortidx.py is its Python side)."""
+        return f"{self._t}:sx:{field}"
+
     def member_set(self, kind: str, value: str) -> str:
         assert kind in MEMBER_KINDS
         return f"{self._t}:ms:{kind}:{value}"
