@@ -90,7 +90,7 @@ def member(rng: random.Random) -> bytes:
 
 @pytest.fixture
 def base(keys: Keys) -> str:
-    return keys.sort_index(f"t{os.urandom(3).hex()}")
+    return keys.sort(f"t{os.urandom(3).hex()}")
 
 
 async def test_random_inserts_and_removes_match_a_sorted_list(aredis: aioredis.Redis, base: str) -> None:

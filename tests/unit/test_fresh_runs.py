@@ -23,11 +23,11 @@ def test_bits_and_columns_travel_as_runs_in_job_order() -> None:
     n = 2 * WORD_BITS + 5
     rest = []
     for p in range(n):
-        ops = [FlipBits([6, 7] if p % 3 else [7]), SetColumn(8, str(p - 50)), SortAdd(9, "1")]
+        ops = [FlipBits([6, 7] if p % 3 else [7]), SetColumn(8, str(p - 50)), SortAdd(9, "1", "")]
         if p % 2 == 0:
             ops.append(SetBit(5, 1))
         rest += runs.take(ops)
-    assert rest == [SortAdd(9, "1")] * n  # only what cannot travel column-wise stays per job
+    assert rest == [SortAdd(9, "1", "")] * n  # only what cannot travel column-wise stays per job
     header, blob = runs.encode()
     fresh = decode_fresh(header)
     assert fresh.count == n

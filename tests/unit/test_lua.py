@@ -67,7 +67,7 @@ def test_each_script_has_a_shebang_and_its_header_below(path: Path) -> None:
 def test_read_only_query_scripts_are_flagged_no_writes() -> None:
     flagged = {name for name in scripts._NAMES if "no-writes" in lua.flags(scripts.script_text(name))}
     # pick, page, select and the *_to_bitmap scripts write temporary bitmaps.
-    assert flagged == {"walk", "check", "uuids", "records"}
+    assert flagged == {"walk", "check", "uuids", "records", "sortread"}
 
 
 def test_a_composed_script_keeps_its_shebang_first_and_every_line() -> None:

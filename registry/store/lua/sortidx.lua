@@ -2,7 +2,7 @@
 -- SORTIDX: one operation on a bucketed sort index (lua/sortlib.lua), for the migration, the bulk
 -- loader's checks and tests; the query and apply scripts call the library's functions themselves.
 -- KEYS[1] the index's top key (base..':t'; declared so the call runs in the index's slot)
--- ARGV[1] the index's base (Keys.sort_index), ARGV[2] the operation, then its arguments:
+-- ARGV[1] the index's base (Keys.sort), ARGV[2] the operation, then its arguments:
 --   'add' (score member)...       add entries that are not in the index; returns how many were added
 --   'rem' (score member)...       remove entries (score: the one stored); returns how many were removed
 --   'card'                        the number of entries

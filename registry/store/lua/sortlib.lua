@@ -4,7 +4,7 @@
 -- sort index (registry/lua.py; "registry.store:sortlib"). Its Python side, the key encoding and the
 -- bulk builder, is registry/store/sortidx.py: a change here changes it there too.
 --
--- An index is named by a base (registry/keys.py, Keys.sort_index); its keys, all under the base's
+-- An index is named by a base (registry/keys.py, Keys.sort); its keys, all under the base's
 -- hash tag, are built here from it:
 --   base..':t'        the top: a sorted set, every score 0, of page entries sep..id4
 --   base..':tn'       hash: page id -> its entry count; field 'n' -> the index's entry count
@@ -60,12 +60,12 @@ local function sx_less(a, b)
 end
 
 -- The entry of the directory node dir whose subtree holds key k (the greatest separator <= k).
--- An entry is sep..id4: for a key of an entry's length (a member of SX_MEMBER bytes) the bound
--- k..SX_TOP takes the entries of separator k too; a probe's shorter or longer member (a bound
--- before or after every member of its score, see sx_below) differs from every separator within
--- its length, so k itself bounds them.
+-- An entry is sep..id4 and a separator is SX_MEMBER + 8 bytes: a key at least that long is cut to
+-- it (a separator equal to the cut is below the longer key) and bounded by cut..SX_TOP, which takes
+-- the entries of that separator too; a shorter probe (a member prefix, or '' for a bound before
+-- every member of its score) is no separator, so k itself bounds them.
 local function sx_child(dir, k)
-  if #k == SX_MEMBER + 8 then k = k .. SX_TOP end
+  if #k >= SX_MEMBER + 8 then k = string.sub(k, 1, SX_MEMBER + 8) .. SX_TOP end
   return redis.call('ZREVRANGEBYLEX', dir, '[' .. k, '-', 'LIMIT', 0, 1)[1]
 end
 
@@ -372,4 +372,51 @@ local function sx_take(c, n, withscores, out)
     end
   end
   return out
+end
+
+-- The entries of ascending ranks start .. stop (as ZRANGE; descending ranks if desc, as ZREVRANGE).
+local function sx_range(base, start, stop, desc)
+  if stop < start then return {} end
+  return sx_take(sx_cursor(base, start, desc), stop - start + 1, false, {})
+end
+
+-- A member above every member (so (score, SX_AFTER) is after every entry of that score).
+local SX_AFTER = string.rep('\255', SX_MEMBER + 1)
+
+-- How many entries lie before a ZCOUNT-style score bound ('-inf', '+inf', 'x' or '(x'): before
+-- the range it starts (lo) or up to its end (not lo).
+local function sx_score_rank(base, bound, lo)
+  if bound == '-inf' then return 0 end
+  if bound == '+inf' then return sx_card(base) end
+  local excl = string.sub(bound, 1, 1) == '('
+  local x = tonumber(excl and string.sub(bound, 2) or bound)
+  if x < -9007199254740991 then return 0 end
+  if x > 9007199254740991 then return sx_card(base) end
+  if lo == excl then return sx_below(base, x, SX_AFTER) end
+  return sx_below(base, x, '')
+end
+
+-- ZCOUNT: the entries with a score within the bounds.
+local function sx_count(base, lo, hi)
+  return math.max(0, sx_score_rank(base, hi, false) - sx_score_rank(base, lo, true))
+end
+
+-- The same for a ZRANGEBYLEX-style bound ('-', '+', '[m' or '(m') over an index whose scores are
+-- all 0 (the id index: members in id order).
+local function sx_lex_rank(base, bound, lo)
+  if bound == '-' then return 0 end
+  if bound == '+' then return sx_card(base) end
+  local m, excl = string.sub(bound, 2), string.sub(bound, 1, 1) == '('
+  if lo == excl then return sx_below(base, 0, m .. '\0') end -- the entries up to m, m included
+  return sx_below(base, 0, m)
+end
+
+-- ZLEXCOUNT.
+local function sx_lexcount(base, lo, hi)
+  return math.max(0, sx_lex_rank(base, hi, false) - sx_lex_rank(base, lo, true))
+end
+
+-- ZRANGEBYLEX (every member in the bounds, in order).
+local function sx_rangebylex(base, lo, hi)
+  return sx_range(base, sx_lex_rank(base, lo, true), sx_lex_rank(base, hi, false) - 1, false)
 end
