@@ -78,8 +78,29 @@ local function sx_path(base, k)
   return pid, sx_id(be), pe, be
 end
 
+-- The index's last bucket as this call found it, per base: {page id, bucket id, separator}.
+-- Arrivals come in created_at order (and mostly updated_at, start and end order), so most adds
+-- land there: an add at or past its separator skips the two directory lookups. Forgotten whenever
+-- this call restructures the index (a split, a merge, a refill), and with the call itself.
+local sx_tails = {}
+local function sx_tail(base)
+  local t = sx_tails[base]
+  if t == nil then
+    t = false
+    local pe = redis.call('ZRANGE', base .. ':t', -1, -1)[1]
+    if pe then
+      local pid = sx_id(pe)
+      local be = redis.call('ZRANGE', base .. ':p:' .. pid, -1, -1)[1]
+      t = {pid, sx_id(be), sx_sep(be)}
+    end
+    sx_tails[base] = t
+  end
+  return t
+end
+
 -- The first page and bucket of an index that has none.
 local function sx_init(base)
+  sx_tails[base] = nil
   local pid = redis.call('INCR', base .. ':i')
   local bid = redis.call('INCR', base .. ':i')
   redis.call('ZADD', base .. ':t', 0, '\0' .. sx_be(pid, 4))
@@ -141,6 +162,7 @@ end
 
 -- Split node id (n entries) of a level in halves: the upper half moves to a new sibling.
 local function sx_split(base, level, pid, id, n)
+  sx_tails[base] = nil
   local dir, counts = sx_parent(base, level, pid)
   local new = redis.call('INCR', base .. ':i')
   local got, moved = sx_move(base, level, id, new, n - math.floor(n / 2), false)
@@ -160,6 +182,7 @@ end
 -- well below SX_MAX together, else even them out. Only a right-hand node's separator ever changes,
 -- so the first node keeps '\0'. Returns true if the parent lost an entry.
 local function sx_rebalance(base, level, pid, id, e)
+  sx_tails[base] = nil
   local dir, counts = sx_parent(base, level, pid)
   local r = redis.call('ZRANK', dir, e)
   local sib = redis.call('ZRANGE', dir, math.max(r - 1, 0), r + 1)
@@ -203,8 +226,14 @@ end
 -- added, 0 if it was there (left as it was). score is a string (passed to ZADD as given).
 local function sx_add(base, score, member)
   local k = sx_key(tonumber(score), member)
-  local pid, bid = sx_path(base, k)
-  if not pid then pid, bid = sx_init(base) end
+  local pid, bid
+  local tail = sx_tail(base)
+  if tail and not sx_less(k, tail[3]) then
+    pid, bid = tail[1], tail[2]
+  else
+    pid, bid = sx_path(base, k)
+    if not pid then pid, bid = sx_init(base) end
+  end
   if redis.call('ZADD', base .. ':b:' .. bid, 'NX', score, member) == 0 then return 0 end
   redis.call('HINCRBY', base .. ':tn', 'n', 1)
   redis.call('HINCRBY', base .. ':tn', pid, 1)
