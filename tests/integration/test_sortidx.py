@@ -173,3 +173,20 @@ def test_sep_key_orders_as_score_then_member() -> None:
     ]
     assert sorted(entries, key=order) == sorted(entries, key=lambda e: (e[1], e[0]))
     assert min(order(e) for e in entries) > sortidx.MIN_SEP
+
+
+async def test_one_score_like_the_id_index(aredis: aioredis.Redis, base: str) -> None:
+    """Every score 0 (the id index): ties everywhere, bounds by member prefixes as id__starts_with's."""
+    rng = random.Random(13)
+    idx = SortIndex(aredis, base)
+    ref = sorted(((member(rng), 0) for _ in range(3000)), key=order)
+    for i in range(0, len(ref), 500):
+        await idx.add(ref[i : i + 500])
+    gone = rng.sample(ref, 400)
+    await idx.remove(gone)
+    ref = [e for e in ref if e not in set(gone)]
+    assert await structure(aredis, base) == ref
+    await check_reads(idx, ref, rng)
+    keys = [order(e) for e in ref]
+    for prefix in [rng.randbytes(n) for n in (0, 1, 1, 2, 3)] + [ref[5][0][:2], ref[-1][0], ref[0][0] + b"\0"]:
+        assert await idx.below(0, prefix) == bisect.bisect_left(keys, sep_key(0, prefix)), prefix

@@ -98,6 +98,32 @@ local function sx_tail(base)
   return t
 end
 
+-- A directory node read once per call: its entries in order, their ids, and per entry the count of
+-- the index's entries under the node's earlier entries (cum) and its own (counts). Reads that seek
+-- often in one call (SELECT's counts, a walk across pages) parse each node once; sx_add and sx_rem
+-- forget them all, so a call that changes the index never reads stale counts.
+local sx_dirs = {}
+local sx_uses = {} -- how often this call counted in each directory (sx_before)
+local function sx_dir(dir, counts_key)
+  local d = sx_dirs[dir]
+  if d == nil then
+    local entries = redis.call('ZRANGE', dir, 0, -1)
+    local ids, cum, counts, total = {}, {}, {}, 0
+    for i, e in ipairs(entries) do
+      ids[i] = sx_id(e)
+    end
+    if #ids > 0 then
+      for i, n in ipairs(redis.call('HMGET', counts_key, unpack(ids))) do
+        cum[i], counts[i] = total, tonumber(n)
+        total = total + counts[i]
+      end
+    end
+    d = {entries = entries, ids = ids, cum = cum, counts = counts, total = total}
+    sx_dirs[dir] = d
+  end
+  return d
+end
+
 -- The first page and bucket of an index that has none.
 local function sx_init(base)
   sx_tails[base] = nil
@@ -225,6 +251,7 @@ end
 -- Add (score, member); the member must not be in the index (remove it first to move it): 1 if
 -- added, 0 if it was there (left as it was). score is a string (passed to ZADD as given).
 local function sx_add(base, score, member)
+  sx_dirs, sx_uses = {}, {}
   local k = sx_key(tonumber(score), member)
   local pid, bid
   local tail = sx_tail(base)
@@ -248,6 +275,7 @@ end
 
 -- Remove member, stored with score (the score finds its bucket): 1 if removed, 0 if not there.
 local function sx_rem(base, score, member)
+  sx_dirs, sx_uses = {}, {}
   local pid, bid, pe, be = sx_path(base, sx_key(tonumber(score), member))
   if not pid then return 0 end
   if redis.call('ZREM', base .. ':b:' .. bid, member) == 0 then return 0 end
@@ -267,50 +295,66 @@ local function sx_card(base)
   return tonumber(redis.call('HGET', base .. ':tn', 'n') or 0)
 end
 
+-- The count of the index's entries under the entries of directory dir before entry e. The first two
+-- counts of a call (a range's two bounds) read only those entries' counts; a third reads the whole
+-- directory once (sx_dir) and sums from it (SELECT counts a range a few dozen times per call).
+local function sx_before(dir, counts_key, e)
+  local r = redis.call('ZRANK', dir, e)
+  if sx_dirs[dir] == nil and (sx_uses[dir] or 0) < 2 then
+    sx_uses[dir] = (sx_uses[dir] or 0) + 1
+    if r == 0 then return 0 end
+    local ids, below = {}, 0
+    for i, x in ipairs(redis.call('ZRANGE', dir, 0, r - 1)) do
+      ids[i] = sx_id(x)
+    end
+    for _, n in ipairs(redis.call('HMGET', counts_key, unpack(ids))) do
+      below = below + tonumber(n)
+    end
+    return below
+  end
+  return sx_dir(dir, counts_key).cum[r + 1]
+end
+
 -- The number of entries ordered before (score, member): member '' counts the scores below score,
 -- a member above every member ('\255' x 21) counts those up to score. score is a number.
 local function sx_below(base, score, member)
   local k = sx_key(score, member)
   local pid, bid, pe, be = sx_path(base, k)
   if not pid then return 0 end
-  local below = 0
-  local function before(dir, counts, e)
-    local r = redis.call('ZRANK', dir, e)
-    if r == 0 then return end
-    local ids = {}
-    for i, x in ipairs(redis.call('ZRANGE', dir, 0, r - 1)) do
-      ids[i] = sx_id(x)
-    end
-    for _, c in ipairs(redis.call('HMGET', counts, unpack(ids))) do
-      below = below + tonumber(c)
-    end
-  end
-  before(base .. ':t', base .. ':tn', pe)
-  before(base .. ':p:' .. pid, base .. ':pn:' .. pid, be)
+  local below = sx_before(base .. ':t', base .. ':tn', pe)
+  below = below + sx_before(base .. ':p:' .. pid, base .. ':pn:' .. pid, be)
   local bkey = base .. ':b:' .. bid
   local s = string.format('%.0f', score)
   below = below + redis.call('ZCOUNT', bkey, '-inf', '(' .. s)
+  local ties = redis.call('ZCOUNT', bkey, s, s)
+  if ties > 0 and ties == redis.call('ZCARD', bkey) then
+    -- every entry has this score (the id index's are all 0): members compare in C
+    return below + redis.call('ZLEXCOUNT', bkey, '-', '(' .. member)
+  end
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', bkey, s, s)) do
     if sx_less(m, member) then below = below + 1 end
   end
   return below
 end
 
+-- The index of the node holding the entry at offset r (0-based): the last whose cum is <= r.
+local function sx_find(cum, r)
+  local lo, hi = 1, #cum
+  while lo < hi do
+    local mid = math.floor((lo + hi + 1) / 2)
+    if cum[mid] <= r then lo = mid else hi = mid - 1 end
+  end
+  return lo
+end
+
 -- A cursor at the entry of rank `rank` in walk order (ascending, or descending if desc), read on
--- with sx_take. Fields: base, desc, done, pages (page ids in order), pi, buckets, counts (of the
+-- with sx_take. Fields: base, desc, done, top (the top's directory), pi, buckets, counts (of the
 -- current page), bi, off (the next entry's ascending offset in the current bucket).
 local function sx_load_page(c, pi)
   c.pi = pi
-  local entries = redis.call('ZRANGE', c.base .. ':p:' .. c.pages[pi], 0, -1)
-  local ids = {}
-  for i, e in ipairs(entries) do
-    ids[i] = sx_id(e)
-  end
-  c.buckets = ids
-  c.counts = {}
-  for i, n in ipairs(redis.call('HMGET', c.base .. ':pn:' .. c.pages[pi], unpack(ids))) do
-    c.counts[i] = tonumber(n)
-  end
+  local pid = c.top.ids[pi]
+  local d = sx_dir(c.base .. ':p:' .. pid, c.base .. ':pn:' .. pid)
+  c.buckets, c.counts, c.cum = d.ids, d.counts, d.cum
 end
 
 local function sx_cursor(base, rank, desc)
@@ -320,30 +364,19 @@ local function sx_cursor(base, rank, desc)
   c.done = false
   local r = rank
   if desc then r = total - 1 - rank end
-  local ids = {}
-  for i, e in ipairs(redis.call('ZRANGE', base .. ':t', 0, -1)) do
-    ids[i] = sx_id(e)
-  end
-  c.pages = ids
-  local counts = redis.call('HMGET', base .. ':tn', unpack(ids))
-  local pi = #ids
-  for i = 1, #ids do
-    local n = tonumber(counts[i])
-    if r < n then
-      pi = i
-      break
-    end
-    r = r - n
-  end
+  c.top = sx_dir(base .. ':t', base .. ':tn')
+  c.pages = c.top.ids
+  local pi = sx_find(c.top.cum, r)
   sx_load_page(c, pi)
-  for i = 1, #c.buckets do
-    if r < c.counts[i] then
-      c.bi, c.off = i, r
-      return c
-    end
-    r = r - c.counts[i]
+  r = r - c.top.cum[pi]
+  local bi = sx_find(c.cum, r)
+  -- skip empty buckets a binary search can land on (their cum equals the next one's)
+  while bi <= #c.buckets and r >= c.cum[bi] + c.counts[bi] do bi = bi + 1 end
+  if bi > #c.buckets then
+    c.done = true -- counts disagree with the total: nothing to read
+    return c
   end
-  c.done = true -- counts disagree with the total: nothing to read
+  c.bi, c.off = bi, r - c.cum[bi]
   return c
 end
 
