@@ -36,11 +36,20 @@ def _content(r: redis.Redis, key: bytes) -> tuple[str, Any]:
 
 
 def _sort_index(r: redis.Redis, base: bytes) -> list[tuple[bytes, float]]:
-    """A sort index's entries in order (registry/store/lua/sortlib.lua: top -> pages -> buckets)."""
+    """A sort index's entries in order (registry/store/lua/sortlib.lua: top -> pages -> buckets), after
+    checking that its counts (per bucket, per page, in all) agree with them."""
     out = []
     for page in r.zrange(base + b":t", 0, -1):
-        for bucket in r.zrange(base + b":p:%d" % int.from_bytes(page[-4:], "big"), 0, -1):
-            out += r.zrange(base + b":b:%d" % int.from_bytes(bucket[-4:], "big"), 0, -1, withscores=True)
+        pid = int.from_bytes(page[-4:], "big")
+        in_page = 0
+        for bucket in r.zrange(base + b":p:%d" % pid, 0, -1):
+            bid = int.from_bytes(bucket[-4:], "big")
+            rows = r.zrange(base + b":b:%d" % bid, 0, -1, withscores=True)
+            assert int(r.hget(base + b":pn:%d" % pid, bid) or 0) == len(rows)
+            in_page += len(rows)
+            out += rows
+        assert int(r.hget(base + b":tn", pid) or 0) == in_page
+    assert int(r.hget(base + b":tn", "n") or 0) == len(out)
     return out
 
 

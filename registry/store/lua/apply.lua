@@ -164,6 +164,7 @@ for key, g in pairs(unsorted) do
     sx_rem(KEYS[key], g[i], g[i + 1])
   end
 end
+sx_flush() -- the sort indexes' counts, once per call (lua/sortlib.lua)
 for key, blocks in pairs(zones) do
   for block, g in pairs(blocks) do
     local high, low_key, at_block = KEYS[key], KEYS[g.min_key], '#' .. block

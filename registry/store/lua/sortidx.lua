@@ -15,6 +15,7 @@ if op == 'add' or op == 'rem' then
   for i = 3, #ARGV, 2 do
     done = done + f(base, ARGV[i], ARGV[i + 1])
   end
+  sx_flush()
   return done
 elseif op == 'card' then
   return sx_card(base)

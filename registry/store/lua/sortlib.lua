@@ -98,6 +98,39 @@ local function sx_tail(base)
   return t
 end
 
+-- Count changes this call has not written yet: sx_pend[hash][field] = delta. An apply call adds a
+-- run of arrivals to the same bucket, so its three counts (the bucket's, its page's, the index's
+-- total) are written once per call, not once per entry. sx_known[hash][field] is the stored count as
+-- read once in this call. Everything that reads counts or restructures the index flushes first.
+local sx_pend, sx_known = {}, {}
+local function sx_flush()
+  for key, fields in pairs(sx_pend) do
+    for field, delta in pairs(fields) do
+      if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
+    end
+  end
+  sx_pend, sx_known = {}, {}
+end
+local function sx_incr(key, field, delta)
+  local fields = sx_pend[key]
+  if not fields then
+    fields = {}
+    sx_pend[key] = fields
+  end
+  fields[field] = (fields[field] or 0) + delta
+end
+-- A bucket's count as it stands in this call (stored, read once, plus what is pending).
+local function sx_count_now(key, field)
+  local known = sx_known[key]
+  if not known then
+    known = {}
+    sx_known[key] = known
+  end
+  if known[field] == nil then known[field] = tonumber(redis.call('HGET', key, field) or 0) end
+  local fields = sx_pend[key]
+  return known[field] + (fields and fields[field] or 0)
+end
+
 -- A directory node read once per call: its entries in order, their ids, and per entry the count of
 -- the index's entries under the node's earlier entries (cum) and its own (counts). Reads that seek
 -- often in one call (SELECT's counts, a walk across pages) parse each node once; sx_add and sx_rem
@@ -107,6 +140,7 @@ local sx_uses = {} -- how often this call counted in each directory (sx_before)
 local function sx_dir(dir, counts_key)
   local d = sx_dirs[dir]
   if d == nil then
+    sx_flush()
     local entries = redis.call('ZRANGE', dir, 0, -1)
     local ids, cum, counts, total = {}, {}, {}, 0
     for i, e in ipairs(entries) do
@@ -126,6 +160,7 @@ end
 
 -- The first page and bucket of an index that has none.
 local function sx_init(base)
+  sx_flush()
   sx_tails[base] = nil
   local pid = redis.call('INCR', base .. ':i')
   local bid = redis.call('INCR', base .. ':i')
@@ -188,6 +223,7 @@ end
 
 -- Split node id (n entries) of a level in halves: the upper half moves to a new sibling.
 local function sx_split(base, level, pid, id, n)
+  sx_flush()
   sx_tails[base] = nil
   local dir, counts = sx_parent(base, level, pid)
   local new = redis.call('INCR', base .. ':i')
@@ -208,6 +244,7 @@ end
 -- well below SX_MAX together, else even them out. Only a right-hand node's separator ever changes,
 -- so the first node keeps '\0'. Returns true if the parent lost an entry.
 local function sx_rebalance(base, level, pid, id, e)
+  sx_flush()
   sx_tails[base] = nil
   local dir, counts = sx_parent(base, level, pid)
   local r = redis.call('ZRANK', dir, e)
@@ -262,9 +299,11 @@ local function sx_add(base, score, member)
     if not pid then pid, bid = sx_init(base) end
   end
   if redis.call('ZADD', base .. ':b:' .. bid, 'NX', score, member) == 0 then return 0 end
-  redis.call('HINCRBY', base .. ':tn', 'n', 1)
-  redis.call('HINCRBY', base .. ':tn', pid, 1)
-  local n = redis.call('HINCRBY', base .. ':pn:' .. pid, bid, 1)
+  local pn = base .. ':pn:' .. pid
+  local n = sx_count_now(pn, bid) + 1
+  sx_incr(base .. ':tn', 'n', 1)
+  sx_incr(base .. ':tn', pid, 1)
+  sx_incr(pn, bid, 1)
   if n >= SX_MAX then
     sx_split(base, 'b', pid, bid, n)
     local m = redis.call('ZCARD', base .. ':p:' .. pid)
@@ -279,9 +318,11 @@ local function sx_rem(base, score, member)
   local pid, bid, pe, be = sx_path(base, sx_key(tonumber(score), member))
   if not pid then return 0 end
   if redis.call('ZREM', base .. ':b:' .. bid, member) == 0 then return 0 end
-  redis.call('HINCRBY', base .. ':tn', 'n', -1)
-  redis.call('HINCRBY', base .. ':tn', pid, -1)
-  local n = redis.call('HINCRBY', base .. ':pn:' .. pid, bid, -1)
+  local pn = base .. ':pn:' .. pid
+  local n = sx_count_now(pn, bid) - 1
+  sx_incr(base .. ':tn', 'n', -1)
+  sx_incr(base .. ':tn', pid, -1)
+  sx_incr(pn, bid, -1)
   if n < SX_LOW then
     -- a bucket alone in its page has no sibling there: its page is then small too, and is rebalanced
     sx_rebalance(base, 'b', pid, bid, be)
@@ -292,6 +333,7 @@ end
 
 -- The number of entries.
 local function sx_card(base)
+  sx_flush()
   return tonumber(redis.call('HGET', base .. ':tn', 'n') or 0)
 end
 
@@ -299,6 +341,7 @@ end
 -- counts of a call (a range's two bounds) read only those entries' counts; a third reads the whole
 -- directory once (sx_dir) and sums from it (SELECT counts a range a few dozen times per call).
 local function sx_before(dir, counts_key, e)
+  sx_flush()
   local r = redis.call('ZRANK', dir, e)
   if sx_dirs[dir] == nil and (sx_uses[dir] or 0) < 2 then
     sx_uses[dir] = (sx_uses[dir] or 0) + 1
