@@ -54,8 +54,7 @@ STEPS = {
     6: Step(6, 7, "the six sort sets rebuilt as bucketed sort indexes", "migrate_sortidx"),
 }
 # migrate_sortidx is driven from Python too (registry/store/sortidx.py's Builder writes what
-# lua/sortlib.lua reads): no script of its own.
-PYTHON_STEPS = frozenset({"migrate_sortidx"})
+# lua/sortlib.lua reads): no script of its own; see _build_sort_indexes.
 
 # (step, jobs done, jobs to do): called after every bounded call.
 Progress = Callable[[Step, int, int], None]
