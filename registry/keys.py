@@ -72,7 +72,13 @@ class Keys:
         return self.job("")
 
     def sort(self, field: str) -> str:
-        """Sorted set of every listed job by ``field``; members are uuid16 + handle (4 bytes)."""
+        """Base name of the sort index of every listed job by ``field`` (members uuid16 + handle, 4 bytes):
+        a B+tree of small sorted sets whose keys, all ``<base>:...`` under this hash tag, are built by
+        registry/store/lua/sortlib.lua (its Python side: registry/store/sortidx.py). Layout 7."""
+        return f"{self._t}:sx:{field}"
+
+    def sort_set_v6(self, field: str) -> str:
+        """The sorted set that held the sort index up to layout 6 (read and dropped by `jobreg migrate`)."""
         return f"{self._t}:z:{field}"
 
     def member_set(self, kind: str, value: str) -> str:

@@ -51,6 +51,9 @@ def flags(text: str) -> frozenset[str]:
 def script(package: str, name: str, libs: tuple[str, ...] = ()) -> str:
     """The text Redis runs: ``name``'s shebang line, the fragments ``libs`` in order, then the rest of ``name``.
 
+    A fragment is named within ``package``, or as ``"<package>:<name>"`` when it lives in another
+    one (the sort-index library, registry/store/lua/sortlib.lua, serves readers and writers).
+
     A fragment with a shebang is refused: a second ``#!`` line in the middle of a script is a
     Lua syntax error, and its flags would be silently ignored.
     """
@@ -58,7 +61,8 @@ def script(package: str, name: str, libs: tuple[str, ...] = ()) -> str:
     head = shebang(text)
     parts = [head + "\n"]
     for lib in libs:
-        fragment = source(package, lib)
+        lib_package, _, lib_name = lib.rpartition(":")
+        fragment = source(lib_package or package, lib_name)
         if fragment.startswith("#!"):
             raise ValueError(f"{package} lua/{lib}.lua is a fragment: its first line must not be a shebang")
         parts.append(fragment)

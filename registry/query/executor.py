@@ -150,7 +150,7 @@ class Executor:
                     pipe.bitcount(b)
                     names += [s, b]
             elif isinstance(pred, IdPrefix):
-                pipe.zlexcount(self.keys.sort("id"), *pred.lex_bounds())  # type: ignore[no-untyped-call]
+                self.scripts.sortread_on(pipe, self.keys.sort("id"), "lexcount", *pred.lex_bounds())
                 names.append(pred.text)
         if not names:
             return {}, None

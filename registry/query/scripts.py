@@ -12,9 +12,15 @@ from registry.query.bits import pack_handles
 from registry.query.check import CheckProgram, CheckRow, check_rows
 from registry.query.page_call import PageCall, PageReply, PickReply, page_reply, pick_reply
 
-_NAMES = ("walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "top", "records", "page", "pick")
+_NAMES = (
+    "walk", "check", "handles_to_bitmap", "range_to_bitmap", "uuids", "select", "top", "records", "page", "pick",
+    "sortread",
+)  # fmt: skip
 # Scripts that run predicate programs: lua/checklib.lua goes before them.
 _CHECKING = frozenset({"check", "pick", "page"})
+# Scripts that read a sort index: the bucketed index's library (registry/store/lua/sortlib.lua) too.
+_SORTING = frozenset({"walk", "range_to_bitmap", "select", "page", "pick", "sortread"})
+SORTLIB = "registry.store:sortlib"
 # Scripts whose reply ends with the change log's position and the page's records: lua/reply.lua too.
 _REPLYING = frozenset({"pick", "page"})
 
@@ -37,7 +43,12 @@ def script_text(name: str) -> str:
     """A script as run: lua/<name>.lua after its shebang, with the shared helpers of lua/lib.lua (and
     lua/checklib.lua, lua/reply.lua)."""
     package = __package__ or "registry.query"
-    libs = ("lib", *(("checklib",) if name in _CHECKING else ()), *(("reply",) if name in _REPLYING else ()))
+    libs = (
+        "lib",
+        *((SORTLIB,) if name in _SORTING else ()),
+        *(("checklib",) if name in _CHECKING else ()),
+        *(("reply",) if name in _REPLYING else ()),
+    )
     return lua.script(package, name, libs)
 
 
@@ -84,6 +95,27 @@ class Scripts:
         """(next rank, exhausted, matching members) of one chunk of a sort-set walk."""
         reply = await self._call("walk", [zset, *require, *exclude], [rank, chunk, int(desc), len(require), need])
         return int(reply[0]), bool(int(reply[1])), list(reply[2:])
+
+    def sortread_on(self, pipe: Any, index: str, *args: Any) -> None:
+        """Queue a SORTREAD call (lua/sortread.lua) on ``pipe``; the scripts are loaded up front (``load``)."""
+        pipe.evalsha(self._scripts["sortread"].sha, 1, index, *args)
+
+    async def sort_range(self, index: str, start: int, count: int, desc: bool) -> list[bytes]:
+        """``count`` members of a sort index from rank ``start`` on (ZRANGE, or ZREVRANGE if desc)."""
+        return list(await self._call("sortread", [index], ["range", start, start + count - 1, int(desc)]))
+
+    async def sort_count(self, index: str, lo: Any, hi: Any) -> int:
+        """ZCOUNT of a sort index."""
+        return int(await self._call("sortread", [index], ["count", lo, hi]))
+
+    async def sort_lexcounts(self, index: str, bounds: Sequence[tuple[bytes, bytes]]) -> list[int]:
+        """ZLEXCOUNT of the id sort index for each (lo, hi), one round trip."""
+        calls = [([index], ["lexcount", lo, hi]) for lo, hi in bounds]
+        return [int(n) for n in await self._pipelined("sortread", calls)] if calls else []
+
+    async def sort_rangebylex(self, index: str, lo: bytes, hi: bytes) -> list[bytes]:
+        """ZRANGEBYLEX of the id sort index."""
+        return list(await self._call("sortread", [index], ["rangebylex", lo, hi]))
 
     async def page(self, call: PageCall) -> PageReply:
         """A plan's total, page and its records in one bounded call, or its counts and how far it got;

@@ -115,13 +115,13 @@ async def listing_after(executor: Executor, plan: Plan, seek: Seek) -> Listing:
     keys = executor.keys
     bounded = seek_plan(plan, seek, keys)
     if ranged(seek, plan.order) and not plan.predicates and not plan.empty:
-        # Nothing filters: the entries before the bound, counted in the order's sort set (the
+        # Nothing filters: the entries before the bound, counted in the order's sort index (the
         # walks' own start, walk.order_range_start), plus the ties make the seek's exact rank, and a
         # page by rank is as cheap at any depth (and cheaper than a range bitmap over every job).
         assert plan.order_zset is not None
         start = order_range_start(bounded)
         assert start is not None
-        before = int(await executor.redis.zcount(plan.order_zset, *start))
+        before = await executor.scripts.sort_count(plan.order_zset, *start)
         by_rank = msgspec.structs.replace(plan, offset=before + seek.ties, limit=bounded.limit)
         page = await executor.listing(by_rank)
         return msgspec.structs.replace(page, strategy=f"page token, at rank {by_rank.offset}: {page.strategy}")

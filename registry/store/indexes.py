@@ -20,7 +20,8 @@ SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "
 # one, and `jobreg migrate` (registry/store/migrate.py) moves a registry to this one; the
 # benchmark's kept copies (--keep) carry it too. 5: the id's first hex digit as bitmaps.
 # 6: job records (and change-log states) in the compact codec of registry/store/record.py.
-LAYOUT = 6
+# 7: the six sort sets as bucketed sort indexes (registry/store/lua/sortlib.lua, Keys.sort).
+LAYOUT = 7
 
 # Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
 # lookup per job. Nullable values are stored as value + 1, with 0 for null.
@@ -146,9 +147,10 @@ def sort_ops(keys: Keys, table: KeyTable, old: Row | None, new: Row | None) -> l
         b_score = sort_score(old, field) if old else None
         a_score = sort_score(new, field) if new else None
         if a_score is not None and (a_score != b_score or old is None):
-            ops.append(SortAdd(key(keys.sort(field)), str(a_score)))
+            moved = old is not None and b_score is not None
+            ops.append(SortAdd(key(keys.sort(field)), str(a_score), str(b_score) if moved else ""))
         elif a_score is None and b_score is not None:
-            ops.append(SortRemove(key(keys.sort(field))))
+            ops.append(SortRemove(key(keys.sort(field)), str(b_score)))
     return ops
 
 

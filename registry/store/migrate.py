@@ -22,7 +22,7 @@ from redis.commands.core import AsyncScript
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.lua import source
-from registry.store import layout, record
+from registry.store import indexes, layout, record, sortidx
 from registry.store.indexes import LAYOUT
 
 # Handles per call: a 16 KiB read of the uuid array and a BITFIELD per digit; at 1M jobs on the
@@ -51,7 +51,10 @@ class Step(msgspec.Struct, frozen=True):
 STEPS = {
     4: Step(4, 5, "the bitmaps of each id's first hex digit", "migrate_idhex"),
     5: Step(5, 6, "job records re-encoded in the compact state codec", "migrate_records"),
+    6: Step(6, 7, "the six sort sets rebuilt as bucketed sort indexes", "migrate_sortidx"),
 }
+# migrate_sortidx is driven from Python too (registry/store/sortidx.py's Builder writes what
+# lua/sortlib.lua reads): no script of its own; see _build_sort_indexes.
 
 # (step, jobs done, jobs to do): called after every bounded call.
 Progress = Callable[[Step, int, int], None]
@@ -91,8 +94,13 @@ async def run_step(redis: aioredis.Redis, keys: Keys, step: Step, batch: int, pr
         await redis.delete(keys.migration)  # a cursor of some other step: start this one afresh
     # Marks the migration as under way: the new version's API and workers name it when they refuse.
     await redis.hset(keys.migration, mapping={"from": step.source, "to": step.target})  # type: ignore[misc]
-    rebuild = redis.register_script(source("registry.store", step.script))
     finish = redis.register_script(source("registry.store", "migrate_finish"))
+    if step.script == "migrate_sortidx":
+        await _build_sort_indexes(redis, keys, step, progress)
+        while not await finish(keys=[keys.seq, keys.migration, keys.layout], args=[step.target]):
+            await redis.hset(keys.migration, "next", str(int(await redis.get(keys.seq) or 0) + 1))  # type: ignore[misc]
+        return
+    rebuild = redis.register_script(source("registry.store", step.script))
     next_handle = int(cursor or 1) if to is not None and int(to) == step.target else 1
     while True:
         if step.script == "migrate_records":
@@ -131,3 +139,41 @@ async def _rewrite_records(
                 args += [version, record.encode_state(record.decode_state(state, job_id))]
     await write(keys=[keys.migration, *record_keys], args=args)
     return max(first, last + 1), seq
+
+
+async def _build_sort_indexes(redis: aioredis.Redis, keys: Keys, step: Step, progress: Progress | None) -> None:
+    """Layout 6 -> 7: bulk-build each field's sort index from its sorted set, a page per call, then drop the set.
+
+    Each call writes one whole page of the index (registry/store/sortidx.py, Builder) and the
+    progress (field, rank read, the builder's ids) in one MULTI, so a killed run resumes at the next
+    page; a field's sorted set is unlinked (freed in the background) once its index is complete.
+    The sorted sets must not change meanwhile: stop the old version's workers (and its API, which
+    reads them) for this step.
+    """
+    sizes = [int(await redis.zcard(keys.sort_set_v6(f))) for f in indexes.SORT_FIELDS]
+    raw = await redis.hmget(keys.migration, ["field", "rank", "ids", "pages"])  # type: ignore[misc]
+    field_at, rank, ids, pages = (int(x or 0) for x in raw)
+    per_page = sortidx.FILL * sortidx.FILL
+    for i, field in enumerate(indexes.SORT_FIELDS):
+        if i < field_at:
+            continue
+        source_key, base = keys.sort_set_v6(field), keys.sort(field)
+        builder = sortidx.Builder(base, ids, pages) if i == field_at else sortidx.Builder(base)
+        start = rank if i == field_at else 0
+        while True:
+            rows = await redis.zrange(source_key, start, start + per_page - 1, withscores=True)
+            if not rows:
+                break
+            pipe = redis.pipeline(transaction=True)
+            for cmd in builder.page([(bytes(m), int(s)) for m, s in rows]):
+                pipe.execute_command(*cmd)
+            start += len(rows)
+            progress_fields = {"field": i, "rank": start, "ids": builder.next_id, "pages": builder.pages}
+            pipe.hset(keys.migration, mapping=progress_fields)
+            await pipe.execute()
+            if progress is not None:
+                progress(step, sum(sizes[:i]) + start, sum(sizes))
+        pipe = redis.pipeline(transaction=True)
+        pipe.unlink(source_key)
+        pipe.hset(keys.migration, mapping={"field": i + 1, "rank": 0, "ids": 0, "pages": 0})
+        await pipe.execute()

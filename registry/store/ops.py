@@ -28,16 +28,20 @@ class FlipBits(msgspec.Struct, frozen=True, array_like=True, tag="S"):
 
 
 class SortAdd(msgspec.Struct, frozen=True, array_like=True, tag="Z"):
-    """Add the job's member (uuid16 + handle) to the sort set KEYS[key] with ``score``."""
+    """Put the job's member (uuid16 + handle) into the sort index KEYS[key] (its base, Keys.sort) with
+    ``score``, first removing its entry at ``old`` (the score it is stored with; '' if none): a sort
+    index finds an entry's bucket by its score (lua/sortlib.lua)."""
 
     key: int
     score: str
+    old: str
 
 
 class SortRemove(msgspec.Struct, frozen=True, array_like=True, tag="z"):
-    """Remove the job's member from the sort set KEYS[key]."""
+    """Remove the job's member, stored with ``score``, from the sort index KEYS[key]."""
 
     key: int
+    score: str
 
 
 class SetColumn(msgspec.Struct, frozen=True, array_like=True, tag="C"):

@@ -11,10 +11,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from registry import lua
 from registry.domain.fold import fold
 from registry.domain.model import Event, JobState
 from registry.keys import Keys
-from registry.lua import source
 from registry.store import layout, record, resp
 from registry.store.fresh import FreshRuns
 from registry.store.indexes import MEMBER_FIELDS, ZONE_FIELDS, index_ops, row_of, sort_ops
@@ -43,6 +43,11 @@ MAX_BUDGET = 20_000
 # within a few batches, while one call stretched by the OS (Redis descheduled mid-script) does
 # not shrink the calls after it, which would only cost throughput.
 RATE_WINDOW = 31
+
+
+def apply_script() -> str:
+    """lua/apply.lua as run: its shebang, the sort-index library (lua/sortlib.lua), its body."""
+    return lua.script("registry.store", "apply", ("sortlib",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +166,7 @@ class Projection:
             # A registry's first write stamps its layout version (a no-op on any other): whatever
             # writes first, a worker, a test or the benchmark's loader, the data says what it is.
             await layout.read(self.redis, self.keys)
-            self._sha = await self.redis.script_load(source("registry.store", "apply"))
+            self._sha = await self.redis.script_load(apply_script())
         calls: Iterable[tuple[bytes, int]] = self._calls(writes)
         for attempt in (1, 2):
             sent, replies = await self._send_all(calls)
@@ -179,7 +184,7 @@ class Projection:
             # Redis restarted or flushed its script cache (the SHA is the script's, so the
             # packed calls stay valid). Calls that did run are not applied twice: their
             # version check fails and the caller folds again.
-            self._sha = await self.redis.script_load(source("registry.store", "apply"))
+            self._sha = await self.redis.script_load(apply_script())
             calls = sent
         raise AssertionError("unreachable")
 

@@ -11,13 +11,15 @@ gets handle ``i + 1`` and record version 1):
   would store;
 - the indexes are built a chunk of handles at a time with numpy and written as whole ranges:
   one SETRANGE per bitmap, bit slice, value column and zone map per chunk (bitmaps end at their
-  last set bit, as the apply script's writes leave them), ZADD of a chunk's members per sort
-  set, member indexes as sets up to the threshold and bitmaps past it, records by HSET and the
-  handle -> uuid array by SETRANGE, all pipelined;
+  last set bit, as the apply script's writes leave them), sort indexes collected over the load
+  (numpy arrays of scores and members) and bulk-built at the end, sorted, by the migration's
+  builder (registry/store/sortidx.py), member indexes as sets up to the threshold and bitmaps
+  past it, records by HSET and the handle -> uuid array by SETRANGE, all pipelined;
 - the change log gets the entries of the last ``change_log_retention`` jobs (the apply path
   writes one per job and trims the older ones).
 
-:func:`tests.integration.test_bulk_load` checks it key by key against the real apply path;
+:func:`tests.integration.test_bulk_load` checks it key by key against the real apply path (sort
+indexes by their entries in order: inserts and a bulk build cut them into different buckets);
 a change to what the projection stores (``LAYOUT`` in registry/store/indexes.py) fails there
 until this follows.
 """
@@ -83,6 +85,8 @@ class BulkLoader:
         self.chunk = chunk
         self.processes = processes or max(1, len(os.sched_getaffinity(0)))
         self.members: dict[tuple[str, str], list[int]] = defaultdict(list)
+        # Per sort field, the chunks' (scores, members) of the jobs that have a score.
+        self.sorted: dict[str, list[tuple[NDArray[np.int64], NDArray[np.bytes_]]]] = defaultdict(list)
         self.loaded = 0
 
     # -- per job: the production fold and codec
@@ -159,16 +163,15 @@ class BulkLoader:
                 last = int(np.flatnonzero(any_value)[-1]) + 1 if any_value.any() else 0
                 if last:
                     pipe.setrange(key, block0 * 8, raw[: last * 8])
-        # Sort sets: member = uuid16 + handle (4 bytes, big-endian).
+        # Sort indexes: member = uuid16 + handle (4 bytes, big-endian); built at the end.
         members = [u + struct.pack(">I", h) for u, h in zip(chunk.uuid16, chunk.handles, strict=True)]
         for name in ix.SORT_FIELDS:
-            mapping: dict[bytes, int] = {}
-            for member, row in zip(members, rows, strict=True):
-                score = ix.sort_score(row, name)
-                if score is not None:
-                    mapping[member] = score
-            if mapping:
-                pipe.zadd(keys.sort(name), mapping)
+            scored = [
+                (s, m) for m, row in zip(members, rows, strict=True) if (s := ix.sort_score(row, name)) is not None
+            ]
+            if scored:
+                scores = np.array([s for s, _ in scored], dtype=np.int64)
+                self.sorted[name].append((scores, np.array([m for _, m in scored], dtype="S20")))
         # Member indexes: collected over the whole load, written at the end (set or bitmap by final size).
         for row, h in zip(rows, chunk.handles, strict=True):
             self.members[("project", row.project_id)].append(h)
@@ -187,6 +190,29 @@ class BulkLoader:
                 pipe.set(self.keys.member_bitmap(kind, value), np.packbits(bits).tobytes())
             else:
                 pipe.sadd(self.keys.member_set(kind, value), *handles)
+
+    def _write_sort_indexes(self) -> None:
+        """Each sort index, bulk-built from its entries in (score, member) order, a page per pipeline."""
+        from registry.store import sortidx
+
+        for name, parts in self.sorted.items():
+            scores = np.concatenate([s for s, _ in parts])
+            members = np.concatenate([m for _, m in parts])
+            # 'S20' sorts as bytes (every member is 20 bytes); numpy drops a member's trailing NUL
+            # bytes when it hands it back, so they are padded back on.
+            ranked = np.lexsort((members, scores))
+            builder = sortidx.Builder(self.keys.sort(name))
+            per_page = sortidx.FILL * sortidx.FILL
+            for i in range(0, len(ranked), per_page):
+                at = ranked[i : i + per_page]
+                entries = [
+                    (m.ljust(20, b"\0"), int(s)) for m, s in zip(members[at].tolist(), scores[at].tolist(), strict=True)
+                ]
+                pipe = self.r.pipeline(transaction=False)
+                for cmd in builder.page(entries):
+                    pipe.execute_command(*cmd)
+                pipe.execute()
+        self.sorted.clear()
 
     def _write_change_log(self, pipe: redis.client.Pipeline, tail: Sequence[tuple[int, bytes, bytes]]) -> None:
         # The fields apply.lua writes for an added job, named where registry/live/changes.py reads them.
@@ -216,6 +242,7 @@ class BulkLoader:
             self._flush(chunk, tail)
             if bar is not None:
                 bar.update(len(chunk.handles))
+        self._write_sort_indexes()
         pipe = self.r.pipeline(transaction=False)
         self._write_members(pipe)
         self._write_change_log(pipe, tail)

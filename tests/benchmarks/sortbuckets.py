@@ -1,7 +1,8 @@
 """Prototype, measured: one sort index as listpack-sized buckets under a two-level directory (the plan for memory).
 
-Not used by jobreg (its readers still use the sorted sets ``Keys.sort``); this measures what
-replacing a sorted set would save and cost, on a kept 1M copy (``compare --keep DIR``):
+The prototype of layout 7's sort indexes (registry/store/lua/sortlib.lua, which bounds nodes by
+(score, member) and is what jobreg uses); kept for its measurements. It reads a layout-6 copy's
+sorted sets (``Keys.sort_set_v6``), so run it on a kept copy made before `jobreg migrate` to 7:
 
     .venv/bin/python -m tests.benchmarks.sortbuckets --keep /work/bench/<name>-1m [--field created_at]
 

@@ -26,8 +26,8 @@ from registry.query import cost, scripts
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.settings import Settings, load_settings
-from registry.store import indexes, record
-from registry.store.projection import Projection
+from registry.store import indexes, record, sortidx
+from registry.store.projection import Projection, apply_script
 from registry.wire.deadletter import DeadLetterer, list_dead, replay, sweep_markers
 from tests.cluster import LocalCluster, local_cluster
 from tests.conftest import RedisServer
@@ -48,6 +48,8 @@ Answer = tuple[int, list[str]]
 
 def all_script_texts() -> dict[str, str]:
     texts = {f"{p}:{n}": lua.source(p, n) for p, n in STORE_SCRIPTS + OTHER_SCRIPTS}
+    texts["registry.store:apply"] = apply_script()
+    texts["registry.store:sortidx"] = sortidx.script_text()
     texts.update({f"registry.query:{n}": scripts.script_text(n) for n in scripts._NAMES})
     return texts
 

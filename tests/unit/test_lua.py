@@ -12,11 +12,15 @@ from registry.query import scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERY_LUA = ROOT / "registry" / "query" / "lua"
+STORE_LUA = ROOT / "registry" / "store" / "lua"
+# Fragments outside the query path, and the store scripts composed with them (lua.script).
+STORE_FRAGMENTS = {"sortlib"}
+STORE_COMPOSED = {"sortidx": ("sortlib",)}
 KNOWN_FLAGS = {"no-writes", "allow-oom"}
 # Commands the scripts use that write (a `no-writes` script calling one fails at run time).
 WRITES = {
     "BITFIELD", "BITOP", "DEL", "HDEL", "HSET", "INCRBY", "PEXPIRE", "SADD", "SET", "SETBIT",
-    "SETRANGE", "SREM", "XACK", "XADD", "XGROUP", "XTRIM", "ZADD", "ZREM",
+    "SETRANGE", "SREM", "XACK", "XADD", "XGROUP", "XTRIM", "ZADD", "ZREM", "HINCRBY", "INCR", "ZREMRANGEBYRANK",
 }  # fmt: skip
 
 
@@ -26,13 +30,15 @@ def lua_files() -> list[Path]:
 
 def is_fragment(path: Path) -> bool:
     """A query-path helper prepended to scripts (registry/query/scripts.py), not a script Redis runs alone."""
+    if path.parent == STORE_LUA:
+        return path.stem in STORE_FRAGMENTS
     return path.parent == QUERY_LUA and path.stem not in scripts._NAMES
 
 
 def test_there_are_scripts_and_fragments() -> None:
-    fragments = {p.stem for p in lua_files() if is_fragment(p)}
+    fragments = {p.stem for p in lua_files() if is_fragment(p) and p.parent == QUERY_LUA}
     assert {"lib", "checklib"} <= fragments
-    assert len(lua_files()) - len(fragments) >= 15
+    assert len(lua_files()) - len(fragments) - len(STORE_FRAGMENTS) >= 15
     # Every fragment is prepended to some script, after that script's shebang.
     composed = [scripts.script_text(n) for n in scripts._NAMES]
     for name in fragments:
@@ -46,6 +52,8 @@ def test_each_script_has_a_shebang_and_its_header_below(path: Path) -> None:
     if is_fragment(path):
         assert not text.startswith("#!")
         return
+    if path.parent == STORE_LUA and path.stem in STORE_COMPOSED:
+        text = lua.script("registry.store", path.stem, STORE_COMPOSED[path.stem])  # the calls its fragments make
     assert lua.flags(text) <= KNOWN_FLAGS
     assert text.split("\n")[1].startswith("-- "), "the KEYS/ARGV header comment follows the shebang"
     called = set(re.findall(r"redis\.p?call\('([A-Z]+)'", text))
@@ -59,7 +67,7 @@ def test_each_script_has_a_shebang_and_its_header_below(path: Path) -> None:
 def test_read_only_query_scripts_are_flagged_no_writes() -> None:
     flagged = {name for name in scripts._NAMES if "no-writes" in lua.flags(scripts.script_text(name))}
     # pick, page, select and the *_to_bitmap scripts write temporary bitmaps.
-    assert flagged == {"walk", "check", "uuids", "records"}
+    assert flagged == {"walk", "check", "uuids", "records", "sortread"}
 
 
 def test_a_composed_script_keeps_its_shebang_first_and_every_line() -> None:

@@ -26,15 +26,15 @@ def test_ops_travel_as_tagged_arrays() -> None:
     ops = [
         SetBit(4, 1),
         FlipBits([5, -6]),
-        SortAdd(7, "12"),
-        SortRemove(7),
+        SortAdd(7, "12", ""),
+        SortRemove(7, "12"),
         SetColumn(8, "3"),
         WidenZone(9, "10", "11", 1024, 10),
         Member(11, 12, 0),
     ]
     wire = encode_ops(ops)
     assert wire == (
-        b'[["B",4,1],["S",[5,-6]],["Z",7,"12"],["z",7],["C",8,"3"],["Q",9,"10","11",1024,10],["M",11,12,0]]'
+        b'[["B",4,1],["S",[5,-6]],["Z",7,"12",""],["z",7,"12"],["C",8,"3"],["Q",9,"10","11",1024,10],["M",11,12,0]]'
     )
     assert decode_ops(wire) == ops
 

@@ -73,7 +73,7 @@ async def count(ctx: QueryContext, plan: Plan, f: str) -> Counted:
         pipe.pexpire(both, TEMP_TTL_MS)
     start = order_range_start(plan)
     if start is not None:
-        pipe.zcount(plan.order_zset or "", *start)
+        ctx.scripts.sortread_on(pipe, plan.order_zset or "", "count", *start)
     counts = await pipe.execute()
     total = int(counts[1])
     first = total if plan.nonnull is None else int(counts[3])

@@ -21,7 +21,7 @@ async def candidate_handles(
         known = {h: _uuid.UUID(job_id).bytes for job_id, h in zip(driver.ids, found, strict=True) if h is not None}
         return sorted(known), known
     if isinstance(driver, IdPrefix):
-        members = await ctx.redis.zrangebylex(ctx.keys.sort("id"), *driver.lex_bounds())
+        members = await ctx.scripts.sort_rangebylex(ctx.keys.sort("id"), *driver.lex_bounds())
         known = {member_handle(m): m[:16] for m in members}
         return sorted(known), known
     assert isinstance(driver, Members)

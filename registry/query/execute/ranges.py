@@ -14,17 +14,17 @@ from registry.store.indexes import BSI_OF_ORDER, RUNS_BITS, SECOND_BITS, SECOND_
 
 
 async def range_into(ctx: QueryContext, dest: str, zset: str, kind: str, lo: Any, hi: Any) -> None:
-    """Set in ``dest`` the handles of a sort set's members in a lex or score range, a chunk per call.
+    """Set in ``dest`` the handles of a sort index's members in a lex or score range, a chunk per call.
 
     The range's size is counted first, then every chunk's call goes out in one round trip;
     a range that grew meanwhile is read on until a chunk comes back short.
     """
     if kind == "lex":
         below = b"(" + lo[1:]  # lex bounds here are inclusive ('[x')
-        size = int(await ctx.redis.zlexcount(zset, lo, hi))  # type: ignore[no-untyped-call]
+        (size,) = await ctx.scripts.sort_lexcounts(zset, [(lo, hi)])
     else:
         below = f"({lo}"
-        size = int(await ctx.redis.zcount(zset, lo, hi))
+        size = await ctx.scripts.sort_count(zset, lo, hi)
     step, offset = ctx.settings.walk_chunk, 0
     while True:
         offsets = list(range(offset, max(size, offset + 1), step))

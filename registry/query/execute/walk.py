@@ -12,10 +12,8 @@ from registry.store.indexes import RUNS_BITS, SECOND_BITS, SECOND_US
 
 
 async def zrange(ctx: QueryContext, zset: str, desc: bool, start: int, count: int) -> list[bytes]:
-    """A plain rank range of a sort set (nothing to test)."""
-    fn = ctx.redis.zrevrange if desc else ctx.redis.zrange
-    result: list[bytes] = await fn(zset, start, start + count - 1)
-    return result
+    """A plain rank range of a sort index (nothing to test)."""
+    return await ctx.scripts.sort_range(zset, start, count, desc)
 
 
 async def walk_segment(
@@ -117,7 +115,7 @@ async def zone_start(ctx: QueryContext, plan: Plan, f: str, listed: int) -> int:
     if not values:
         return 0
     if upper:
-        rank = await ctx.redis.zcount(plan.order_zset, f"({max(values)}", "+inf")
+        rank = await ctx.scripts.sort_count(plan.order_zset, f"({max(values)}", "+inf")
     else:
-        rank = await ctx.redis.zcount(plan.order_zset, "-inf", f"({min(values)}")
+        rank = await ctx.scripts.sort_count(plan.order_zset, "-inf", f"({min(values)}")
     return int(rank)

@@ -6,9 +6,9 @@
 -- KEYS[1]   the all bitmap
 -- KEYS[2]   seq: handles issued (how many jobs are listed)
 -- KEYS[3]   the uuid array (16 bytes per handle)
--- KEYS[4]   the order's sort set (creation_order: unused, pass the id sort set)
+-- KEYS[4]   the order's sort index (its base, Keys.sort; lua/sortlib.lua; creation_order: unused, pass the id's)
 -- KEYS[5]   the order's non-null bitmap (an order without nulls: unused, pass the all bitmap)
--- KEYS[6]   the id sort set (a nullable order's nulls come last, by id)
+-- KEYS[6]   the id sort index (a nullable order's nulls come last, by id)
 -- KEYS[7]   the filter bitmap (temporary: written unless there is no program, deleted when done)
 -- KEYS[8]   scratch bitmap (temporary, deleted before returning)
 -- KEYS[9]   the order field's column (i64 per handle; orders without one: unused, pass KEYS[3])
@@ -191,14 +191,10 @@ local used = 0
 -- Walk zset from rank, keeping members set in the filter (and clear in exclude), skipping skip
 -- of them, until out holds target items. Returns (rank, skip, finished).
 local function walk(zset, exclude, rank, skip, target, out, test)
+  local cursor = sx_cursor(zset, rank, desc) -- one seek; the chunks read on from it
   while used < budget do
     local n = math.min(256, budget - used)
-    local members
-    if desc then
-      members = redis.call('ZREVRANGE', zset, rank, rank + n - 1)
-    else
-      members = redis.call('ZRANGE', zset, rank, rank + n - 1)
-    end
+    local members = sx_take(cursor, n, false, {})
     for _, m in ipairs(members) do
       rank, used = rank + 1, used + 1
       local h = handle(m)
@@ -223,7 +219,7 @@ if offset < first then
   local need = math.min(limit, first - offset)
   if mode == 'rank' then
     local stop = offset + need - 1
-    if desc then out = redis.call('ZREVRANGE', KEYS[4], offset, stop) else out = redis.call('ZRANGE', KEYS[4], offset, stop) end
+    out = sx_range(KEYS[4], offset, stop, desc)
   else
     rank, skip, finished = walk(KEYS[4], nil, 0, offset, need, out, true)
     if not finished then return {0, total, first, listed, 1, rank, skip, position, unpack(out)} end

@@ -13,7 +13,7 @@
 -- ARGV[7] the job record key prefix: a record's key is it followed by the job's uuid as text (its
 --         hash tag is the declared keys', so the records the reply reads are in their slot)
 -- ARGV[8] the driver: 'sets', then ARGV[9] n and ARGV[10..9+n] the KEYS index of each set;
---         or 'lex', then ARGV[9] the KEYS index of the id sort set, ARGV[10] min, ARGV[11] max
+--         or 'lex', then ARGV[9] the KEYS index of the id sort index (lua/sortlib.lua), ARGV[10] min, ARGV[11] max
 --         (ZRANGEBYLEX bounds); or 'ids', then ARGV[9] n and ARGV[10..9+n] the jobs' 16 uuid
 --         bytes (each job's handle is read from its record, keyed as in lua/reply.lua; ids
 --         without a listed record are not among the candidates)
@@ -32,9 +32,9 @@ local position = last_change(KEYS[tonumber(ARGV[6])])
 local hs, from, known = {}, 0, nil
 if ARGV[8] == 'lex' then
   local zset = KEYS[tonumber(ARGV[9])]
-  if redis.call('ZLEXCOUNT', zset, ARGV[10], ARGV[11]) > cap then return {0, position} end
+  if sx_lexcount(zset, ARGV[10], ARGV[11]) > cap then return {0, position} end
   known = {}  -- id sort set members start with the job's uuid: none to read
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', zset, ARGV[10], ARGV[11])) do
+  for _, m in ipairs(sx_rangebylex(zset, ARGV[10], ARGV[11])) do
     local h = handle(m)
     hs[#hs + 1] = h
     known[h] = string.sub(m, 1, 16)

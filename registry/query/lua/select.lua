@@ -4,7 +4,7 @@
 -- walking. Each step is one or two BITOPs, a BITCOUNT and a ZCOUNT.
 -- KEYS[1]   candidate bitmap (consumed: overwritten)
 -- KEYS[2]   scratch bitmap
--- KEYS[3]   the order's sort set
+-- KEYS[3]   the order's sort index (its base, Keys.sort; lua/sortlib.lua)
 -- KEYS[4..] BSI slices, from the highest bit down
 -- ARGV[1] skip, ARGV[2] desc ('1'/'0'), ARGV[3] scale (sort-set units per BSI unit),
 -- ARGV[4] stop (sort-set entries in the range small enough to walk), ARGV[5] candidate count,
@@ -39,13 +39,13 @@ for k = 4, #KEYS do
   end
   low = b
   local lo, hi = bounds()
-  if redis.call('ZCOUNT', KEYS[3], lo, hi) <= stop then break end
+  if sx_count(KEYS[3], lo, hi) <= stop then break end
 end
 local lo, hi = bounds()
 local rank
 if desc then
-  rank = redis.call('ZCOUNT', KEYS[3], '(' .. hi, '+inf')
+  rank = sx_count(KEYS[3], '(' .. hi, '+inf')
 else
-  rank = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. lo)
+  rank = sx_count(KEYS[3], '-inf', '(' .. lo)
 end
 return {rank, above}

@@ -1,18 +1,13 @@
 #!lua flags=no-writes
--- WALK: walk a sort set by rank, keeping members whose handle passes bitmap tests.
--- KEYS[1]            the sort set
+-- WALK: walk a sort index by rank, keeping members whose handle passes bitmap tests.
+-- KEYS[1]            the sort index (its base, Keys.sort; lua/sortlib.lua)
 -- KEYS[2..1+nreq]    bitmaps the handle must be set in
 -- KEYS[2+nreq..]     bitmaps the handle must be clear in
 -- ARGV[1] start rank, ARGV[2] chunk (entries read at most), ARGV[3] desc ('1'/'0'),
 -- ARGV[4] nreq, ARGV[5] need (stop after this many matches).
 -- Returns {next_rank, exhausted (0/1), member...}.
 local start, chunk, desc, nreq, need = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4]), tonumber(ARGV[5])
-local members
-if desc then
-  members = redis.call('ZREVRANGE', KEYS[1], start, start + chunk - 1)
-else
-  members = redis.call('ZRANGE', KEYS[1], start, start + chunk - 1)
-end
+local members = sx_range(KEYS[1], start, start + chunk - 1, desc)
 local out = {0, 0}
 local scanned = 0
 for _, m in ipairs(members) do

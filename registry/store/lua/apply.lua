@@ -4,7 +4,8 @@
 -- record, change-log entry and index changes happen together, or not at all.
 --
 -- KEYS[1] seq (handle counter), KEYS[2] uuids (16 bytes per handle), KEYS[3] change log, then
--- every index key the ops touch (see KeyTable in registry/store/ops.py), then the n jobs'
+-- every index key the ops touch (see KeyTable in registry/store/ops.py; a sort index by its base,
+-- whose keys lua/sortlib.lua, prepended, builds under the same hash tag), then the n jobs'
 -- records: job j's is KEYS[#KEYS - n + j].
 -- ARGV[1] set->bitmap threshold of member indexes, ARGV[2] change-log retention (MAXLEN ~),
 -- ARGV[3] the call's fresh jobs' bitmap words, column runs, zone values and member adds (JSON,
@@ -137,10 +138,10 @@ for _, j in ipairs(ok) do
         for _, k in ipairs(op[2]) do
           if k > 0 then push(list(bits, k), 'SET', 'u1', h, 1) else push(list(bits, -k), 'SET', 'u1', h, 0) end
         end
-      elseif kind == 'Z' then -- SortAdd: key, score
-        push(list(sorted, op[2]), op[3], member)
-      elseif kind == 'z' then -- SortRemove: key
-        push(list(unsorted, op[2]), member)
+      elseif kind == 'Z' then -- SortAdd: key, score, old score ('' if none)
+        push(list(sorted, op[2]), op[3], member, op[4])
+      elseif kind == 'z' then -- SortRemove: key, score
+        push(list(unsorted, op[2]), op[3], member)
       elseif kind == 'C' then -- SetColumn: key, value
         push(list(columns, op[2]), 'SET', 'i64', '#' .. h, op[3])
       elseif kind == 'Q' then -- WidenZone: max_key, value, value_plus_one, block_size, min_key
@@ -190,8 +191,20 @@ end
 
 for key, g in pairs(bits) do redis.call('BITFIELD', KEYS[key], unpack(g)) end
 for key, g in pairs(columns) do redis.call('BITFIELD', KEYS[key], unpack(g)) end
-for key, g in pairs(sorted) do redis.call('ZADD', KEYS[key], unpack(g)) end
-for key, g in pairs(unsorted) do redis.call('ZREM', KEYS[key], unpack(g)) end
+-- Sort indexes (lua/sortlib.lua, prepended): an entry moves by a removal at its old score and an
+-- insert; both are no-ops when already done, so a retried call changes nothing twice.
+for key, g in pairs(sorted) do
+  for i = 1, #g, 3 do
+    if g[i + 2] ~= '' then sx_rem(KEYS[key], g[i + 2], g[i + 1]) end
+    sx_add(KEYS[key], g[i], g[i + 1])
+  end
+end
+for key, g in pairs(unsorted) do
+  for i = 1, #g, 2 do
+    sx_rem(KEYS[key], g[i], g[i + 1])
+  end
+end
+sx_flush() -- the sort indexes' counts, once per call (lua/sortlib.lua)
 for key, blocks in pairs(zones) do
   for block, g in pairs(blocks) do
     local high, low_key, at_block = KEYS[key], KEYS[g.min_key], '#' .. block

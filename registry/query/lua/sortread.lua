@@ -1,0 +1,20 @@
+#!lua flags=no-writes
+-- SORTREAD: a read of a bucketed sort index (registry/store/lua/sortlib.lua) with a sorted set's
+-- semantics, for the query path's Python steps (registry/query/execute/).
+-- KEYS[1] the index's base (Keys.sort; declared so the call runs in the index's slot)
+-- ARGV[1] the read, then its arguments:
+--   'range' start stop desc   members of ranks start..stop (ZRANGE, or ZREVRANGE if desc is '1')
+--   'count' lo hi             entries with a score within ZCOUNT bounds
+--   'lexcount' lo hi          ZLEXCOUNT (an index whose scores are all 0: the id index)
+--   'rangebylex' lo hi        ZRANGEBYLEX, every member within the bounds
+local base, op = KEYS[1], ARGV[1]
+if op == 'range' then
+  return sx_range(base, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1')
+elseif op == 'count' then
+  return sx_count(base, ARGV[2], ARGV[3])
+elseif op == 'lexcount' then
+  return sx_lexcount(base, ARGV[2], ARGV[3])
+elseif op == 'rangebylex' then
+  return sx_rangebylex(base, ARGV[2], ARGV[3])
+end
+return redis.error_reply('SORTREAD: unknown read ' .. tostring(op))
