@@ -252,17 +252,14 @@ def zone_bound(plan: Plan) -> tuple[str, bool] | None:
     """The zone map that bounds the order values of the matches, so a walk starts past every
     entry no match can be: (field, upper bound wanted). None when no zone map bounds the order.
 
-    The zone maps bound created_at, start and end per block of handles; matches sit in the blocks
-    where the filter bitmap has bits, so a DESC walk skips the entries above the largest bound of
-    those blocks and an ASC walk those below the smallest. updated_at has no zone map, but a job's
-    updated_at is its latest event's time, never before its created_at: an ASC walk by updated_at
-    skips the entries below the matches' smallest created_at bound.
+    The zone maps bound created_at, updated_at, start and end per block of handles; matches sit
+    in the blocks where the filter bitmap has bits, so a DESC walk skips the entries above the
+    largest bound of those blocks and an ASC walk those below the smallest (updated_at's lower
+    bounds may be stale, i.e. too low: a shorter skip, never a wrong one).
     """
     field = plan.order.value
     if field in indexes.ZONE_FIELDS:
         return field, plan.desc
-    if field == "updated_at" and not plan.desc:
-        return "created_at", False
     return None
 
 

@@ -140,9 +140,8 @@ async def test_layout4_is_refused_naming_migrate(v4_store: RedisServer) -> None:
     env = clean_env(v4_store.url)
     worker = jobreg("worker", env=env, timeout=60)
     assert worker.returncode == 3, worker.stderr
-    assert "jobreg worker: the store holds layout 4, this jobreg needs layout 6: run `jobreg migrate`" in one_line(
-        worker.stderr
-    )
+    needs = f"jobreg worker: the store holds layout 4, this jobreg needs layout {indexes.LAYOUT}: run `jobreg migrate`"
+    assert needs in one_line(worker.stderr)
     api = jobreg("api", "--no-auth", "--port", "1", env=env, timeout=60)
     assert api.returncode == 3, api.stderr
     assert "jobreg api: the store holds layout 4" in api.stderr and "`jobreg migrate`" in api.stderr
@@ -195,11 +194,12 @@ async def test_migrate_killed_midway_resumes_then_answers_match_reference(
     assert "layout 4 -> 5: the bitmaps of each id's first hex digit" in second.stderr
     assert f"100% {jobs}/{jobs} jobs" in second.stderr
     assert "layout 5 -> 6: job records re-encoded in the compact state codec" in second.stderr
-    assert "jobreg migrate: the store now holds layout 6 (from 4," in second.stdout
-    assert await client.get(keys.layout) == b"6" and not await client.exists(keys.migration)
+    assert "layout 6 -> 7: the zone map of updated_at, from its value column" in second.stderr
+    assert f"jobreg migrate: the store now holds layout {indexes.LAYOUT} (from 4," in second.stdout
+    assert await client.get(keys.layout) == str(indexes.LAYOUT).encode() and not await client.exists(keys.migration)
 
     again = jobreg("migrate", env=clean_env(v4_store.url))
-    assert again.returncode == 0 and "already holds layout 6: nothing to do" in again.stdout
+    assert again.returncode == 0 and f"already holds layout {indexes.LAYOUT}: nothing to do" in again.stdout
 
     # The bitmaps are those the layout-5 apply path writes: each listed job's handle under its digit.
     ref, orders = await reference(v4_store.url, client, keys)

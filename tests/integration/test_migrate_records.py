@@ -84,7 +84,7 @@ async def test_migrate_5_to_6_killed_midway_resumes_and_everything_reads_back(
     v5_store: RedisServer, client: aioredis.Redis
 ) -> None:
     keys = Keys(PREFIX)
-    assert (await layout.read(client, keys)).version == 5 and LAYOUT == 6
+    assert (await layout.read(client, keys)).version == 5 and LAYOUT >= 6
     states = folded(v5_store.url, keys)
     ids = sorted(states)
     before = await stored(client, keys, ids)
@@ -120,8 +120,8 @@ async def test_migrate_5_to_6_killed_midway_resumes_and_everything_reads_back(
     second = jobreg("migrate", "--batch", str(BATCH), env=clean_env(v5_store.url, JOBREG_PREFIX=PREFIX))
     assert second.returncode == 0, second.stderr
     assert "layout 5 -> 6: job records re-encoded in the compact state codec" in second.stderr
-    assert "jobreg migrate: the store now holds layout 6 (from 5," in second.stdout
-    assert await client.get(keys.layout) == b"6" and not await client.exists(keys.migration)
+    assert f"jobreg migrate: the store now holds layout {LAYOUT} (from 5," in second.stdout
+    assert await client.get(keys.layout) == str(LAYOUT).encode() and not await client.exists(keys.migration)
 
     after = await stored(client, keys, ids)
     for job_id in ids:

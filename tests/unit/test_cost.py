@@ -63,10 +63,9 @@ def test_zone_maps_bound_walks_of_time_orders() -> None:
 
     assert bound(OrderBy.START_TIMESTAMP, True) == ("start_timestamp", True)
     assert bound(OrderBy.CREATED_AT, False) == ("created_at", False)
-    # updated_at is never before created_at: an ASC walk is bounded by created_at's lower bounds,
-    # a DESC walk by nothing (a job may be updated at any later time).
-    assert bound(OrderBy.UPDATED_AT, False) == ("created_at", False)
-    assert bound(OrderBy.UPDATED_AT, True) is None
+    # updated_at has its own zone map (layout 7): both directions are bounded by it.
+    assert bound(OrderBy.UPDATED_AT, False) == ("updated_at", False)
+    assert bound(OrderBy.UPDATED_AT, True) == ("updated_at", True)
     assert bound(OrderBy.RUNS, True) is None
     assert bound(OrderBy.ID, False) is None
 
