@@ -30,11 +30,15 @@ local offset, limit, desc, order = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local cap = tonumber(ARGV[5])
 local position = last_change(KEYS[tonumber(ARGV[6])])
 local hs, from, known = {}, 0, nil
+-- An id prefix's range of the id sort set is already in id order: kept, to page it without a sort.
+local in_order = nil
 if ARGV[8] == 'lex' then
   local zset = KEYS[tonumber(ARGV[9])]
   if redis.call('ZLEXCOUNT', zset, ARGV[10], ARGV[11]) > cap then return {0, position} end
   known = {}  -- id sort set members start with the job's uuid: none to read
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', zset, ARGV[10], ARGV[11])) do
+  local members = redis.call('ZRANGEBYLEX', zset, ARGV[10], ARGV[11])
+  if order == 'id' then in_order = members end
+  for _, m in ipairs(members) do
     local h = handle(m)
     hs[#hs + 1] = h
     known[h] = string.sub(m, 1, 16)
@@ -84,7 +88,32 @@ for _ = 1, m do
 end
 -- In handle order, so the windowed reads of checklib.lua serve neighbours from one GETRANGE.
 table.sort(hs)
-local total, page = order_page(hs, from, KEYS[1], KEYS[2], order, desc, offset, limit, known)
+local total, page
+if in_order then
+  -- Test in handle order (windowed reads), then page the matches in the range's own (id) order:
+  -- no comparison sort of the matches, which costs ~10 us per match in Lua.
+  if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
+  local ok = {}
+  total, page = 0, {}
+  for _, h in ipairs(hs) do
+    if passes(h, from) then
+      ok[h] = true
+      total = total + 1
+    end
+  end
+  local a, b, step = 1, #in_order, 1
+  if desc then a, b, step = #in_order, 1, -1 end
+  local skip = offset
+  for j = a, b, step do
+    if #page >= limit then break end
+    local m = in_order[j]
+    if ok[handle(m)] then
+      if skip > 0 then skip = skip - 1 else page[#page + 1] = string.sub(m, 1, 16) end
+    end
+  end
+else
+  total, page = order_page(hs, from, KEYS[1], KEYS[2], order, desc, offset, limit, known)
+end
 for _, t in ipairs(temps) do redis.call('DEL', t) end
 local out = {1, total, position}
 for j, u in ipairs(page) do out[3 + j] = u end
