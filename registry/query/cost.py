@@ -210,6 +210,9 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
     others = [p for p in plan.predicates if p is not driver]
+    if isinstance(driver, IdPrefix) and plan.order.value == "id" and not others:
+        # The prefix's range of the id sort set is in the order: the page is a rank range of it.
+        return plan.offset + plan.limit <= budget
     if not all(isinstance(p, (AnyBit, NoBit, Members, Range)) for p in others):
         return False  # PICK's program has ops for these only (ids are tested in Python)
     # PICK ORs a list of statuses or origins into one bitmap first (a BITOP, costed as PRE_OR):

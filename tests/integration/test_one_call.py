@@ -185,6 +185,7 @@ async def test_pick_pages_an_id_prefix_in_its_own_order(aredis: aioredis.Redis, 
     orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
     fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
     ex = Executor(aredis, keys, Settings(**{**fields, "one_call_budget": 100_000}))
+    small = Executor(aredis, keys, Settings(**{**fields, "one_call_budget": 20}))
     jobs = list(ref.jobs().values())
     runs = sorted(j["runs"] for j in jobs)
     others: list[Params] = [
@@ -206,3 +207,9 @@ async def test_pick_pages_an_id_prefix_in_its_own_order(aredis: aioredis.Redis, 
                     params += [("offset", str(offset)), ("limit", str(rng.choice((1, 7, 100))))]
                     page = await _listed(ex, keys, ref, orders, params)
                     assert page.strategy.startswith("one call: id prefix"), (params, page.strategy)
+                    # Nothing else to test: a rank range of the prefix's range, even past the budget's
+                    # candidates, as long as offset + limit fit it (else the chunked path).
+                    assert ("by rank" in page.strategy) == (not other), (params, page.strategy)
+                    page = await _listed(small, keys, ref, orders, params)
+                    ranked = not other and offset + int(params[-1][1]) <= 20
+                    assert ("by rank" in page.strategy) == ranked, (params, page.strategy)

@@ -37,6 +37,9 @@ async def collect(
     if not preds and plan.order is OrderBy.CREATION_ORDER:
         present = [(h, h) for h in handles]  # nothing to check and the handle is the order
         handles = []
+    elif not preds and by_id and not want_uuid:
+        present = [(known[h], h) for h in handles]  # nothing to check and every uuid at hand
+        handles = []
     elif not preds and len(handles) > plan.offset + plan.limit and cost.scan_pays(plan, len(handles), 0, ctx.settings):
         page = await scan(ctx, plan, len(handles), handles=handles)
         return msgspec.structs.replace(page, strategy=f"{how}; {page.strategy}")

@@ -8,7 +8,8 @@
 -- ARGV[1] offset, ARGV[2] limit, ARGV[3] desc ('1'/'0')
 -- ARGV[4] order: 'value' (KEYS[2]), 'nullable' (KEYS[2] holds value + 1, 0 = null: nulls last),
 --         'handle' (creation_order) or 'id'; ties are broken by id, in the same direction
--- ARGV[5] the most candidates to read
+-- ARGV[5] the most candidates to read (an id prefix ordered by id with nothing else to test reads
+--         only offset + limit entries, by rank, whatever the prefix holds)
 -- ARGV[6] the KEYS index of the change log (its last entry's id is the reply's position)
 -- ARGV[7] the job record key prefix: a record's key is it followed by the job's uuid as text (its
 --         hash tag is the declared keys', so the records the reply reads are in their slot)
@@ -34,7 +35,24 @@ local hs, from, known = {}, 0, nil
 local in_order = nil
 if ARGV[8] == 'lex' then
   local zset = KEYS[tonumber(ARGV[9])]
-  if redis.call('ZLEXCOUNT', zset, ARGV[10], ARGV[11]) > cap then return {0, position} end
+  local count = redis.call('ZLEXCOUNT', zset, ARGV[10], ARGV[11])
+  if order == 'id' and #ARGV == 12 and ARGV[12] == '0' then
+    -- Nothing else to test: the page is a rank range of the prefix's range, read alone (offset +
+    -- limit entries, whatever the prefix holds; registry/query/cost.py pick_pays bounds it).
+    local page
+    if desc then
+      page = redis.call('ZREVRANGEBYLEX', zset, ARGV[11], ARGV[10], 'LIMIT', offset, limit)
+    else
+      page = redis.call('ZRANGEBYLEX', zset, ARGV[10], ARGV[11], 'LIMIT', offset, limit)
+    end
+    local uuids, out = {}, {1, count, position}
+    for j, m in ipairs(page) do
+      uuids[j] = string.sub(m, 1, 16)
+      out[3 + j] = uuids[j]
+    end
+    return append_records(out, uuids, ARGV[7])
+  end
+  if count > cap then return {0, position} end
   known = {}  -- id sort set members start with the job's uuid: none to read
   local members = redis.call('ZRANGEBYLEX', zset, ARGV[10], ARGV[11])
   if order == 'id' then in_order = members end
