@@ -47,15 +47,21 @@ def decode_all(entries: Iterable[Mapping[str, str]]) -> list[Event]:
 
 
 async def project_traffic(
-    client: aioredis.Redis, keys: Keys, rng: random.Random, n_jobs: int
+    client: aioredis.Redis, keys: Keys, rng: random.Random, n_jobs: int, batches: int = 1
 ) -> tuple[Reference, dict[str, int]]:
     """Random traffic of ``n_jobs`` jobs applied by the real projection (small member sets become
-    bitmaps at 20, 50 jobs per call) and folded by the reference; each listed job's handle."""
+    bitmaps at 20, 50 jobs per call) and folded by the reference; each listed job's handle.
+    With ``batches`` > 1 the events are applied in that many slices, in stream order, so jobs
+    are listed first and changed later (what a worker sees; bounds widened step by step)."""
     traffic = make_traffic(rng, n_jobs)
     ref = Reference()
     for e in traffic:
         ref.add(e)
-    await Projection(client, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
+    projection = Projection(client, keys, set_to_bitmap_threshold=20, chunk=50)
+    events = decode_all(traffic)
+    step = -(-len(events) // batches)
+    for i in range(0, len(events), step):
+        await projection.apply(events[i : i + step])
     ids = list(ref.jobs())
     return ref, {j: h for j, h in zip(ids, await record.handles(client, keys, ids), strict=True) if h}
 

@@ -89,7 +89,9 @@ def candidates_pay(plan: Plan, size: int, driver: Predicate, chunk: int | None) 
     return any(isinstance(p, (IdIn, IdPrefix)) for p in plan.predicates)
 
 
-def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strategy:
+def refine(
+    plan: Plan, total: int, listed: int, collect_threshold: int, *, first: int = 0, select_offset: int | None = None
+) -> Strategy:
     """After the filter bitmap is counted: read by handle, collect the matches, or walk.
 
     creation_order is the handle, so the bitmap itself is the order. Otherwise collecting
@@ -97,17 +99,33 @@ def refine(plan: Plan, total: int, listed: int, collect_threshold: int) -> Strat
     reads about (offset + limit) * listed / total sort-set entries only if the matches are
     spread evenly along the order; when the filter correlates with it (a project's jobs
     all recent, ordered by start) the walk reads far more. So collect unless the walk's
-    estimate is a small fraction of the total.
+    estimate is a small fraction of the total. ``first`` (matches with an order value) and
+    ``select_offset`` (settings.select_offset) let the estimate count a deep offset's start
+    rank selected over the order's bit-sliced index (walk_estimate); without them it does not.
     """
     if plan.order_zset is None:
         return "bitmap-handles"
-    walk = (plan.offset + plan.limit) * listed / max(total, 1)
+    walk = walk_estimate(plan, total, listed, first, select_offset)
     if total <= collect_threshold and total <= WALK_RISK * walk:
         return "bitmap-collect"
     # Past the threshold, collect still when even the walk's (optimistic) estimate costs more.
     if collect_threshold and total * COLLECT_COST <= walk:
         return "bitmap-collect"
     return "bitmap-walk"
+
+
+def walk_estimate(plan: Plan, total: int, listed: int, first: int, select_offset: int | None) -> float:
+    """Sort-set entries a walk reads (plus its selection's cost in the same units) if the matches are
+    spread evenly along the order: (offset + limit) * listed / total from rank 0. A deep offset in
+    an order with a bit-sliced index (select_pays) first selects the value range holding it by
+    counting (a few bitmap operations per slice), then walks at most SELECT_STOP entries of that
+    range plus the page's share, whatever the offset."""
+    spread = listed / max(total, 1)
+    deep = select_offset is not None and plan.offset > select_offset and plan.offset < first
+    if deep and plan.order_bsi is not None:
+        width = indexes.RUNS_BITS if plan.order_bsi == "runs" else indexes.SECOND_BITS
+        return width * TOP_SLICE_OPS * bitop_cost(listed) + SELECT_STOP + plan.limit * spread
+    return (plan.offset + plan.limit) * spread
 
 
 def check_ranges(few: int, ranges: Sequence[Range], plan: Plan, listed: int, settings: Settings) -> bool:
@@ -210,6 +228,9 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
     others = [p for p in plan.predicates if p is not driver]
+    if isinstance(driver, IdPrefix) and plan.order.value == "id" and not others:
+        # The prefix's range of the id sort set is in the order: the page is a rank range of it.
+        return plan.offset + plan.limit <= budget
     if not all(isinstance(p, (AnyBit, NoBit, Members, Range)) for p in others):
         return False  # PICK's program has ops for these only (ids are tested in Python)
     # PICK ORs a list of statuses or origins into one bitmap first (a BITOP, costed as PRE_OR):
@@ -221,6 +242,12 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
     if isinstance(driver, IdIn):
         per += 1  # each id's handle is read from its record
     return (driver_size(driver, sizes) or 0) * per + PRE_OR * len(ors) <= budget
+
+
+def pre_or_pays(keys: int, candidates: int) -> bool:
+    """Whether OR-ing a list of statuses or origins into one bitmap first (a BITOP, PRE_OR) costs
+    less than reading each of its bitmaps for every candidate (scattered ones share no window)."""
+    return candidates * (keys - 1) > PRE_OR
 
 
 def check_calls(preds: Sequence[Predicate], order_column: str | None) -> int:
@@ -252,17 +279,14 @@ def zone_bound(plan: Plan) -> tuple[str, bool] | None:
     """The zone map that bounds the order values of the matches, so a walk starts past every
     entry no match can be: (field, upper bound wanted). None when no zone map bounds the order.
 
-    The zone maps bound created_at, start and end per block of handles; matches sit in the blocks
-    where the filter bitmap has bits, so a DESC walk skips the entries above the largest bound of
-    those blocks and an ASC walk those below the smallest. updated_at has no zone map, but a job's
-    updated_at is its latest event's time, never before its created_at: an ASC walk by updated_at
-    skips the entries below the matches' smallest created_at bound.
+    The zone maps bound created_at, updated_at, start and end per block of handles; matches sit
+    in the blocks where the filter bitmap has bits, so a DESC walk skips the entries above the
+    largest bound of those blocks and an ASC walk those below the smallest (updated_at's lower
+    bounds may be stale, i.e. too low: a shorter skip, never a wrong one).
     """
     field = plan.order.value
     if field in indexes.ZONE_FIELDS:
         return field, plan.desc
-    if field == "updated_at" and not plan.desc:
-        return "created_at", False
     return None
 
 

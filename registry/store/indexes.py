@@ -21,7 +21,8 @@ SORT_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp", "
 # benchmark's kept copies (--keep) carry it too. 5: the id's first hex digit as bitmaps.
 # 6: job records (and change-log states) in the compact codec of registry/store/record.py.
 # 7: the six sort sets as bucketed sort indexes (registry/store/lua/sortlib.lua, Keys.sort).
-LAYOUT = 7
+# 8: a zone map of updated_at (walks ordered by it start near the matches, like the others).
+LAYOUT = 8
 
 # Per-handle value columns, so a small candidate set is filtered and sorted without a sort-set
 # lookup per job. Nullable values are stored as value + 1, with 0 for null.
@@ -30,8 +31,10 @@ NULLABLE_COLUMNS = frozenset({"start_timestamp", "end_timestamp"})
 # Zone maps: per block of ZONE_SIZE handles, bounds of these fields' values. Handles follow
 # arrival, and so do these timestamps, so a block's bounds are tight and a scan in handle
 # order can stop as soon as no unread block can beat the page found so far.
+# updated_at only grows (a job's latest event), so widening its block on every change keeps the
+# max exact and leaves the min at the block's earliest value ever seen: too low, still a bound.
 ZONE_SIZE = 1024
-ZONE_FIELDS = ("created_at", "start_timestamp", "end_timestamp")
+ZONE_FIELDS = ("created_at", "updated_at", "start_timestamp", "end_timestamp")
 # Order fields with a bit-sliced index (seconds, or runs): deep offsets select by counting.
 BSI_OF_ORDER = {"created_at": "created", "start_timestamp": "start", "end_timestamp": "end", "runs": "runs"}
 

@@ -23,7 +23,7 @@ from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.lua import source
 from registry.store import indexes, layout, record, sortidx
-from registry.store.indexes import LAYOUT
+from registry.store.indexes import LAYOUT, ZONE_SIZE
 
 # Handles per call: a 16 KiB read of the uuid array and a BITFIELD per digit; at 1M jobs on the
 # busy 2-core machine a call took 0.9 ms p50, 1.0 ms p90 (4096 per call took 6-8 ms: too long a
@@ -43,7 +43,14 @@ class Step(msgspec.Struct, frozen=True):
         """The keys the step writes besides the seq, uuids and progress keys every step script takes."""
         if self.script == "migrate_idhex":
             return list(keys.id_hex.values())
+        if self.script == "migrate_zone":
+            field = "updated_at"
+            return [keys.column(field), keys.zone_max(field), keys.zone_min(field)]
         raise AssertionError(f"no keys for {self.script}")
+
+    def extra_args(self) -> list[int]:
+        """What the step script takes after the first handle and the batch size."""
+        return [ZONE_SIZE] if self.script == "migrate_zone" else []
 
 
 # migrate_records is driven from Python (the codec lives in registry/store/record.py, once): it
@@ -52,6 +59,7 @@ STEPS = {
     4: Step(4, 5, "the bitmaps of each id's first hex digit", "migrate_idhex"),
     5: Step(5, 6, "job records re-encoded in the compact state codec", "migrate_records"),
     6: Step(6, 7, "the six sort sets rebuilt as bucketed sort indexes", "migrate_sortidx"),
+    7: Step(7, 8, "the zone map of updated_at, from its value column", "migrate_zone"),
 }
 # migrate_sortidx is driven from Python too (registry/store/sortidx.py's Builder writes what
 # lua/sortlib.lua reads): no script of its own; see _build_sort_indexes.
@@ -107,7 +115,9 @@ async def run_step(redis: aioredis.Redis, keys: Keys, step: Step, batch: int, pr
             next_handle, seq = await _rewrite_records(redis, keys, rebuild, next_handle, batch)
         else:
             step_keys = [keys.seq, keys.uuids, keys.migration, *step.index_keys(keys)]
-            next_handle, seq = (int(x) for x in await rebuild(keys=step_keys, args=[next_handle, batch]))
+            next_handle, seq = (
+                int(x) for x in await rebuild(keys=step_keys, args=[next_handle, batch, *step.extra_args()])
+            )
         if progress is not None:
             progress(step, next_handle - 1, seq)
         # Workers may have listed jobs meanwhile; the finish checks again, atomically with the bump.

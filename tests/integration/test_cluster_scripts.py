@@ -35,7 +35,7 @@ from tests.harness import decode_all
 from tests.query_params import parse_params
 from tests.reference import Params, Reference, make_traffic, random_query
 
-STORE_SCRIPTS = [("registry.store", n) for n in ("apply", "layout", "migrate_idhex", "migrate_finish")]
+STORE_SCRIPTS = [("registry.store", n) for n in ("apply", "layout", "migrate_idhex", "migrate_zone", "migrate_finish")]
 OTHER_SCRIPTS = [
     ("registry.wire", "dead_letter_copy"),
     ("registry.wire", "dead_letter_ack"),

@@ -196,6 +196,8 @@ async def test_migrate_killed_midway_resumes_then_answers_match_reference(
     assert "layout 4 -> 5: the bitmaps of each id's first hex digit" in second.stderr
     assert f"100% {jobs}/{jobs} jobs" in second.stderr
     assert "layout 5 -> 6: job records re-encoded in the compact state codec" in second.stderr
+    assert "layout 6 -> 7: the six sort sets rebuilt as bucketed sort indexes" in second.stderr
+    assert "layout 7 -> 8: the zone map of updated_at, from its value column" in second.stderr
     assert f"jobreg migrate: the store now holds layout {indexes.LAYOUT} (from 4," in second.stdout
     assert await client.get(keys.layout) == str(indexes.LAYOUT).encode() and not await client.exists(keys.migration)
 

@@ -2,7 +2,7 @@
 
 Each of the six sorted sets is bulk-built into a bucketed sort index (registry/store/sortidx.py) and
 dropped; a run stopped part-way resumes at the next page. Pages and buckets are made tiny here
-(sortidx.FILL = 4) so the fixture's 600 jobs span many of both and the stop falls inside a field.
+(sortidx.FILL = 4) so the fixture's 2,100 jobs span many of both and the stop falls inside a field.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ async def test_migrate_6_to_7_stopped_midway_resumes_and_queries_match(
     assert await client.exists(keys.sort_set_v6(indexes.SORT_FIELDS[2]))  # its index part-built
 
     outcome = await migrate.migrate(client, keys)
-    assert (outcome.source, outcome.target) == (6, 7) and await client.get(keys.layout) == b"7"
+    assert (outcome.source, outcome.target) == (6, indexes.LAYOUT) and await client.get(keys.layout) == str(indexes.LAYOUT).encode()
     assert not await client.exists(keys.migration)
     for f in indexes.SORT_FIELDS:
         assert not await client.exists(keys.sort_set_v6(f))

@@ -166,3 +166,50 @@ async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings
     )
     assert not picked.done and not picked.uuids and not picked.records
     assert picked.position == await current_position(aredis, keys)
+
+
+async def test_pick_pages_an_id_prefix_in_its_own_order(aredis: aioredis.Redis, settings: Settings, keys: Keys) -> None:
+    """An id prefix's range of the id sort set is already in id order: PICK pages its matches in that
+    order without sorting them. A third of the jobs share the prefix "ab" (hundreds of candidates),
+    checked against every kind of other filter, both directions, offsets from 0 to past the end."""
+    rng = random.Random(13)
+    traffic = make_traffic(rng, 900)
+    jobs_in_order = list(dict.fromkeys(e["job_id"] for e in traffic))
+    renamed = {j: "ab" + j[2:] for j in jobs_in_order[::3]}
+    traffic = [{k: renamed.get(v, v) if k in ("job_id", "parent_id") else v for k, v in e.items()} for e in traffic]
+    ref = Reference()
+    for e in traffic:
+        ref.add(e)
+    await Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=50).apply(decode_all(traffic))
+    ids = list(ref.jobs())
+    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
+    ex = Executor(aredis, keys, Settings(**{**fields, "one_call_budget": 100_000}))
+    small = Executor(aredis, keys, Settings(**{**fields, "one_call_budget": 20}))
+    jobs = list(ref.jobs().values())
+    runs = sorted(j["runs"] for j in jobs)
+    others: list[Params] = [
+        [],
+        [("status", "DONE")],
+        [("status", "RUNNING"), ("status", "PENDING"), ("origin", "AZURE")],
+        [("errors", "true")],
+        [("project_id", Counter(j["project_id"] for j in jobs).most_common()[0][0])],
+        [("min_runs", str(runs[len(runs) // 2]))],
+    ]
+    for prefix in ("ab", "ab" + jobs[0]["id"][2], "AB"):
+        for other in others:
+            filters = [("id__starts_with", prefix), *other]
+            total = ref.query(filters, orders)[0]
+            assert total or other, filters
+            for direction in ("ASC", "DESC"):
+                for offset in sorted({0, 1, total // 3, max(total - 2, 0), total, total + 1}):
+                    params = [*filters, ("order_by", "id"), ("order_by_direction", direction)]
+                    params += [("offset", str(offset)), ("limit", str(rng.choice((1, 7, 100))))]
+                    page = await _listed(ex, keys, ref, orders, params)
+                    assert page.strategy.startswith("one call: id prefix"), (params, page.strategy)
+                    # Nothing else to test: a rank range of the prefix's range, even past the budget's
+                    # candidates, as long as offset + limit fit it (else the chunked path).
+                    assert ("by rank" in page.strategy) == (not other), (params, page.strategy)
+                    page = await _listed(small, keys, ref, orders, params)
+                    ranked = not other and offset + int(params[-1][1]) <= 20
+                    assert ("by rank" in page.strategy) == ranked, (params, page.strategy)

@@ -63,10 +63,9 @@ def test_zone_maps_bound_walks_of_time_orders() -> None:
 
     assert bound(OrderBy.START_TIMESTAMP, True) == ("start_timestamp", True)
     assert bound(OrderBy.CREATED_AT, False) == ("created_at", False)
-    # updated_at is never before created_at: an ASC walk is bounded by created_at's lower bounds,
-    # a DESC walk by nothing (a job may be updated at any later time).
-    assert bound(OrderBy.UPDATED_AT, False) == ("created_at", False)
-    assert bound(OrderBy.UPDATED_AT, True) is None
+    # updated_at has its own zone map (layout 8): both directions are bounded by it.
+    assert bound(OrderBy.UPDATED_AT, False) == ("updated_at", False)
+    assert bound(OrderBy.UPDATED_AT, True) == ("updated_at", True)
     assert bound(OrderBy.RUNS, True) is None
     assert bound(OrderBy.ID, False) is None
 
@@ -93,3 +92,17 @@ def test_top_selection_beats_reading_every_match_or_a_long_walk() -> None:
     by_id = plan(JobQuery(errors=True, order_by=OrderBy.ID), KEYS)
     assert not cost.top_pays(by_id, "bitmap-walk", 7000, 1_000_000, 7000)  # no BSI
     assert cost.top_slices(1_000_000) < cost.top_slices(10_000)  # calls stay short as bitmaps grow
+
+
+def test_a_deep_offset_over_a_bsi_order_walks_from_its_selected_start_instead_of_collecting() -> None:
+    p = plan(JobQuery(errors=True, order_by=OrderBy.RUNS, offset=50_000, limit=100), KEYS)
+    # From rank 0 the walk would read 50,100 * 16.7 entries: collecting 60,000 matches costs less.
+    assert cost.refine(p, 60_000, 1_000_000, 8000) == "bitmap-collect"
+    # Selected by counting over the runs BSI, the walk starts near the page: a few thousand entries' worth.
+    assert cost.walk_estimate(p, 60_000, 1_000_000, 60_000, 5000) < 10_000
+    assert cost.refine(p, 60_000, 1_000_000, 8000, first=60_000, select_offset=5000) == "bitmap-walk"
+    # Past the matches with a value (a nullable order's nulls), or in an order without a BSI: no selection.
+    nulls = plan(JobQuery(errors=True, order_by=OrderBy.START_TIMESTAMP, offset=50_000, limit=100), KEYS)
+    assert cost.refine(nulls, 60_000, 1_000_000, 8000, first=40_000, select_offset=5000) == "bitmap-collect"
+    by_id = plan(JobQuery(errors=True, order_by=OrderBy.ID, offset=50_000, limit=100), KEYS)
+    assert cost.refine(by_id, 60_000, 1_000_000, 8000, first=60_000, select_offset=5000) == "bitmap-collect"

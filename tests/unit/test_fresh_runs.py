@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from registry.domain.model import Origin, Status
 from registry.keys import Keys
 from registry.store.fresh import WORD_BITS, FreshRuns, decode_fresh
-from registry.store.indexes import Row, index_ops
+from registry.store.indexes import ZONE_FIELDS, Row, index_ops
 from registry.store.ops import FlipBits, KeyTable, Member, SetBit, SetColumn, WidenZone
 
 
@@ -63,7 +63,7 @@ def _expected(keys: Keys, rows: list[Row]) -> tuple[dict[str, set[int]], dict[st
             elif isinstance(op, Member):
                 assert op.present == 1
                 members[table.names[op.set_key - 1], table.names[op.bitmap_key - 1]].append(p)
-        for field in ("created_at", "start_timestamp", "end_timestamp"):
+        for field in ZONE_FIELDS:
             pair = (keys.zone_max(field), keys.zone_min(field))
             zones.setdefault(pair, []).append(zoned.get(pair, ""))
     return bits, columns, zones, members

@@ -90,7 +90,9 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
     source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
     if plan.offset >= total:
         return Page(total=total, job_ids=[], strategy=f"{source}, counted; offset past the end")
-    strategy = cost.refine(plan, total, listed, ctx.settings.collect_threshold)
+    strategy = cost.refine(
+        plan, total, listed, ctx.settings.collect_threshold, first=first, select_offset=ctx.settings.select_offset
+    )
     if strategy != "bitmap-handles" and not no_filter and cost.scan_pays(plan, total, listed, ctx.settings):
         page = await scan(ctx, plan, total, bitmap=f)
         return msgspec.structs.replace(page, strategy=f"{source}, counted; {page.strategy}")

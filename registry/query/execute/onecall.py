@@ -99,5 +99,7 @@ async def run_pick(
     if not picked.done:
         return picked.position
     how = f"one call: {what} checked against {len(others)} other filters, sorted there"
+    if isinstance(driver, IdPrefix) and not others and order == "id":
+        how = "one call: id prefix, page by rank in its range of the id sort set"
     job_ids = [uuid_text(u) for u in picked.uuids]
     return Page(total=picked.total, job_ids=job_ids, strategy=how, position=picked.position, records=picked.records)
