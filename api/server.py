@@ -8,6 +8,9 @@ import logging
 import os
 import signal
 import socket
+import sys
+import threading
+from types import FrameType
 
 import uvicorn
 
@@ -21,24 +24,51 @@ from registry.settings import Settings
 
 log = logging.getLogger("jobreg.api")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Past the shutdown grace (spent waiting for connections), what the application's own shutdown
+# (closing its Redis connections) may take before the process exits regardless.
+STOP_MARGIN_S = 1.0
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, ending open watch streams when it shuts down.
+    """uvicorn's server, ending open watch streams when it shuts down, and exiting in bounded time.
 
     uvicorn waits for every connection to finish before it exits, and a watch stream never
     does: without this, SIGTERM left `jobreg api` running as long as one client watched.
     """
 
-    def __init__(self, config: uvicorn.Config, streams: Streams) -> None:
+    def __init__(self, config: uvicorn.Config, streams: Streams, stop_within_s: float) -> None:
         super().__init__(config)
         self.streams = streams
+        self.stop_within_s = stop_within_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            # uvicorn bounds the wait for connections, not its application's shutdown, and ignores a
+            # second SIGTERM: a shutdown stuck on anything (a lost cancellation, a dead Redis) kept
+            # the process alive forever. The first stop signal arms a deadline nothing can hold up.
+            exit_after(self.stop_within_s, f"did not stop within {self.stop_within_s:g}s of signal {sig}")
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         ended = self.streams.drain()
         if ended:
             log.info("ending %d watch streams (each told to reconnect)", ended)
         await super().shutdown(sockets)
+
+
+def exit_after(seconds: float, why: str) -> threading.Timer:
+    """End this process (status 1) in ``seconds`` unless it ended before: a daemon timer, so it runs
+    whatever the event loop is stuck on, and needs nothing from it."""
+
+    def hard_exit() -> None:
+        log.error("%s: exiting now", why)
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def processes(settings: Settings) -> int:
@@ -64,10 +94,11 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
     sock.set_inheritable(True)
     slots = Slots(n)
     children: list[int] = []
+    supervisor = os.getpid()
     for index in range(n):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's coverage is the served requests
-            _end_with_parent()
+            _end_with_parent(supervisor)
             status = 0
             try:
                 _serve(settings, host, port, embedded=embedded, sock=sock, sibling=Sibling(slots, index))
@@ -83,11 +114,15 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
     _supervise(children, embedded)
 
 
-def _end_with_parent() -> None:
+def _end_with_parent(supervisor: int) -> None:
     """Ask Linux to SIGTERM this process when its supervisor dies, even by SIGKILL (no orphaned servers)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:
+        # It died between the fork and the request, which then never fires. No handler is installed
+        # yet: SIGTERM's default action ends this process at once.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _supervise(children: list[int], embedded: bool) -> None:
@@ -151,4 +186,5 @@ def _serve(
         # (under `jobreg up`'s own grace period, so a stop is never a kill).
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
-    _Server(config, app.state.streams).run(sockets=None if sock is None else [sock])
+    server = _Server(config, app.state.streams, settings.shutdown_grace_s + STOP_MARGIN_S)
+    server.run(sockets=None if sock is None else [sock])
