@@ -8,8 +8,8 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
+import time
 from types import FrameType
 
 import uvicorn
@@ -39,14 +39,13 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, streams: Streams, stop_within_s: float) -> None:
         super().__init__(config)
         self.streams = streams
-        self.stop_within_s = stop_within_s
+        self.deadline = StopDeadline(stop_within_s, f"did not stop within {stop_within_s:g}s of a stop signal")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit:
-            # uvicorn bounds the wait for connections, not its application's shutdown, and ignores a
-            # second SIGTERM: a shutdown stuck on anything (a lost cancellation, a dead Redis) kept
-            # the process alive forever. The first stop signal arms a deadline nothing can hold up.
-            exit_after(self.stop_within_s, f"did not stop within {self.stop_within_s:g}s of signal {sig}")
+        # uvicorn bounds the wait for connections, not its application's shutdown, and ignores a
+        # second SIGTERM: a shutdown stuck on anything (a lost cancellation, a dead Redis) kept the
+        # process alive forever. The first stop signal arms a deadline nothing can hold up.
+        self.deadline.arm()
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -56,19 +55,30 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def exit_after(seconds: float, why: str) -> threading.Timer:
-    """End this process (status 1) in ``seconds`` unless it ended before: a daemon timer, so it runs
-    whatever the event loop is stuck on, and needs nothing from it."""
+class StopDeadline:
+    """Ends this process (status 1) ``seconds`` after :meth:`arm` unless it ended before.
 
-    def hard_exit() -> None:
-        log.error("%s: exiting now", why)
-        sys.stderr.flush()
+    A daemon thread, started up front and only woken by ``arm``: it runs whatever the event loop is
+    stuck on, and a signal handler that arms it starts no thread (that could deadlock on threading's
+    own locks, held by the code the signal interrupted). It writes its line to stderr itself, without
+    the logging module's locks.
+    """
+
+    def __init__(self, seconds: float, why: str) -> None:
+        self.seconds, self.why = seconds, why
+        self._armed = threading.Event()
+        threading.Thread(target=self._run, name="jobreg-stop-deadline", daemon=True).start()
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    def _run(self) -> None:
+        self._armed.wait()
+        time.sleep(self.seconds)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with contextlib.suppress(OSError):
+            os.write(2, f"{stamp} ERROR   {log.name}: {self.why}: exiting now\n".encode())
         os._exit(1)
-
-    timer = threading.Timer(seconds, hard_exit)
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 def processes(settings: Settings) -> int:

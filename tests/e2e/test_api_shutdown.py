@@ -100,9 +100,9 @@ def test_every_api_process_exits_within_the_grace(private_redis: RedisServer, tm
 
 def test_a_stuck_shutdown_still_ends_the_process() -> None:
     # The backstop armed by the first stop signal (api/server.py): whatever the event loop waits on.
-    code = "import time; from api.server import exit_after; exit_after(0.3, 'stuck'); time.sleep(30)"
+    code = "import time; from api.server import StopDeadline; StopDeadline(0.3, 'stuck').arm(); time.sleep(30)"
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert time.monotonic() - start < 10
     assert done.returncode == 1
-    assert "stuck: exiting now" in done.stderr
+    assert "ERROR   jobreg.api: stuck: exiting now" in done.stderr
