@@ -8,6 +8,9 @@ import logging
 import os
 import signal
 import socket
+import threading
+import time
+from types import FrameType
 
 import uvicorn
 
@@ -21,24 +24,61 @@ from registry.settings import Settings
 
 log = logging.getLogger("jobreg.api")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Past the shutdown grace (spent waiting for connections), what the application's own shutdown
+# (closing its Redis connections) may take before the process exits regardless.
+STOP_MARGIN_S = 1.0
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, ending open watch streams when it shuts down.
+    """uvicorn's server, ending open watch streams when it shuts down, and exiting in bounded time.
 
     uvicorn waits for every connection to finish before it exits, and a watch stream never
     does: without this, SIGTERM left `jobreg api` running as long as one client watched.
     """
 
-    def __init__(self, config: uvicorn.Config, streams: Streams) -> None:
+    def __init__(self, config: uvicorn.Config, streams: Streams, stop_within_s: float) -> None:
         super().__init__(config)
         self.streams = streams
+        self.deadline = StopDeadline(stop_within_s, f"did not stop within {stop_within_s:g}s of a stop signal")
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn bounds the wait for connections, not its application's shutdown, and ignores a
+        # second SIGTERM: a shutdown stuck on anything (a lost cancellation, a dead Redis) kept the
+        # process alive forever. The first stop signal arms a deadline nothing can hold up.
+        self.deadline.arm()
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         ended = self.streams.drain()
         if ended:
             log.info("ending %d watch streams (each told to reconnect)", ended)
         await super().shutdown(sockets)
+
+
+class StopDeadline:
+    """Ends this process (status 1) ``seconds`` after :meth:`arm` unless it ended before.
+
+    A daemon thread, started up front and only woken by ``arm``: it runs whatever the event loop is
+    stuck on, and a signal handler that arms it starts no thread (that could deadlock on threading's
+    own locks, held by the code the signal interrupted). It writes its line to stderr itself, without
+    the logging module's locks.
+    """
+
+    def __init__(self, seconds: float, why: str) -> None:
+        self.seconds, self.why = seconds, why
+        self._armed = threading.Event()
+        threading.Thread(target=self._run, name="jobreg-stop-deadline", daemon=True).start()
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    def _run(self) -> None:
+        self._armed.wait()
+        time.sleep(self.seconds)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with contextlib.suppress(OSError):
+            os.write(2, f"{stamp} ERROR   {log.name}: {self.why}: exiting now\n".encode())
+        os._exit(1)
 
 
 def processes(settings: Settings) -> int:
@@ -64,10 +104,11 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
     sock.set_inheritable(True)
     slots = Slots(n)
     children: list[int] = []
+    supervisor = os.getpid()
     for index in range(n):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's coverage is the served requests
-            _end_with_parent()
+            _end_with_parent(supervisor)
             status = 0
             try:
                 _serve(settings, host, port, embedded=embedded, sock=sock, sibling=Sibling(slots, index))
@@ -83,11 +124,15 @@ def run_api(settings: Settings, host: str, port: int, *, no_auth: bool = False, 
     _supervise(children, embedded)
 
 
-def _end_with_parent() -> None:
+def _end_with_parent(supervisor: int) -> None:
     """Ask Linux to SIGTERM this process when its supervisor dies, even by SIGKILL (no orphaned servers)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:
+        # It died between the fork and the request, which then never fires. No handler is installed
+        # yet: SIGTERM's default action ends this process at once.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _supervise(children: list[int], embedded: bool) -> None:
@@ -151,4 +196,5 @@ def _serve(
         # (under `jobreg up`'s own grace period, so a stop is never a kill).
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
-    _Server(config, app.state.streams).run(sockets=None if sock is None else [sock])
+    server = _Server(config, app.state.streams, settings.shutdown_grace_s + STOP_MARGIN_S)
+    server.run(sockets=None if sock is None else [sock])

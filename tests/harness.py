@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import redis.asyncio as aioredis
 from registry.domain.model import Event, Status
 from registry.errors import InvalidEvent
 from registry.keys import Keys
+from registry.ops import children
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
@@ -88,14 +90,14 @@ def healthy(url: str) -> bool:
 
 
 def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Run ``python -m registry.ops.cli ARGS`` with its output appended to ``log``."""
+    """Run ``python -m registry.ops.cli ARGS`` with its output appended to ``log``.
+
+    In a process group of its own (so :func:`stop` reaches what it forks, `jobreg api`'s
+    processes), and ended by the kernel if this test process dies.
+    """
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "registry.ops.cli", *args],
-            env=dict(env),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        return children.start(
+            [sys.executable, "-m", "registry.ops.cli", *args], env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -106,9 +108,13 @@ def jobreg(*args: str, env: Mapping[str, str], timeout: float = 30) -> subproces
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    """SIGKILL a :func:`spawn`ed process and everything in its process group (`jobreg api`'s forked
+    servers too, even once their supervisor is gone): a test leaves nothing running behind it."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +27,8 @@ from registry.live.changes import (
 log = logging.getLogger("jobreg.feed")
 
 MAX_BACKOFF_S = 5.0
+# How long close() waits for the reader to end before it cancels it again (see close()).
+CLOSE_RETRY_S = 0.1
 
 
 class Overflow(Exception):
@@ -117,6 +118,7 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._redis: aioredis.Redis | None = None
+        self._closed = False
         self.reads = 0  # XREAD replies with at least one change
 
     @property
@@ -126,8 +128,11 @@ class ChangeFeed:
     async def subscribe(self, maxsize: int, start_timeout: float = 3.0, max_bytes: int | None = None) -> Subscription:
         """A subscription starting at the feed's current position (the feed starts on first use).
 
-        Raises StoreUnavailable if the feed cannot learn its starting position in time.
+        Raises StoreUnavailable if the feed cannot learn its starting position in time, or is closed.
         """
+        if self._closed:
+            # A watch opened while the server shuts down: starting the reader now would outlive close().
+            raise StoreUnavailable("the change feed is closed (the server is shutting down)")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="jobreg-change-feed")
         try:
@@ -145,17 +150,25 @@ class ChangeFeed:
         self._subs.discard(sub)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """End the reader and its connection.
+
+        One cancel is not enough: Python 3.11's ``asyncio.wait_for`` (which redis-py sends each
+        command under) drops a cancellation that lands just as the send completes, and the reader
+        then went on reading forever, so the server's shutdown waited here forever (API processes
+        left running after SIGTERM). The reader also stops at its next turn once closed.
+        """
+        self._closed = True
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CLOSE_RETRY_S)
         if self._redis is not None:
             await self._redis.aclose()
 
     async def _run(self) -> None:
         backoff = 0.0
         self._redis = self._factory()
-        while True:
+        while not self._closed:
             try:
                 if self.position is None:
                     self.position = await current_position(self._redis, self.keys)

@@ -16,7 +16,7 @@ import redis
 
 from registry.keys import Keys
 from tests.conftest import RedisServer, free_port
-from tests.harness import healthy, spawn, wait_for
+from tests.harness import healthy, spawn, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,5 @@ def running_stack(
         yield stack
     finally:
         for proc in stack.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc)  # the whole process group: `jobreg api`'s forked servers too
         print(stack.log_tail())  # shown by pytest only when the test fails

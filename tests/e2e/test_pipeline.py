@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
-from tests.harness import healthy, jobreg, publish, spawn, wait_for
+from tests.harness import healthy, jobreg, publish, spawn, stop, wait_for
 from tests.reference import Reference, make_traffic, random_query, render_detail, render_job
 
 SEED = 4242
@@ -71,9 +71,7 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         for proc in [*c.workers, c.api]:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc)  # the whole process group: `jobreg api`'s forked servers too
         print(c.log_tail())  # shown by pytest only when the test fails
 
 

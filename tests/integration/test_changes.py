@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from api.live import _Session
 from api.services import LiveMetrics
 from registry.domain.model import Event, Status
+from registry.errors import StoreUnavailable
 from registry.keys import Keys
 from registry.live.changes import (
     ORIGIN,
@@ -197,3 +198,36 @@ async def test_falling_out_of_retention_mid_stream_ends_with_a_gone_event(
     assert session.closed and session.metrics.watch_connections == 0
     with contextlib.suppress(StopAsyncIteration):
         await body.__anext__()
+
+
+class _LosesOneCancel(aioredis.Redis):
+    """A real client whose blocking read drops the first cancellation it sees and returns nothing: what
+    Python 3.11's ``asyncio.wait_for`` (redis-py sends each command under it) does to a cancellation
+    that lands just as the send completes."""
+
+    lost = 0
+
+    async def xread(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        try:
+            return await super().xread(*args, **kwargs)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            if _LosesOneCancel.lost:
+                raise
+            _LosesOneCancel.lost += 1
+            return []
+
+
+async def test_close_ends_the_feed_even_when_a_cancellation_is_lost(settings: Settings, keys: Keys) -> None:
+    # Before: the reader went on reading after close() cancelled it, close() waited for it forever,
+    # and so did the API's shutdown (processes left running after SIGTERM).
+    _LosesOneCancel.lost = 0
+    f = ChangeFeed(lambda: _LosesOneCancel.from_url(settings.redis_url), keys, block_ms=100)
+    sub = await f.subscribe(10)
+    await asyncio.sleep(0.05)  # the reader is in its blocking read
+    await asyncio.wait_for(f.close(), 2)
+    assert _LosesOneCancel.lost == 1, "the cancellation was dropped once, and close() still ended the reader"
+    assert f._task is not None and f._task.done()
+    f.unsubscribe(sub)
+    # Nothing starts it again (a watch opened during shutdown gets a 503 instead).
+    with pytest.raises(StoreUnavailable):
+        await f.subscribe(10)
