@@ -103,7 +103,9 @@ async def test_migrate_6_to_7_stopped_midway_resumes_and_queries_match(
     assert await client.exists(keys.sort_set_v6(indexes.SORT_FIELDS[2]))  # its index part-built
 
     outcome = await migrate.migrate(client, keys)
-    assert (outcome.source, outcome.target) == (6, indexes.LAYOUT) and await client.get(keys.layout) == str(indexes.LAYOUT).encode()
+    assert (outcome.source, outcome.target) == (6, indexes.LAYOUT) and await client.get(keys.layout) == str(
+        indexes.LAYOUT
+    ).encode()
     assert not await client.exists(keys.migration)
     for f in indexes.SORT_FIELDS:
         assert not await client.exists(keys.sort_set_v6(f))
