@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -37,6 +39,23 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def layout_fixture_store(layout: int) -> Iterator[RedisServer]:
+    """A private redis-server loaded with a copy of tests/fixtures/layout<N>.rdb (a registry written by that
+    layout's code, see tests/fixtures/make_layout<N>.py); a copy, since the migration tests write to it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (the fixture is an RDB file)")
+    name = f"layout{layout}.rdb"
+    workdir = tempfile.mkdtemp(prefix=f"jobreg-v{layout}-")
+    shutil.copy(Path(__file__).resolve().parent / "fixtures" / name, Path(workdir) / name)
+    server = start_redis_server(workdir=workdir, dbfilename=name)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def start_redis_server(

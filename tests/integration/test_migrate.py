@@ -9,14 +9,11 @@ import hashlib
 import os
 import random
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -30,12 +27,11 @@ from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.settings import Settings, load_settings
 from registry.store import indexes, layout, migrate, record
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer, layout_fixture_store
 from tests.harness import ROOT, jobreg, stream_entries, text_fields
 from tests.query_params import parse_params
 from tests.reference import Reference, random_query
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "layout4.rdb"
 PREFIX = "v4"  # the fixture's (tests/fixtures/make_layout4.py)
 BATCH = 50
 HEX = "0123456789abcdef"
@@ -49,15 +45,9 @@ def clean_env(url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def v4_store() -> Iterator[RedisServer]:
-    """A private redis-server loaded with the layout-4 fixture (a copy: the test writes to it)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (the fixture is an RDB file)")
-    workdir = tempfile.mkdtemp(prefix="jobreg-v4-")
-    shutil.copy(FIXTURE, Path(workdir) / "layout4.rdb")
-    server = start_redis_server(workdir=workdir, dbfilename="layout4.rdb")
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    """A private redis-server loaded with the layout-4 fixture."""
+    with layout_fixture_store(4) as server:
+        yield server
 
 
 @pytest.fixture

@@ -7,14 +7,11 @@ so the reference here is folded from the same stream, and old change-log entries
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -30,28 +27,21 @@ from registry.settings import load_settings
 from registry.store import layout, record
 from registry.store.indexes import LAYOUT
 from registry.store.projection import Projection
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer, layout_fixture_store
 from tests.harness import ROOT, decode_all, jobreg, stream_entries, text_fields
 from tests.integration.test_migrate import CountingProxy, clean_env, sha
 from tests.query_params import parse_params
 from tests.reference import Reference, random_query
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "layout5.rdb"
 PREFIX = "v5"  # the fixture's (tests/fixtures/make_layout5.py)
 BATCH = 37
 
 
 @pytest.fixture
 def v5_store() -> Iterator[RedisServer]:
-    """A private redis-server loaded with the layout-5 fixture (a copy: the test writes to it)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (the fixture is an RDB file)")
-    workdir = tempfile.mkdtemp(prefix="jobreg-v5-")
-    shutil.copy(FIXTURE, Path(workdir) / "layout5.rdb")
-    server = start_redis_server(workdir=workdir, dbfilename="layout5.rdb")
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    """A private redis-server loaded with the layout-5 fixture."""
+    with layout_fixture_store(5) as server:
+        yield server
 
 
 @pytest.fixture

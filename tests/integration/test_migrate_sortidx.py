@@ -8,10 +8,7 @@ dropped; a run stopped part-way resumes at the next page. Pages and buckets are 
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -23,13 +20,12 @@ from registry.query.planner import plan
 from registry.settings import load_settings
 from registry.store import indexes, layout, migrate, record, sortidx
 from registry.store.projection import Projection
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer, layout_fixture_store
 from tests.harness import decode_all, stream_entries, text_fields
 from tests.integration.test_sortidx import structure
 from tests.query_params import parse_params
 from tests.reference import Reference, random_query
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "layout6.rdb"
 PREFIX = "v6"  # the fixture's (tests/fixtures/make_layout6.py)
 
 
@@ -39,14 +35,9 @@ class Stop(Exception):
 
 @pytest.fixture
 def v6_store() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (the fixture is an RDB file)")
-    workdir = tempfile.mkdtemp(prefix="jobreg-v6-")
-    shutil.copy(FIXTURE, Path(workdir) / "layout6.rdb")
-    server = start_redis_server(workdir=workdir, dbfilename="layout6.rdb")
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    """A private redis-server loaded with the layout-6 fixture."""
+    with layout_fixture_store(6) as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,12 +5,9 @@ updated_at start at its bounds and every answer matches the reference folded fro
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,28 +19,21 @@ from registry.query.planner import plan
 from registry.settings import Settings, load_settings
 from registry.store import layout
 from registry.store.indexes import LAYOUT, ZONE_SIZE
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer, layout_fixture_store
 from tests.harness import ROOT, jobreg
 from tests.integration.test_migrate import CountingProxy, clean_env, reference, sha
 from tests.query_params import parse_params
 from tests.reference import random_query
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "layout6.rdb"
 PREFIX = "v6"  # the fixture's (tests/fixtures/make_layout6.py)
 BATCH = 300  # not a divisor of the zone size: calls end mid-block, and a block is widened by two calls
 
 
 @pytest.fixture
 def v6_store() -> Iterator[RedisServer]:
-    """A private redis-server loaded with the layout-6 fixture (a copy: the test writes to it)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (the fixture is an RDB file)")
-    workdir = tempfile.mkdtemp(prefix="jobreg-v6-")
-    shutil.copy(FIXTURE, Path(workdir) / "layout6.rdb")
-    server = start_redis_server(workdir=workdir, dbfilename="layout6.rdb")
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+    """A private redis-server loaded with the layout-6 fixture."""
+    with layout_fixture_store(6) as server:
+        yield server
 
 
 @pytest.fixture
