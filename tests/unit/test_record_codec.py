@@ -36,13 +36,14 @@ JSON = st.recursive(
 
 
 @st.composite
-def states(draw: st.DrawFn) -> JobState:
+def states(draw: st.DrawFn, times: st.SearchStrategy[int] = TIMES) -> JobState:
+    """Any folded state (listed or not, every status) with instants drawn from ``times``."""
     created = draw(
         st.none()
         | st.builds(
             Created,
             event_id=IDS,
-            occurred_at=TIMES,
+            occurred_at=times,
             batch_id=IDS,
             project_id=IDS,
             user_id=IDS,
@@ -58,7 +59,7 @@ def states(draw: st.DrawFn) -> JobState:
         | st.builds(
             Terminal,
             event_id=IDS,
-            occurred_at=TIMES,
+            occurred_at=times,
             status=st.sampled_from([Status.DONE, Status.ERROR, Status.CANCELED]),
             errors=st.lists(st.text(max_size=20), max_size=3).map(tuple),
             results_link=st.none() | st.text(max_size=30),
@@ -67,10 +68,10 @@ def states(draw: st.DrawFn) -> JobState:
     return JobState(
         job_id=draw(st.uuids().map(str)),
         created=created,
-        start_timestamp=draw(st.none() | TIMES),
+        start_timestamp=draw(st.none() | times),
         canceling=draw(st.booleans()),
         terminal=terminal,
-        updated_at=draw(st.none() | TIMES),
+        updated_at=draw(st.none() | times),
     )
 
 

@@ -9,53 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.domain.fold import to_detail, to_job, to_linked
-from registry.domain.model import RENDERABLE_UNTIL_US, Created, JobState, Origin, Status, Terminal
+from registry.domain.model import RENDERABLE_UNTIL_US, JobState
 from registry.store import record
-from tests.unit.test_record_codec import IDS, JSON
+from tests.unit.test_record_codec import states as codec_states
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Any instant render_timestamp can write, from year 1 (before the epoch: negative) to 9999.
 TIMES = st.integers((datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1), RENDERABLE_UNTIL_US - 1)
 
 
-@st.composite
-def states(draw: st.DrawFn) -> JobState:
+def states() -> st.SearchStrategy[JobState]:
     """Any folded state whose timestamps can be rendered (listed or not, every status)."""
-    created = draw(
-        st.none()
-        | st.builds(
-            Created,
-            event_id=IDS,
-            occurred_at=TIMES,
-            batch_id=IDS,
-            project_id=IDS,
-            user_id=IDS,
-            runs=st.integers(0, 2**40),
-            origin=st.sampled_from(list(Origin)),
-            parent_id=st.none() | IDS,
-            variables=st.none() | st.dictionaries(st.text(max_size=10), JSON, max_size=4),
-            sequence=st.none() | st.text(max_size=50),
-        ),
-    )
-    terminal = draw(
-        st.none()
-        | st.builds(
-            Terminal,
-            event_id=IDS,
-            occurred_at=TIMES,
-            status=st.sampled_from([Status.DONE, Status.ERROR, Status.CANCELED]),
-            errors=st.lists(st.text(max_size=20), max_size=3).map(tuple),
-            results_link=st.none() | st.text(max_size=30),
-        )
-    )
-    return JobState(
-        job_id=draw(st.uuids().map(str)),
-        created=created,
-        start_timestamp=draw(st.none() | TIMES),
-        canceling=draw(st.booleans()),
-        terminal=terminal,
-        updated_at=draw(st.none() | TIMES),
-    )
+    return codec_states(TIMES)
 
 
 @settings(max_examples=500, deadline=None)
