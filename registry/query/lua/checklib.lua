@@ -142,6 +142,14 @@ end
 -- passes reads them), then the order column col (nil: none) for those that pass them all.
 local function prefetch(list, from, col)
   if not SCATTERED or #list == 0 then return end
+  -- The average gap hides clusters (a project's jobs created in bursts): prefetch only when most
+  -- candidates would still need a window read of their own (a BITFIELD GET is not free either).
+  local reads, last = 0, -1
+  for _, h in ipairs(list) do
+    local w = math.floor(h / WINDOW)
+    if w ~= last then reads, last = reads + 1, w end
+  end
+  if reads * 4 < #list * 3 then return end
   local i = from
   while i <= #ARGV and #list > 0 do
     -- A set membership test (SISMEMBER) cannot be cached: testing it here too would make it twice.
