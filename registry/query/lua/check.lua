@@ -17,6 +17,7 @@ for _, h in ipairs(list) do
   if h > hi then hi = h end
 end
 fit_window(lo, hi, #list)
+prefetch(list, 3, KEYS[2] ~= KEYS[1] and KEYS[2] or nil)
 for _, h in ipairs(list) do
   if passes(h, 3) then
     out[#out + 1] = h

@@ -12,12 +12,39 @@
 -- WINDOW*8 of a column, WINDOW*16 of the uuid array: fit_window sizes it to the candidates'
 -- spacing, so that scattered ones (a user's jobs over a million handles) do not each copy
 -- kilobytes of which they use a few bytes.
+-- Candidates scattered further apart than the smallest window (a project's or an id prefix's jobs
+-- over a million handles) would still cost a GETRANGE each per key: for them prefetch reads the
+-- keys the program tests, and the order column, for many candidates at once, BATCH handles per
+-- BITFIELD_RO call (one GET inside a call costs a fraction of a call), into cached.
 local WINDOW = 256
+local SCATTERED = false
+local BATCH = 500
 local windows = {}
+local cached = {}
 -- Size the windows for candidates from lo to hi (handles), n of them.
 local function fit_window(lo, hi, n)
   local gap = (hi - lo + 1) / math.max(n, 1)
   if gap >= 64 then WINDOW = 8 elseif gap >= 8 then WINDOW = 64 else WINDOW = 256 end
+  SCATTERED = gap >= 64
+end
+-- Read key for every handle of list into cached[key] (width 0: a bitmap's bit, 8: an i64 column
+-- value). Past a key's end BITFIELD reads 0, as span's readers do.
+local function fetch(key, list, width)
+  if cached[key] ~= nil then return end
+  local t = {}
+  local enc, pre = width == 0 and 'u1' or 'i64', width == 0 and '' or '#'
+  for i = 1, #list, BATCH do
+    local last = math.min(i + BATCH - 1, #list)
+    local args = {}
+    for j = i, last do
+      args[#args + 1] = 'GET'
+      args[#args + 1] = enc
+      args[#args + 1] = pre .. list[j]
+    end
+    local got = redis.call('BITFIELD_RO', key, unpack(args))
+    for j = i, last do t[list[j]] = got[j - i + 1] end
+  end
+  cached[key] = t
 end
 local function span(key, h, width)
   -- (bytes of the window holding h, 1-based index of h's first byte in them), width in bytes
@@ -33,65 +60,110 @@ local function span(key, h, width)
   return c[2], width == 0 and math.floor(off / 8) + 1 or off * width + 1
 end
 local function getbit(key, h)
+  local c = cached[key]
+  if c ~= nil and c[h] ~= nil then return c[h] end
   local data, at = span(key, h, 0)
   local byte = string.byte(data, at)
   if byte == nil then return 0 end  -- past the bitmap's end: clear
   return math.floor(byte / 2 ^ (7 - h % 8)) % 2  -- plain arithmetic: no bit library needed
 end
 local function column(key, h)
+  local c = cached[key]
+  if c ~= nil and c[h] ~= nil then return c[h] end
   local data, at = span(key, h, 8)
   if #data < at + 7 then return 0 end  -- past the column's end: never written, 0
   -- Big-endian i64 by hand (no struct library needed); as exact as BITFIELD's reply once in a Lua number.
-  local v, negative = 0, string.byte(data, at) >= 128
-  for k = at, at + 7 do
-    local b = string.byte(data, k)
-    v = v * 256 + (negative and 255 - b or b)  -- negative: two's complement, -(~x) - 1
+  -- The eight bytes in one string.byte call: a C call costs more than the arithmetic.
+  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(data, at, at + 7)
+  if b1 < 128 then
+    return ((((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6) * 256 + b7) * 256 + b8
   end
-  return negative and -v - 1 or v
+  -- Negative: two's complement, -(~x) - 1.
+  local v = (255 - b1) * 256 + 255 - b2
+  v = ((v * 256 + 255 - b3) * 256 + 255 - b4) * 256 + 255 - b5
+  v = ((v * 256 + 255 - b6) * 256 + 255 - b7) * 256 + 255 - b8
+  return -v - 1
 end
 local function uuid(key, h)
   local data, at = span(key, h, 16)
   return string.sub(data, at, at + 15)
 end
+-- Whether handle h passes the program op at ARGV[i], and the next op's index.
+local function check_op(h, i)
+  local op = ARGV[i]
+  if op == 'A' then
+    local cnt = tonumber(ARGV[i + 1])
+    for j = 1, cnt do
+      if getbit(KEYS[tonumber(ARGV[i + 1 + j])], h) == 1 then return true, i + 2 + cnt end
+    end
+    return false, i + 2 + cnt
+  elseif op == 'N' then
+    return getbit(KEYS[tonumber(ARGV[i + 1])], h) == 0, i + 2
+  elseif op == 'M' then
+    local cnt = tonumber(ARGV[i + 1])
+    for j = 0, cnt - 1 do
+      local s, b = KEYS[tonumber(ARGV[i + 2 + 2 * j])], KEYS[tonumber(ARGV[i + 3 + 2 * j])]
+      if redis.call('SISMEMBER', s, h) == 1 or getbit(b, h) == 1 then return true, i + 2 + 2 * cnt end
+    end
+    return false, i + 2 + 2 * cnt
+  elseif op == 'R' then
+    local v = column(KEYS[tonumber(ARGV[i + 1])], h)
+    if ARGV[i + 4] == '1' then
+      if v == 0 then return false, i + 5 end
+      v = v - 1
+    end
+    return v >= tonumber(ARGV[i + 2]) and v <= tonumber(ARGV[i + 3]), i + 5
+  end
+  error('unknown program op ' .. tostring(op))
+end
 -- Whether handle h passes the program ARGV[from..] (cheap bit tests first, in program order;
 -- nothing more is read for a job once one op fails).
 local function passes(h, from)
-  local ok = true
-  local i = from
+  local ok, i = true, from
   while ok and i <= #ARGV do
-    local op = ARGV[i]
-    if op == 'A' then
-      local cnt = tonumber(ARGV[i + 1])
-      local any = false
-      for j = 1, cnt do
-        if getbit(KEYS[tonumber(ARGV[i + 1 + j])], h) == 1 then any = true break end
-      end
-      ok = any
-      i = i + 2 + cnt
-    elseif op == 'N' then
-      ok = getbit(KEYS[tonumber(ARGV[i + 1])], h) == 0
-      i = i + 2
-    elseif op == 'M' then
-      local cnt = tonumber(ARGV[i + 1])
-      local any = false
-      for j = 0, cnt - 1 do
-        local s, b = KEYS[tonumber(ARGV[i + 2 + 2 * j])], KEYS[tonumber(ARGV[i + 3 + 2 * j])]
-        if redis.call('SISMEMBER', s, h) == 1 or getbit(b, h) == 1 then any = true break end
-      end
-      ok = any
-      i = i + 2 + 2 * cnt
-    elseif op == 'R' then
-      local v = column(KEYS[tonumber(ARGV[i + 1])], h)
-      if ARGV[i + 4] == '1' then
-        if v == 0 then ok = false else v = v - 1 end
-      end
-      ok = ok and v >= tonumber(ARGV[i + 2]) and v <= tonumber(ARGV[i + 3])
-      i = i + 5
-    else
-      error('unknown program op ' .. tostring(op))
-    end
+    ok, i = check_op(h, i)
   end
   return ok
+end
+-- The bitmaps and columns (width 0 or 8) op ARGV[i] reads ('A', 'N', 'R').
+local function op_keys(i)
+  local op, out = ARGV[i], {}
+  if op == 'A' then
+    for j = 1, tonumber(ARGV[i + 1]) do out[#out + 1] = {KEYS[tonumber(ARGV[i + 1 + j])], 0} end
+  elseif op == 'N' then
+    out[1] = {KEYS[tonumber(ARGV[i + 1])], 0}
+  elseif op == 'R' then
+    out[1] = {KEYS[tonumber(ARGV[i + 1])], 8}
+  end
+  return out
+end
+-- When the candidates of list (after fit_window) are scattered: read what the program ARGV[from..]
+-- tests op by op, each op's keys for the candidates that passed the ops before it only (as
+-- passes reads them), then the order column col (nil: none) for those that pass them all.
+local function prefetch(list, from, col)
+  if not SCATTERED or #list == 0 then return end
+  -- The average gap hides clusters (a project's jobs created in bursts): prefetch only when most
+  -- candidates would still need a window read of their own (a BITFIELD GET is not free either).
+  local reads, last = 0, -1
+  for _, h in ipairs(list) do
+    local w = math.floor(h / WINDOW)
+    if w ~= last then reads, last = reads + 1, w end
+  end
+  if reads * 4 < #list * 3 then return end
+  local i = from
+  while i <= #ARGV and #list > 0 do
+    -- A set membership test (SISMEMBER) cannot be cached: testing it here too would make it twice.
+    if ARGV[i] == 'M' then return end
+    for _, kw in ipairs(op_keys(i)) do fetch(kw[1], list, kw[2]) end
+    local kept, next_i = {}, i
+    for _, h in ipairs(list) do
+      local ok
+      ok, next_i = check_op(h, i)
+      if ok then kept[#kept + 1] = h end
+    end
+    list, i = kept, next_i
+  end
+  if col and #list > 0 then fetch(col, list, 8) end
 end
 
 -- The page of the handles hs (ascending) that pass the program ARGV[from..] (none: from past
@@ -102,6 +174,7 @@ end
 -- needs are read: every match's for 'id', else the page's and those tied with its ends.
 local function order_page(hs, from, uuids, col, order, desc, offset, limit, known)
   if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
+  prefetch(hs, from, (order == 'value' or order == 'nullable') and col or nil)
   -- A row: {is null, value, the uuid as four 32-bit numbers (0 until read), the uuid, handle}.
   -- Numbers, not strings: Lua compares strings with strcoll, which follows the server's locale.
   local function read_uuid(row)

@@ -115,6 +115,7 @@ if in_order then
   -- Test in handle order (windowed reads), then page the matches in the range's own (id) order:
   -- no comparison sort of the matches, which costs ~10 us per match in Lua.
   if #hs > 0 then fit_window(hs[1], hs[#hs], #hs) end
+  prefetch(hs, from, nil)
   local ok = {}
   total, page = 0, {}
   for _, h in ipairs(hs) do
