@@ -118,6 +118,10 @@ class SortIndex:
         """Remove (member, stored score) entries; how many were there."""
         return int(await self._call("rem", *[x for m, s in entries for x in (s, m)]))
 
+    async def move(self, moves: Iterable[tuple[bytes, int | None, int]]) -> None:
+        """(member, old score or None, new score): each removed at its old score, then added, as APPLY does."""
+        await self._call("move", *[x for m, old, s in moves for x in ("" if old is None else old, s, m)])
+
     async def card(self) -> int:
         return int(await self._call("card"))
 

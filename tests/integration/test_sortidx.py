@@ -190,3 +190,39 @@ async def test_one_score_like_the_id_index(aredis: aioredis.Redis, base: str) ->
     keys = [order(e) for e in ref]
     for prefix in [rng.randbytes(n) for n in (0, 1, 1, 2, 3)] + [ref[5][0][:2], ref[-1][0], ref[0][0] + b"\0"]:
         assert await idx.below(0, prefix) == bisect.bisect_left(keys, sep_key(0, prefix)), prefix
+
+
+async def test_moves_as_apply_writes_them(aredis: aioredis.Redis, base: str) -> None:
+    """APPLY's writes (sx_add_later): arrivals at the tail held back and written as one ZADD, mixed with
+    moves of older entries to the tail, removals from the tail bucket in the same call, adds below the
+    tail and on the tail separator's score; calls big enough to split the tail bucket (and pages)."""
+    rng = random.Random(11)
+    idx = SortIndex(aredis, base)
+    score: dict[bytes, int] = {}
+    now = 1_700_000_000_000
+    for rnd in range(60):
+        moves: list[tuple[bytes, int | None, int]] = []
+        for _ in range(rng.choice([1, 5, 40, 200, 300])):
+            now += rng.randrange(0, 3)
+            kind = rng.random()
+            if kind < 0.5 or not score:
+                m, new = member(rng), now  # an arrival
+            elif kind < 0.8:
+                m, new = rng.choice(list(score)), now  # an older entry moves to the tail
+            elif kind < 0.9:
+                m, new = rng.choice(list(score)), rng.randrange(1_699_999_999_000, now)  # anywhere
+            else:
+                m = rng.choice(list(score))
+                new = max(score.values())  # on the last score, which may be the tail separator's
+            if any(x[0] == m for x in moves):
+                continue  # one op per member per call, as APPLY's folded jobs
+            moves.append((m, score.get(m), new))
+            score[m] = new
+        await idx.move(moves)
+        if rnd % 10 == 9:
+            ref = sorted(score.items(), key=order)
+            assert await structure(aredis, base) == ref
+            await check_reads(idx, ref, rng)
+    # a retried call (everything already applied: nothing to remove, every add a no-op) changes nothing
+    await idx.move(moves)
+    assert await structure(aredis, base) == sorted(score.items(), key=order)

@@ -196,7 +196,7 @@ for key, g in pairs(columns) do redis.call('BITFIELD', KEYS[key], unpack(g)) end
 for key, g in pairs(sorted) do
   for i = 1, #g, 3 do
     if g[i + 2] ~= '' then sx_rem(KEYS[key], g[i + 2], g[i + 1]) end
-    sx_add(KEYS[key], g[i], g[i + 1])
+    sx_add_later(KEYS[key], g[i], g[i + 1])
   end
 end
 for key, g in pairs(unsorted) do
@@ -204,7 +204,7 @@ for key, g in pairs(unsorted) do
     sx_rem(KEYS[key], g[i], g[i + 1])
   end
 end
-sx_flush() -- the sort indexes' counts, once per call (lua/sortlib.lua)
+sx_flush() -- the sort indexes' held-back adds and counts, once per call (lua/sortlib.lua)
 for key, blocks in pairs(zones) do
   for block, g in pairs(blocks) do
     local high, low_key, at_block = KEYS[key], KEYS[g.min_key], '#' .. block

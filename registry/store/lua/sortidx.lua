@@ -5,6 +5,8 @@
 -- ARGV[1] the index's base (Keys.sort), ARGV[2] the operation, then its arguments:
 --   'add' (score member)...       add entries that are not in the index; returns how many were added
 --   'rem' (score member)...       remove entries (score: the one stored); returns how many were removed
+--   'move' (old score member)...  as APPLY writes: remove at the old score (none if ''), then add with
+--                                 adds to the last bucket held back (sx_add_later); returns 0
 --   'card'                        the number of entries
 --   'range' rank count desc ws    count entries from rank on, in ascending or descending ('1') order;
 --                                 with scores if ws is '1' (member, score pairs)
@@ -17,6 +19,13 @@ if op == 'add' or op == 'rem' then
   end
   sx_flush()
   return done
+elseif op == 'move' then
+  for i = 3, #ARGV, 3 do
+    if ARGV[i] ~= '' then sx_rem(base, ARGV[i], ARGV[i + 2]) end
+    sx_add_later(base, ARGV[i + 1], ARGV[i + 2])
+  end
+  sx_flush()
+  return 0
 elseif op == 'card' then
   return sx_card(base)
 elseif op == 'range' then

@@ -25,8 +25,24 @@ local SX_LOW = 32
 local SX_MEMBER = 20 -- bytes in a member (uuid16 + handle, registry/keys.py Keys.sort)
 local SX_TOP = '\255\255\255\255\255' -- after every id4 suffix: k..SX_TOP is above every entry sep..id4 with sep <= k
 
+-- 4 big-endian bytes of the integer x (0 <= x < 2^32), without sx_be's table (a hot path: every
+-- key and id; exact, as x - x % 256 is a multiple of 256).
+local function sx_be4(x)
+  local d = x % 256
+  x = (x - d) / 256
+  local c = x % 256
+  x = (x - c) / 256
+  local b = x % 256
+  return string.char((x - b) / 256, b, c, d)
+end
+
 -- n big-endian bytes of the integer x (0 <= x < 2^53).
 local function sx_be(x, n)
+  if n == 4 then return sx_be4(x) end
+  if n == 7 then
+    local low = x % 4294967296
+    return string.sub(sx_be4((x - low) / 4294967296), 2) .. sx_be4(low)
+  end
   local t = {}
   for i = n, 1, -1 do
     t[i] = x % 256
@@ -39,6 +55,17 @@ end
 local function sx_key(score, member)
   if score >= 0 then return '\2' .. sx_be(score, 7) .. member end
   return '\1' .. sx_be(score + 9007199254740992, 7) .. member
+end
+
+-- (score, member) of a separator sx_key made; nil for the first node's '\0'.
+local function sx_unkey(sep)
+  if #sep < 8 then return nil end
+  local sign, v = string.byte(sep, 1), 0
+  for i = 2, 8 do
+    v = v * 256 + string.byte(sep, i)
+  end
+  if sign == 1 then v = v - 9007199254740992 end
+  return v, string.sub(sep, 9)
 end
 
 -- A directory entry's node id (its last four bytes) and separator (the rest).
@@ -92,6 +119,7 @@ local function sx_tail(base)
       local pid = sx_id(pe)
       local be = redis.call('ZRANGE', base .. ':p:' .. pid, -1, -1)[1]
       t = {pid, sx_id(be), sx_sep(be)}
+      t[4], t[5] = sx_unkey(t[3])
     end
     sx_tails[base] = t
   end
@@ -103,7 +131,9 @@ end
 -- total) are written once per call, not once per entry. sx_known[hash][field] is the stored count as
 -- read once in this call. Everything that reads counts or restructures the index flushes first.
 local sx_pend, sx_known = {}, {}
+local sx_flush_adds -- defined with sx_add_later below: adds held back, written before any count
 local function sx_flush()
+  sx_flush_adds()
   for key, fields in pairs(sx_pend) do
     for field, delta in pairs(fields) do
       if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
@@ -312,11 +342,76 @@ local function sx_add(base, score, member)
   return 1
 end
 
+-- Adds held back per base, all for the index's last bucket: {pid, bid, n, args} with n the bucket's
+-- count including them and args the ZADD's (score, member) pairs. An apply call adds a run of
+-- arrivals to the last bucket of each index; one ZADD for the run instead of one per entry saves a
+-- command's dispatch and the per-entry count bookkeeping (profile: command overhead and Lua, not the
+-- listpack inserts, were most of the write path's cost). Written when the bucket is full (so it
+-- never holds more than SX_MAX), before a removal from that bucket, and by every sx_flush (so
+-- anything that reads counts or restructures the index sees them).
+local sx_later = {}
+local function sx_write_later(base, b)
+  local added = redis.call('ZADD', base .. ':b:' .. b[2], 'NX', unpack(b[4]))
+  local pn = base .. ':pn:' .. b[1]
+  local n = sx_count_now(pn, b[2]) + added
+  sx_incr(base .. ':tn', 'n', added)
+  sx_incr(base .. ':tn', b[1], added)
+  sx_incr(pn, b[2], added)
+  if n >= SX_MAX then
+    sx_split(base, 'b', b[1], b[2], n)
+    local m = redis.call('ZCARD', base .. ':p:' .. b[1])
+    if m >= SX_MAX then sx_split(base, 'p', nil, b[1], m) end
+  end
+end
+sx_flush_adds = function()
+  local base, b = next(sx_later)
+  while base ~= nil do
+    sx_later[base] = nil -- taken before writing: a split flushes again, and must not see it
+    sx_write_later(base, b)
+    base, b = next(sx_later)
+  end
+end
+
+-- Add (score, member) as sx_add does, but an add to the index's last bucket may be written later
+-- (with the next sx_flush at the latest); returns nothing (sx_add's 1 or 0 is not known yet).
+local function sx_add_later(base, score, member)
+  local tail = sx_tail(base)
+  if not tail then
+    sx_add(base, score, member)
+    return
+  end
+  -- at or past the tail's separator, compared as numbers: no key to build (sx_key, sx_less ~1.6 us)
+  local x = tonumber(score)
+  if tail[4] ~= nil and (x < tail[4] or (x == tail[4] and sx_less(member, tail[5]))) then
+    sx_add(base, score, member)
+    return
+  end
+  sx_dirs, sx_uses = {}, {}
+  local b = sx_later[base]
+  if b == nil then
+    b = {tail[1], tail[2], sx_count_now(base .. ':pn:' .. tail[1], tail[2]), {}}
+    sx_later[base] = b
+  end
+  local args = b[4]
+  args[#args + 1], args[#args + 2] = score, member
+  b[3] = b[3] + 1
+  if b[3] >= SX_MAX then
+    sx_later[base] = nil
+    sx_write_later(base, b)
+  end
+end
+
 -- Remove member, stored with score (the score finds its bucket): 1 if removed, 0 if not there.
 local function sx_rem(base, score, member)
   sx_dirs, sx_uses = {}, {}
   local pid, bid, pe, be = sx_path(base, sx_key(tonumber(score), member))
   if not pid then return 0 end
+  local later = sx_later[base]
+  if later and later[2] == bid then -- the member may be among them; the count must include them
+    sx_later[base] = nil
+    sx_write_later(base, later)
+    pid, bid, pe, be = sx_path(base, sx_key(tonumber(score), member)) -- a split may have moved it
+  end
   if redis.call('ZREM', base .. ':b:' .. bid, member) == 0 then return 0 end
   local pn = base .. ':pn:' .. pid
   local n = sx_count_now(pn, bid) - 1
