@@ -12,13 +12,17 @@ class Keys:
 
     The two streams keep the names the contract fixes (``<prefix>:events``,
     ``<prefix>:events:dead``). Everything the projection script or a
-    multi-key command touches lives under the hash tag ``{<prefix>}`` so the
+    multi-key command touches lives under the hash tag ``{<tag>}`` so the
     whole projection maps to one Redis Cluster slot.
+
+    ``tag`` is the prefix itself on a registry of one partition (every key as it always was); a
+    partition of a partitioned registry passes its own (registry/partition.py ``Partitions``).
     """
 
-    def __init__(self, prefix: str = "jobreg") -> None:
+    def __init__(self, prefix: str = "jobreg", tag: str | None = None) -> None:
         self.prefix = prefix
-        tag = f"{{{prefix}}}"
+        self.tag = prefix if tag is None else tag
+        tag = f"{{{self.tag}}}"
         self._t = tag
         self.events = f"{prefix}:events"
         self.dead = f"{prefix}:events:dead"

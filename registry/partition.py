@@ -11,12 +11,15 @@ that any language computes with the CRC16 every Redis Cluster client already has
 
 Test vector: ``partition("3fa85f64-5717-4562-b3fc-2c963f66afa6")`` is 4 for P = 16 and 20 for P = 48
 (its CRC16 is 0xdd24); more in tests/unit/test_partition.py. With P = 1 (a standalone Redis) everything stays
-under today's single tag ``{<prefix>}``. Pure functions, no I/O; not wired into the store yet.
+under today's single tag ``{<prefix>}``. Pure functions and values, no I/O; not wired into the store yet.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cache
+
+from registry.keys import Keys
 
 SLOTS = 16384  # Redis Cluster hash slots
 # A tag's slot is searched within SLOTS / P / (2 * _MARGIN) of its slice's middle: far enough from
@@ -101,3 +104,28 @@ def even_ranges(nodes: int) -> list[tuple[int, int]]:
         out.append((first, last))
         first, cursor = last + 1, cursor + per_node
     return out
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """A registry's P partitions: each one's hash tag and key names, and which one holds a job.
+
+    ``Partitions(prefix, 1)`` is the registry as it always was (one tag, ``{<prefix>}``).
+    """
+
+    prefix: str = "jobreg"
+    count: int = 1
+    keys: tuple[Keys, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError("partitions must be at least 1")
+        object.__setattr__(self, "keys", tuple(Keys(self.prefix, t) for t in tags(self.prefix, self.count)))
+
+    def of(self, job_id: str) -> int:
+        """The partition holding ``job_id``."""
+        return 0 if self.count == 1 else partition_of(job_id, self.count)
+
+    def keys_of(self, job_id: str) -> Keys:
+        """Key names of the partition holding ``job_id``."""
+        return self.keys[self.of(job_id)]

@@ -104,3 +104,14 @@ def test_tags_are_deterministic_and_checked() -> None:
         partition.tag("jobreg", 16, 16)
     with pytest.raises(ValueError):
         partition.partition_of("3fa85f64-5717-4562-b3fc-2c963f66afa6", 0)
+
+
+def test_partitions_name_each_partitions_keys_under_its_own_tag() -> None:
+    one = partition.Partitions("jobreg", 1)
+    assert [k.seq for k in one.keys] == ["{jobreg}:seq"]  # one partition: the keys as they always were
+    assert one.of("3fa85f64-5717-4562-b3fc-2c963f66afa6") == 0
+    many = partition.Partitions("jobreg", 16)
+    assert len(many.keys) == 16
+    assert many.keys[4].tag == "jobreg:4:128"
+    assert many.keys_of("3FA85F64-5717-4562-B3FC-2C963F66AFA6").job("x") == "{jobreg:4:128}:job:x"
+    assert len({partition.tag_slot(k.tag) for k in many.keys}) == 16
