@@ -115,3 +115,14 @@ def test_partitions_name_each_partitions_keys_under_its_own_tag() -> None:
     assert many.keys[4].tag == "jobreg:4:128"
     assert many.keys_of("3FA85F64-5717-4562-B3FC-2C963F66AFA6").job("x") == "{jobreg:4:128}:job:x"
     assert len({partition.tag_slot(k.tag) for k in many.keys}) == 16
+
+
+def test_one_node_serves_every_partition_from_its_client() -> None:
+    import redis.asyncio as aioredis
+
+    from registry.route import OneNode, each
+
+    client = aioredis.Redis()
+    route = OneNode(client, partition.Partitions("jobreg", 4))
+    assert [c is client for c, _ in each(route)] == [True] * 4
+    assert [k.tag for _, k in each(route)] == partition.tags("jobreg", 4)

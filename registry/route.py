@@ -1,0 +1,51 @@
+"""Which Redis client serves each partition (issue 14): the one server of a standalone Redis, or on a
+Redis Cluster the master that holds the partition's slot.
+
+Every partition's keys share one hash tag (registry/partition.py), so every script call and pipeline
+of one partition goes to one node through a plain client: jobreg's store and query code runs unchanged
+on it (redis-py's cluster client refuses EVALSHA in pipelines; see docs/scaling.md). Code that works
+per partition asks the route for partition ``i``'s client each time instead of keeping one, so a
+cluster route can move a partition to another node (failover, reshard) behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from registry.keys import Keys
+from registry.partition import Partitions
+
+
+class Route(Protocol):
+    """The partitions of a registry and, for each, the client that serves it now."""
+
+    @property
+    def partitions(self) -> Partitions: ...
+
+    def client(self, i: int) -> aioredis.Redis:
+        """The client serving partition ``i`` (0 .. partitions.count - 1)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class OneNode:
+    """Every partition on one server (a standalone Redis; P is 1 unless a test asks for more)."""
+
+    redis: aioredis.Redis
+    partitions: Partitions
+
+    def client(self, i: int) -> aioredis.Redis:
+        return self.redis
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def each(route: Route) -> list[tuple[aioredis.Redis, Keys]]:
+    """(client, keys) of every partition, in partition order: what a scatter runs one call on each of."""
+    return [(route.client(i), keys) for i, keys in enumerate(route.partitions.keys)]
