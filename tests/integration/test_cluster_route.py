@@ -121,3 +121,15 @@ async def test_partitioned_store_and_queries_answer_alike_on_a_cluster_and_one_s
             assert await route.client(i).exists(keys.seq, keys.uuids, keys.changes) == 3
     finally:
         await standalone.aclose()
+
+
+async def test_an_executor_reloads_its_scripts_on_a_node_that_lost_them(route: ClusterRoute) -> None:
+    """A node restarted at the same address (or SCRIPT FLUSH) keeps its client, so the Executor held
+    for it has loaded its scripts before: its pipelined EVALSHAs must load them again by themselves."""
+    traffic, _, queries = workload(43, 300, 60)
+    await apply_all(route, traffic)
+    asker = Asker(route, 2, settings_for(route.partitions.prefix))
+    want = [await asker.ask(q) for q in queries]
+    await route.client(2).script_flush()
+    assert [await asker.ask(q) for q in queries] == want
+    assert len(asker.executors) == 1  # the same Executor, scripts loaded again
