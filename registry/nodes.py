@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -73,10 +74,11 @@ MAX_BACKOFF_S = 0.5
 MAP_READ_TIMEOUT_S = 1.0
 
 # Error replies about where a slot is served. redis-py's plain client raises them as ResponseError
-# with the reply's text, which a pipeline prefixes with the command that failed ("...caused error: ").
-_REDIRECT = re.compile(r"(?:^|: )(MOVED|ASK) (\d+) (\S+)")
-_DOWN = re.compile(r"(?:^|: )(CLUSTERDOWN|MASTERDOWN)\b")
-_MOVING = re.compile(r"(?:^|: )TRYAGAIN\b")
+# with the reply's text, which a pipeline wraps ("Command # 2 (...) of pipeline caused error: ('ASK
+# 5723 127.0.0.1:7002',)"), so they are searched for, not matched at the start.
+_REDIRECT = re.compile(r"\b(MOVED|ASK) (\d+) ([^\s',)]+:\d+)")
+_DOWN = re.compile(r"\b(CLUSTERDOWN|MASTERDOWN)\b")
+_MOVING = re.compile(r"\bTRYAGAIN\b")
 
 
 async def cluster_enabled(client: aioredis.Redis) -> bool:
@@ -165,6 +167,7 @@ class ClusterRoute:
         self._generation = 0  # bumped by every change of the map
         self._refreshing: asyncio.Future[None] | None = None
         self.refreshes = 0  # maps read (tests and the benchmark count them)
+        self.retries: Counter[str] = Counter()  # calls run again: after 'moved', 'moving', 'down'
 
     def client(self, i: int) -> aioredis.Redis:
         """The client of the master serving partition ``i`` now (a list lookup)."""
@@ -201,19 +204,19 @@ class ClusterRoute:
     async def _recover(self, exc: BaseException, generation: int) -> bool | None:
         """After updating the map if ``exc`` says where the slot is (or that it is moving, or its
         master down): whether to back off before the next try; None if ``exc`` is the caller's own."""
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)):
-            await self._refresh_since(generation)
-            return True
         text = str(exc)
         redirect = _REDIRECT.search(text)
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)) or _DOWN.search(text):
+            self.retries["down"] += 1
+            await self._refresh_since(generation)
+            return True
         if redirect and redirect.group(1) == "MOVED":
+            self.retries["moved"] += 1
             host, _, port = redirect.group(3).rpartition(":")
             # A MOVED to where the partition already is: the cluster has not settled; wait for it.
             return not self._point(int(redirect.group(2)), (host.strip("[]"), int(port)))
         if redirect or _MOVING.search(text):
-            return True
-        if _DOWN.search(text):
-            await self._refresh_since(generation)
+            self.retries["moving"] += 1
             return True
         return None
 

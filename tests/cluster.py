@@ -109,7 +109,9 @@ class LocalCluster:
         with node.client() as c:
             return bool(c.execute_command("ROLE")[0] == b"master")
 
-    def migrate_slot(self, slot: int, target: Node, *, first: Sequence[str] = (), batch: int = 50) -> int:
+    def migrate_slot(
+        self, slot: int, target: Node, *, first: Sequence[str] = (), batch: int = 50, pause_s: float = 0.0
+    ) -> int:
         """Move ``slot`` to the master ``target`` as an operator would (SETSLOT IMPORTING/MIGRATING,
         MIGRATE of its keys, ``first`` ones first, then batches, SETSLOT NODE); the keys moved."""
         source = self.master_of_slot(slot)
@@ -126,6 +128,7 @@ class LocalCluster:
                         break
                 src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10_000, "KEYS", *todo)
                 moved, todo = moved + len(todo), []
+                time.sleep(pause_s)
             # The target first: from then on it serves the slot, and the source redirects to it.
             dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
