@@ -79,6 +79,7 @@ class Paths:
     ) -> None:
         self.route = route
         self.tags = partition.tags("bench", partitions)
+        self.keys = [_keys(t) for t in self.tags]  # built once, as node-pipelines' grouping is
         self.sha = sha
         self.cl = aioredis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
         self.nodes = {n.port: aioredis.Redis(port=n.port) for n in cluster.nodes}
@@ -105,9 +106,9 @@ class Paths:
 
     async def route_pipelines(self) -> list[Any]:
         groups: dict[int, tuple[aioredis.Redis, list[list[str]]]] = {}
-        for i, t in enumerate(self.tags):
+        for i, keys in enumerate(self.keys):
             client = self.route.client(i)
-            groups.setdefault(id(client), (client, []))[1].append(_keys(t))
+            groups.setdefault(id(client), (client, []))[1].append(keys)
 
         async def one(client: aioredis.Redis, calls: list[list[str]]) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -119,10 +120,10 @@ class Paths:
         return [r for part in parts for r in part]
 
     async def route_calls(self) -> list[Any]:
-        def call(t: str) -> Callable[[aioredis.Redis], Awaitable[Any]]:
-            return lambda client: client.evalsha(self.sha, 2, *_keys(t))  # type: ignore[return-value]
+        def call(keys: list[str]) -> Callable[[aioredis.Redis], Awaitable[Any]]:
+            return lambda client: client.evalsha(self.sha, 2, *keys)  # type: ignore[return-value]
 
-        return list(await asyncio.gather(*(self.route.call(i, call(t)) for i, t in enumerate(self.tags))))
+        return list(await asyncio.gather(*(self.route.call(i, call(k)) for i, k in enumerate(self.keys))))
 
     async def standalone_pipeline(self) -> list[Any]:
         pipe = self.standalone.pipeline(transaction=False)
