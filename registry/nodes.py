@@ -136,17 +136,21 @@ class SlotRange:
 
 
 def parse_slots(reply: Sequence[Any], asked: Address) -> list[SlotRange]:
-    """CLUSTER SLOTS as ``SlotRange`` rows. A node whose address the cluster does not know (an empty
-    or '?' host) is the node that was ``asked``, as the command documents."""
+    """CLUSTER SLOTS as ``SlotRange`` rows. An empty host is the node that was ``asked`` (as the
+    command documents); a '?' host (an endpoint the cluster does not know) cannot be reached, so
+    its rows are left out and those slots keep the master the route knew."""
 
-    def address(node: Sequence[Any]) -> Address:
+    def address(node: Sequence[Any]) -> Address | None:
         host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
-        return (asked[0] if host in ("", "?") else host), int(node[1])
+        return None if host == "?" else ((host or asked[0]), int(node[1]))
 
-    return [
-        SlotRange(int(first), int(last), address(master), tuple(address(r) for r in replicas))
-        for first, last, master, *replicas in reply
-    ]
+    out = []
+    for first, last, master, *replicas in reply:
+        where = address(master)
+        if where is not None:
+            known = tuple(a for a in map(address, replicas) if a is not None)
+            out.append(SlotRange(int(first), int(last), where, known))
+    return out
 
 
 class ClusterRoute:
