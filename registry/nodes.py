@@ -61,6 +61,7 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.connection import async_client, node_url
+from registry.keys import Keys
 from registry.partition import Partitions, tag_slot
 from registry.route import OneNode, Route
 
@@ -79,6 +80,17 @@ MAP_READ_TIMEOUT_S = 1.0
 _REDIRECT = re.compile(r"\b(MOVED|ASK) (\d+) ([^\s',)]+:\d+)")
 _DOWN = re.compile(r"\b(CLUSTERDOWN|MASTERDOWN)\b")
 _MOVING = re.compile(r"\bTRYAGAIN\b")
+
+
+def move_first(keys: Keys) -> list[str]:
+    """The keys of a partition to MIGRATE first when its slot moves (docs/scaling.md, "Operations").
+
+    Every script that reads keys of its slot it does not declare (PAGE and PICK read records, the
+    apply script and sort-index readers read buckets) declares the change log or the uuid array;
+    once these are gone from the source, it refuses those scripts (ASK/TRYAGAIN) instead of
+    running them on a partition half moved. The sequence goes with them (every write declares it).
+    """
+    return [keys.changes, keys.seq, keys.uuids]
 
 
 async def cluster_enabled(client: aioredis.Redis) -> bool:

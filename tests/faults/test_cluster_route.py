@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from registry.keys import Keys
-from registry.nodes import ClusterRoute, open_route
+from registry.nodes import ClusterRoute, move_first, open_route
 from registry.partition import Partitions, tag_slot
 from registry.query import scripts as query_scripts
 from registry.route import Route
@@ -293,7 +293,7 @@ async def move(cluster: LocalCluster, route: ClusterRoute, i: int, target: Node)
         cluster.migrate_slot,
         tag_slot(keys.tag),
         target,
-        first=[keys.changes, keys.seq, keys.uuids],
+        first=move_first(keys),
         batch=10,
         pause_s=0.03,
     )
