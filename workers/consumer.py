@@ -80,10 +80,12 @@ def default_consumer_name() -> str:
 class Consumer:
     """One member of the workers' consumer group; at-least-once delivery into the idempotent projection."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, redis: aioredis.Redis, settings: Settings, keys: Keys | None = None) -> None:
+        """``keys``: the partition this consumer applies (its stream, records and indexes); by default the
+        registry of one partition. ``redis`` is the client serving that partition."""
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = keys or Keys(settings.prefix)
         self.name = settings.consumer or default_consumer_name()
         self.projection = Projection(
             redis,

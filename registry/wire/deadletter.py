@@ -127,7 +127,7 @@ class DeadLetterer:
         done = [entry_id for entry_id, ok in zip(ids, acked, strict=True) if int(ok)]
         if done:
             # An entry taken over meanwhile keeps its marker: its new holder reuses the copy.
-            await self.redis.hdel(k.dead_sources, *done)  # type: ignore[arg-type, misc]
+            await self.redis.hdel(k.dead_sources, *(marker(k, entry_id) for entry_id in done))  # type: ignore[arg-type, misc]
         return len(done)
 
     async def _pending_here(self, ids: Sequence[bytes | str]) -> set[bytes]:
@@ -152,20 +152,34 @@ class DeadLetterer:
         for entry_id, fields, reason in items:
             copy = dead_letter_copy(entry_id, fields, reason)
             if len(copy) <= _LUA_MAX_FIELDS:
-                args += [entry_id, 2 * len(copy), *(x for kv in copy.items() for x in kv)]
+                args += [marker(k, entry_id), 2 * len(copy), *(x for kv in copy.items() for x in kv)]
             else:
-                wide.append((_b(entry_id), copy))
+                wide.append((marker(k, entry_id), copy))
         if len(args) > 1:
             # One call for the batch, not a pipeline: a cluster client refuses EVALSHA in pipelines.
             await self._copy(keys=[k.dead, k.dead_sources], args=args)
-        for entry_id, copy in wide:
+        for name, copy in wide:
             # Too many fields for one Lua call (unpack's limit; rare): the same steps from here,
             # with a window between the XADD and the marker in which a crash leaves two copies.
-            made = await self.redis.hget(k.dead_sources, entry_id)  # type: ignore[arg-type, misc]
+            made = await self.redis.hget(k.dead_sources, name)  # type: ignore[arg-type, misc]
             if made and await self.redis.xrange(k.dead, min=made, max=made, count=1):
                 continue
             copy_id = await self.redis.xadd(k.dead, copy, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-            await self.redis.hset(k.dead_sources, entry_id, copy_id)  # type: ignore[arg-type, misc]
+            await self.redis.hset(k.dead_sources, name, copy_id)  # type: ignore[arg-type, misc]
+
+
+def marker(keys: Keys, entry_id: bytes | str) -> bytes:
+    """The dead-letter marker's field for an entry of ``keys.events``: its id, after the partition's tag
+    when the stream is a partition's (every stream's markers share the dead stream's one hash)."""
+    return keys.marker_prefix.encode() + _b(entry_id)
+
+
+def _marked_here(keys: Keys, name: bytes) -> bytes | None:
+    """The entry id a marker names if it belongs to ``keys.events``, else None."""
+    mine = keys.marker_prefix.encode()
+    if mine:
+        return name[len(mine) :] if name.startswith(mine) else None
+    return None if b"/" in name else name
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:
@@ -182,12 +196,13 @@ async def sweep_markers(redis: aioredis.Redis, keys: Keys, group: str) -> int:
     then the marker. Markers of work in progress are left alone or finished harmlessly.
     """
     removed = 0
-    sources: dict[bytes, bytes] = await redis.hgetall(keys.dead_sources)  # type: ignore[misc]
+    every: dict[bytes, bytes] = await redis.hgetall(keys.dead_sources)  # type: ignore[misc]
+    sources = {name: entry_id for name in every if (entry_id := _marked_here(keys, name)) is not None}
     if sources:
         pipe = redis.pipeline(transaction=False)
-        for entry_id in sources:
+        for entry_id in sources.values():
             pipe.xpending_range(keys.events, group, min=entry_id, max=entry_id, count=1)
-        stale = [entry_id for entry_id, rows in zip(sources, await pipe.execute(), strict=True) if not rows]
+        stale = [name for name, rows in zip(sources, await pipe.execute(), strict=True) if not rows]
         if stale:
             removed += int(await redis.hdel(keys.dead_sources, *stale))  # type: ignore[arg-type, misc]
     replayed: dict[bytes, bytes] = await redis.hgetall(keys.replayed)  # type: ignore[misc]
