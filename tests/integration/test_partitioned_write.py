@@ -16,7 +16,12 @@ import redis.asyncio as aioredis
 
 from registry.errors import PartitionsMismatch
 from registry.keys import Keys
+from registry.ops.cli.commands import _migrate_partitions
+from registry.ops.health import pipeline_health
+from registry.ops.metrics import read_worker_counters
+from registry.ops.top import read_frame
 from registry.partition import Partitions, partition_of, tag_slot
+from registry.query.executor import Executor
 from registry.route import OneNode
 from registry.settings import Settings
 from registry.store import partitions as stored_partitions
@@ -294,3 +299,38 @@ def test_sync_publisher_routes_to_the_jobs_partition(sync_redis: redis.Redis, se
     one = Publisher(sync_redis, partitions=Partitions(settings.prefix + "x", 1))
     one.started(job_id)
     assert sync_redis.xlen(f"{settings.prefix}x:events") == 1
+
+
+# ---------------------------------------------------------------- operations across partitions
+
+
+async def test_health_counters_top_and_migrate_read_every_partition(
+    aredis: aioredis.Redis, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    traffic = make_traffic(random.Random(21), 150)
+    ref = Reference()
+    for entry in traffic:
+        ref.add(entry)
+    s = tuned(settings, partitions=4, batch_size=100_000, block_ms=10)
+    parts = await ingest(aredis, s, traffic)
+    route, keys = OneNode(aredis, parts), Keys(s.prefix)
+
+    health = await pipeline_health(aredis, keys, s.group, route)
+    routed = len(traffic) - ref.invalid
+    assert (health.consumer_lag, health.pending, health.dead_letters) == (0, 0, ref.invalid)
+    assert health.events == len(traffic) + routed  # the ingress stream, then each entry once in its partition's
+    assert health.changes_retained == sum([await aredis.xlen(k.changes) for k in parts.keys]) >= len(ref.jobs())
+
+    counters = await read_worker_counters(aredis, keys, route)
+    assert counters.consumed_total == routed  # counted where applied, not again by the router
+    assert counters.dead_lettered == {"invalid": ref.invalid}
+    assert counters.changed == health.changes_retained
+
+    frame = await read_frame(aredis, keys, s, Executor(aredis, keys, s), latest=5, route=route)
+    assert frame.counts.total == len(ref.jobs())
+    assert sum(frame.counts.by_status.values()) == len(ref.jobs())
+    assert len(frame.latest) == 5 and len({c.job_id for c in frame.latest}) == 5
+
+    # Every partition's layout is current: `jobreg migrate` says so (and stamps nothing else).
+    assert await _migrate_partitions(aredis, parts.keys, None) == 0
+    assert "nothing to do" in capsys.readouterr().out
