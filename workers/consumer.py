@@ -80,9 +80,12 @@ def default_consumer_name() -> str:
 class Consumer:
     """One member of the workers' consumer group; at-least-once delivery into the idempotent projection."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings, keys: Keys | None = None) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, keys: Keys | None = None, dead: aioredis.Redis | None = None
+    ) -> None:
         """``keys``: the partition this consumer applies (its stream, records and indexes); by default the
-        registry of one partition. ``redis`` is the client serving that partition."""
+        registry of one partition. ``redis`` is the client serving that partition, ``dead`` the one serving
+        the dead-letter stream (by default the same: one server)."""
         self.redis = redis
         self.settings = settings
         self.keys = keys or Keys(settings.prefix)
@@ -94,7 +97,9 @@ class Consumer:
             change_log_retention=settings.change_log_retention,
             call_us=settings.apply_call_us,
         )
-        self.dead_letterer = DeadLetterer(redis, self.keys, settings.group, self.name, settings.dead_letter_maxlen)
+        self.dead_letterer = DeadLetterer(
+            redis, self.keys, settings.group, self.name, settings.dead_letter_maxlen, dead=dead
+        )
         self.consumed = 0  # entries read from the stream (redeliveries included)
         self.dead_lettered = 0
         self.applied_batches = 0

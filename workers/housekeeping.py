@@ -33,7 +33,7 @@ async def reclaim(redis: aioredis.Redis, settings: Settings, consumer: Consumer 
     """
     consumer = consumer or Consumer(redis, settings)
     # Markers a crash left between the one-slot steps of dead-lettering or replay.
-    if swept := await sweep_markers(redis, consumer.keys, settings.group):
+    if swept := await sweep_markers(redis, consumer.keys, settings.group, consumer.dead_letterer.dead):
         log.info("removed %d dead-letter/replay markers left by an interrupted step", swept)
     handled = await _give_up(redis, settings, consumer)
     start: Any = "0-0"

@@ -115,7 +115,10 @@ class Host:
         route = self.route = self.route or await self.make_route(self.redis)
         for i, keys in enumerate(route.partitions.keys):
             await layout.ensure(route.client(i), keys)
-        self.consumers = [Consumer(route.client(i), self.settings, k) for i, k in enumerate(route.partitions.keys)]
+        # Dead letters go to the contract's one stream, through the workers' own client.
+        self.consumers = [
+            Consumer(route.client(i), self.settings, k, dead=self.redis) for i, k in enumerate(route.partitions.keys)
+        ]
         if route.partitions.count > 1:
             self.consumers.append(Router(self.redis, self.settings, route))
         for consumer in self.consumers:
