@@ -48,7 +48,7 @@ async def load(redis: aioredis.Redis, prefix: str, wanted: int = 0, cluster: boo
     count, how = await redis.eval(script, 2, keys.partitions, keys.seq, str(wanted or default_count(cluster)))  # type: ignore[misc]
     stored = int(count)
     if how in (b"new", "new"):
-        log.info("new registry %r: %d partition(s) stamped", prefix, stored)
+        log.debug("new registry %r: %d partition(s) stamped", prefix, stored)
     if wanted and wanted != stored:
         raise PartitionsMismatch(refusal(prefix, wanted, stored))
     return Partitions(prefix, stored)
