@@ -196,8 +196,9 @@ class Consumer:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        # Failure counts written by an older version under the pre-cluster key names.
-        if await adopt_legacy_failures(self.redis, self.keys):
+        # Failure counts written by an older version under the pre-cluster key names (a registry of one
+        # partition: a partitioned one never had them).
+        if self.keys.events == self.keys.ingress and await adopt_legacy_failures(self.redis, self.keys):
             log.info("moved failure bookkeeping to %s", self.keys.failures)
         self._group_ready = True
 

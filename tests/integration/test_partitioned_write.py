@@ -4,6 +4,7 @@ per-partition consumers, the routing publisher; P = 4 against P = 1 on the same 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from tests.conftest import RedisServer
 from tests.harness import (
     assert_partitions_match,
     drained_partitions,
+    jobreg,
     partitioned_jobs,
     snapshot,
     wait_for,
@@ -334,3 +336,18 @@ async def test_health_counters_top_and_migrate_read_every_partition(
     # Every partition's layout is current: `jobreg migrate` says so (and stamps nothing else).
     assert await _migrate_partitions(aredis, parts.keys, None) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_worker_refuses_a_setting_other_than_the_stored_p(sync_redis: redis.Redis, settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBREG_")}
+    env |= {"JOBREG_REDIS_URL": settings.redis_url, "JOBREG_PREFIX": settings.prefix, "JOBREG_PARTITIONS": "4"}
+    sync_redis.set(Keys(settings.prefix).partitions, 2)
+    done = jobreg("worker", env=env, timeout=60)
+    assert done.returncode == 3, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"jobreg worker: JOBREG_PARTITIONS=4, but the registry under prefix {settings.prefix!r} stores 2 partitions "
+        "(fixed at its first start): unset JOBREG_PARTITIONS (or set it to 2), or start a new registry under "
+        "another JOBREG_PREFIX"
+    ]
+    assert sync_redis.get(Keys(settings.prefix).partitions) == b"2"
