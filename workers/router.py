@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -23,6 +24,7 @@ from registry.errors import InvalidEvent
 from registry.keys import Keys
 from registry.route import Route
 from registry.settings import Settings
+from registry.store import resp
 from registry.wire.events import decode_event
 from workers.consumer import Consumer, Entry
 
@@ -69,8 +71,8 @@ class Router(Consumer):
 
     async def _publish(self, i: int, items: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """XADD the entries, in stream order, to partition ``i``'s stream (one pipeline, one round trip)."""
-        stream = self.route.partitions.keys[i].events
-        pipe = self.route.client(i).pipeline(transaction=False)
-        for _, fields in items:
-            pipe.xadd(stream, fields)  # type: ignore[arg-type]
-        await pipe.execute()
+        # Packed by hand (registry/store/resp.py): redis-py's pipeline packed an entry's fields at about
+        # twice the cost, and the router re-publishes every entry.
+        head = (b"XADD", self.route.partitions.keys[i].events.encode(), b"*")
+        packed = b"".join([resp.pack_command(*head, *chain.from_iterable(fields.items())) for _, fields in items])
+        await resp.run_packed(self.route.client(i), packed, len(items))
