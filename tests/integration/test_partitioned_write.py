@@ -26,7 +26,7 @@ from registry.query.executor import Executor
 from registry.route import OneNode
 from registry.settings import Settings
 from registry.store import partitions as stored_partitions
-from registry.wire.deadletter import list_dead, replay
+from registry.wire.deadletter import DeadLetterer, list_dead, replay, sweep_markers
 from registry.wire.publisher import AsyncPublisher, Publisher
 from tests.conftest import RedisServer
 from tests.harness import (
@@ -351,3 +351,36 @@ def test_worker_refuses_a_setting_other_than_the_stored_p(sync_redis: redis.Redi
         "another JOBREG_PREFIX"
     ]
     assert sync_redis.get(Keys(settings.prefix).partitions) == b"2"
+
+
+async def test_dead_letter_markers_of_partitions_with_equal_entry_ids_stay_apart(
+    aredis: aioredis.Redis, settings: Settings
+) -> None:
+    """Entry ids of two partition streams may coincide; their dead-letter markers (one hash, the dead
+    stream's slot) must not: a crash after step 1 in each, then each partition's reclaim and sweep."""
+    parts = Partitions(settings.prefix, 4)
+    bad = {b"event_id": b"e-1", b"type": b"paused", b"job_id": b"3fa85f64-5717-4562-b3fc-2c963f66afa6"}
+    dying = [DeadLetterer(aredis, k, settings.group, "dies") for k in parts.keys[1:3]]
+    for letterer in dying:
+        k = letterer.keys
+        await aredis.xgroup_create(k.events, settings.group, id="0", mkstream=True)
+        await aredis.xadd(k.events, bad, id="1-1")  # type: ignore[arg-type]
+        await aredis.xreadgroup(settings.group, "dies", {k.events: ">"})
+        await letterer._copy_all([(b"1-1", bad, f"bad in {k.tag}")])  # step 1, then the worker dies
+    keys = Keys(settings.prefix)
+    assert (
+        sorted(await aredis.hkeys(keys.dead_sources))
+        == sorted(  # type: ignore[misc]
+            f"{k.tag}/1-1".encode() for k in parts.keys[1:3]
+        )
+    )
+    # Partition 1's sweep leaves partition 2's marker (and its own, still pending) alone.
+    assert await sweep_markers(aredis, parts.keys[1], settings.group) == 0
+    rescuer = tuned(settings, consumer="rescuer", claim_idle_ms=0)
+    for k in parts.keys[1:3]:
+        assert await reclaim(aredis, rescuer, Consumer(aredis, rescuer, k)) == 1
+    dead = await list_dead(aredis, keys)
+    assert sorted(d.error for d in dead) == sorted(f"bad in {k.tag}" for k in parts.keys[1:3])  # each copy once
+    assert await aredis.hlen(keys.dead_sources) == 0  # type: ignore[misc]
+    for k in parts.keys[1:3]:
+        assert (await aredis.xpending(k.events, settings.group))["pending"] == 0
