@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid as _uuid
 
 from registry.domain.model import MEMBER_KINDS, Origin, Status
@@ -80,7 +81,16 @@ class Keys:
         # Workers' counters and histogram buckets, exposed by the API's /metrics.
         # Per partition when partitioned: a worker's counters travel with its acknowledgements (one slot).
         self.metrics = f"{tag}:metrics" if partitioned else f"{prefix}:metrics"
+        # The router's counters (a registry of several partitions), in the ingress stream's slot likewise.
+        self.ingress_metrics = f"{{{self.ingress}}}:metrics"
         self._slices: dict[str, list[str]] = {}
+
+    def routing(self) -> Keys:
+        """These names as the ingress router of a registry of several partitions uses them: its stream is
+        ``ingress`` (as ``events``), its counters ``ingress_metrics`` (as ``metrics``)."""
+        out = copy.copy(self)
+        out.metrics = self.ingress_metrics
+        return out
 
     def job(self, job_id: str) -> str:
         return f"{self._t}:job:{job_id}"

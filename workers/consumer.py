@@ -80,6 +80,8 @@ def default_consumer_name() -> str:
 class Consumer:
     """One member of the workers' consumer group; at-least-once delivery into the idempotent projection."""
 
+    adopts_legacy = True  # whether ensure_group adopts the pre-cluster failure bookkeeping
+
     def __init__(
         self, redis: aioredis.Redis, settings: Settings, keys: Keys | None = None, dead: aioredis.Redis | None = None
     ) -> None:
@@ -197,8 +199,12 @@ class Consumer:
             if "BUSYGROUP" not in str(exc):
                 raise
         # Failure counts written by an older version under the pre-cluster key names (a registry of one
-        # partition: a partitioned one never had them).
-        if self.keys.events == self.keys.ingress and await adopt_legacy_failures(self.redis, self.keys):
+        # partition: a partitioned one, router included, never had them).
+        if (
+            self.adopts_legacy
+            and self.keys.events == self.keys.ingress
+            and await adopt_legacy_failures(self.redis, self.keys)
+        ):
             log.info("moved failure bookkeeping to %s", self.keys.failures)
         self._group_ready = True
 

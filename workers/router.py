@@ -36,8 +36,14 @@ class Router(Consumer):
     and housekeeping) is the consumer's: ``redis`` serves the ingress stream, ``route`` the partitions.
     """
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings, route: Route) -> None:
-        super().__init__(redis, settings, Keys(settings.prefix))
+    adopts_legacy = False  # a registry of several partitions never had the pre-cluster key names
+
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, route: Route, dead: aioredis.Redis | None = None
+    ) -> None:
+        """``redis`` serves `<prefix>:events` (and the router's bookkeeping in its slot), ``dead`` the
+        dead-letter stream (by default the same client)."""
+        super().__init__(redis, settings, Keys(settings.prefix).routing(), dead)
         self.route = route
         self.routed = 0  # entries re-published to a partition stream (redeliveries included)
 

@@ -133,7 +133,7 @@ async def read_worker_counters(redis: aioredis.Redis, keys: Keys, route: Route |
     and the router's (each consumer records its counters beside its acknowledgements, in its stream's slot)."""
     if route is None or route.partitions.count == 1:
         return WorkerCounters(await redis.hgetall(keys.metrics))  # type: ignore[misc]
-    hashes = [await redis.hgetall(keys.metrics)]  # type: ignore[misc]
+    hashes = [await redis.hgetall(keys.ingress_metrics)]  # type: ignore[misc]
     hashes += [await route.client(i).hgetall(k.metrics) for i, k in enumerate(route.partitions.keys)]  # type: ignore[misc]
     return WorkerCounters(_summed(hashes))
 
