@@ -135,7 +135,8 @@ class Host:
         if tasks:
             try:
                 await asyncio.wait_for(
-                    asyncio.shield(asyncio.gather(*tasks)), SHUTDOWN_GRACE_S + self.settings.block_ms / 1000
+                    asyncio.shield(asyncio.gather(*tasks, return_exceptions=True)),
+                    SHUTDOWN_GRACE_S + self.settings.block_ms / 1000,
                 )
             except TimeoutError:
                 # Anything read but unacknowledged stays pending and is re-read on restart.
