@@ -384,3 +384,16 @@ async def test_dead_letter_markers_of_partitions_with_equal_entry_ids_stay_apart
     assert await aredis.hlen(keys.dead_sources) == 0  # type: ignore[misc]
     for k in parts.keys[1:3]:
         assert (await aredis.xpending(k.events, settings.group))["pending"] == 0
+
+
+def test_jobreg_publish_routes_to_the_jobs_partition(sync_redis: redis.Redis, settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBREG_")}
+    env |= {"JOBREG_REDIS_URL": settings.redis_url, "JOBREG_PREFIX": settings.prefix}
+    sync_redis.set(Keys(settings.prefix).partitions, 4)
+    job_id = str(uuid.uuid4())
+    done = jobreg("publish", "started", job_id, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    parts = Partitions(settings.prefix, 4)
+    [(entry_id, fields)] = sync_redis.xrange(parts.keys_of(job_id).events)  # type: ignore[misc]
+    assert entry_id.decode() == done.stdout.strip() and fields[b"job_id"] == job_id.encode()
+    assert not sync_redis.exists(Keys(settings.prefix).ingress)
