@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range, narrowed
 from registry.settings import Settings
 from registry.store import indexes
 
@@ -227,7 +227,7 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
         return False
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
-    others = [p for p in plan.predicates if p is not driver]
+    others = [narrowed(p, sizes) for p in plan.predicates if p is not driver]
     if isinstance(driver, IdPrefix) and plan.order.value == "id" and not others:
         # The prefix's range of the id sort set is in the order: the page is a rank range of it.
         return plan.offset + plan.limit <= budget

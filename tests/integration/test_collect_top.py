@@ -19,7 +19,9 @@ from tests.reference import ORDER_BYS, Params, _wire_date
 
 
 @pytest.mark.parametrize("chunk", [16, 1000], ids=["many-calls", "one-call"])
-async def test_collected_pages_match_reference(aredis: aioredis.Redis, settings: Settings, keys: Keys, chunk: int) -> None:
+async def test_collected_pages_match_reference(
+    aredis: aioredis.Redis, settings: Settings, keys: Keys, chunk: int
+) -> None:
     rng = random.Random(21)
     ref, orders = await project_traffic(aredis, keys, rng, 600)
     jobs = list(ref.jobs().values())
