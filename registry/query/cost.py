@@ -233,15 +233,29 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
         return plan.offset + plan.limit <= budget
     if not all(isinstance(p, (AnyBit, NoBit, Members, Range)) for p in others):
         return False  # PICK's program has ops for these only (ids are tested in Python)
+    size = driver_size(driver, sizes) or 0
     # PICK ORs a list of statuses or origins into one bitmap first (a BITOP, costed as PRE_OR):
-    # one bit test per candidate.
+    # one bit test per candidate; and when it pays, every bitmap filter into one (pick_combines).
     ors = [p for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
-    per = check_calls([AnyBit(p.keys[:1]) if p in ors else p for p in others], plan.order_column)
+    bits = [p for p in others if isinstance(p, AnyBit)]
+    built = len(ors)
+    if pick_combines(len(bits), size):
+        tested: list[Predicate] = [AnyBit(("",)), *[p for p in others if not isinstance(p, AnyBit)]]
+        built += 1
+    else:
+        tested = [AnyBit(p.keys[:1]) if p in ors else p for p in others]
+    per = check_calls(tested, plan.order_column)
     if plan.order.value == "id" and isinstance(driver, Members):
         per += 1  # every match's uuid is read (an id prefix's members and an id list carry theirs)
     if isinstance(driver, IdIn):
         per += 1  # each id's handle is read from its record
-    return (driver_size(driver, sizes) or 0) * per + PRE_OR * len(ors) <= budget
+    return size * per + PRE_OR * built <= budget
+
+
+def pick_combines(bit_filters: int, candidates: int) -> bool:
+    """Whether PICK ANDs its bitmap filters (each a bitmap, or a list OR-ed into one) into one bitmap
+    first (a BITOP, PRE_OR), so a candidate costs one bit test instead of one per filter."""
+    return bit_filters > 1 and candidates * (bit_filters - 1) > PRE_OR
 
 
 def pre_or_pays(keys: int, candidates: int) -> bool:

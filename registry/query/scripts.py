@@ -135,12 +135,14 @@ class Scripts:
         changes: str,
         record_prefix: str,
         ors: Sequence[tuple[str, Sequence[str]]] = (),
+        ands: Sequence[tuple[str, Sequence[str]]] = (),
     ) -> PickReply:
         """The total, the page's uuid bytes and records of the driver's jobs that pass ``program``,
         ordered by ``order`` ('value', 'nullable', 'handle' or 'id'), and the position of the
         change log ``changes``; not done if the driver holds over ``cap``. ``driver``: member
         set keys, a lex range of the id sort set, or job ids. ``record_prefix``: Keys.job_prefix.
-        ``ors``: (temporary bitmap the program tests, the bitmaps OR-ed into it first)."""
+        ``ors``: (temporary bitmap the program tests, the bitmaps OR-ed into it first); ``ands`` the same,
+        AND-ed, after the ORs (so their sources may be the ORs' temporary bitmaps)."""
         keys: list[Any] = list(program.keys)
 
         def ref(key: str) -> int:
@@ -154,9 +156,11 @@ class Scripts:
             args = [*head, "ids", len(driver.uuids), *driver.uuids]
         else:
             args = [*head, "sets", len(driver), *[ref(s) for s in driver]]
-        args.append(len(ors))
-        for dest, sources in ors:
-            args += [program.keys.index(dest) + 1, len(sources), *[ref(k) for k in sources]]
+        for built in (ors, ands):
+            args.append(len(built))
+            for dest, sources in built:
+                at = program.keys.index(dest) + 1 if dest in program.keys else ref(dest)
+                args += [at, len(sources), *[ref(k) for k in sources]]
         args += program.ops
         return pick_reply(await self._call("pick", keys, args))
 

@@ -68,10 +68,16 @@ async def run_pick(
     change log's position; only the position if the driver grew past the budget (the chunked path
     that follows reads after it, so it stays valid for the page that path finds)."""
     others = [narrowed(p, sizes) for p in plan.predicates if p is not driver]
-    # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate.
+    # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate; and
+    # when it pays, every bitmap filter is AND-ed into one: one bit test per candidate in all.
     ors = [(ctx.keys.temp(), p.keys) for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
     it = iter(ors)
     checked = [AnyBit((next(it)[0],)) if isinstance(p, AnyBit) and len(p.keys) > 1 else p for p in others]
+    bits = [p.keys[0] for p in checked if isinstance(p, AnyBit)]
+    ands: list[tuple[str, list[str]]] = []
+    if cost.pick_combines(len(bits), cost.driver_size(driver, sizes) or 0):
+        ands = [(ctx.keys.temp(), bits)]
+        checked = [AnyBit((ands[0][0],)), *[p for p in checked if not isinstance(p, AnyBit)]]
     program = compile_check(ctx.keys.uuids, plan.order_column, checked)
     order = collect_order(plan)
     source: list[str] | LexRange | JobIds
@@ -95,6 +101,7 @@ async def run_pick(
         changes=ctx.keys.changes,
         record_prefix=ctx.keys.job_prefix(),
         ors=ors,
+        ands=ands,
     )
     if not picked.done:
         return picked.position
