@@ -79,12 +79,14 @@ async def _check(
     want_uuid: bool,
     tested_here: bool,
 ) -> tuple[list[CheckRow], list[int], int | None]:
-    """CHECK of ``handles`` in chunks: (rows, nulls, matches with an order value). When the page is
-    a small part of the candidates, each call returns only its matches that can be in the page and
-    counts the rest (top mode; nulls apart, the count then not None); otherwise every match comes
-    back as a row (nulls among them), as when ids are tested here after the check (``tested_here``)."""
+    """CHECK of ``handles`` in chunks of ``step``: (rows, nulls, matches with an order value). When the
+    page's depth (offset + limit) is below a call's candidates, each call returns only its matches
+    that can be in the page and counts the rest (top mode; nulls apart, the count then not None);
+    otherwise every match comes back as a row (nulls among them), as when ids are tested here after
+    the check (``tested_here``)."""
     k = plan.offset + plan.limit
-    if tested_here or len(handles) <= k:
+    if tested_here or len(handles) <= k or step <= k:
+        # (No call could leave a row out: its candidates are no more than the page's depth.)
         return await ctx.scripts.check_chunks(program, handles, step, want_uuid), [], None
     order = collect_order(plan)
     got = await ctx.scripts.check_top_chunks(program, handles, step, want_uuid, top=k, order=order, desc=plan.desc)
