@@ -1,0 +1,76 @@
+"""Rank search (issue 14): the order value of the row at a global offset, from per-partition rank counts.
+
+A deep offset across P partitions is not answered by fetching offset + limit rows from each (what
+peers do, and why they cap offsets). The row at global rank ``o`` has some order value v*; every
+partition can count its matches ordered strictly before a value (``before``) and up to it included
+(``through``), and read its row at a rank (``probe``). With B(v) and T(v) the sums over partitions,
+v* is the value with B(v*) <= o < T(v*). The search keeps, per partition, the window of ranks
+[lo, hi) whose values are still undecided, probes each window at the fraction the target sits at
+(partitions are hash-partitioned, so the probes land close to v*), counts the median probe value in
+every partition and moves the windows' bounds to it. Each round removes at least the rows at the
+pivot value, so it ends; on random partitions it takes a few rounds whatever ``o`` is. The caller
+then reads each partition's first ``skip + limit`` rows from v* on and merges them (``skip`` rows of
+the tie group at v* lie before the target). Pure: the I/O is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+
+from registry.query.merge import Value, value_key
+
+# Past this many rounds the store changed under the search (writes between its reads): the last
+# pivot answers (exact on a store at rest, which always ends sooner).
+MAX_ROUNDS = 64
+
+Probe = Callable[[int, int], Awaitable[Value]]  # (partition, rank) -> the value of its row at that rank
+Count = Callable[[Value], Awaitable[Sequence[tuple[int, int]]]]  # value -> per partition (before, through)
+
+
+class Found(msgspec.Struct, frozen=True):
+    """Where the row at the offset is: its order value, each partition's matches ordered before that
+    value, and how many of the value's rows (all partitions merged) come before the target."""
+
+    value: Value
+    before: list[int]
+    skip: int
+    rounds: int
+
+
+def _probe_ranks(offset: int, lo: Sequence[int], hi: Sequence[int]) -> list[tuple[int, int]]:
+    """(partition, rank) to probe: each open window at the fraction of the whole the target sits at."""
+    low = sum(lo)
+    width = sum(hi) - low
+    out = []
+    for j, (a, b) in enumerate(zip(lo, hi, strict=True)):
+        if b > a:
+            out.append((j, a + min(b - a - 1, (offset - low) * (b - a) // width)))
+    return out
+
+
+async def rank_search(offset: int, sizes: Sequence[int], probe: Probe, count: Count, desc: bool) -> Found:
+    """The order value of the row at global rank ``offset`` (0 <= offset < sum(sizes)) of partitions
+    of ``sizes`` rows each, ordered by value in the direction ``desc`` (nulls last)."""
+    assert 0 <= offset < sum(sizes), (offset, sizes)
+    lo, hi = [0] * len(sizes), list(sizes)
+    pivot: Value = None
+    before: list[int] = []
+    for rounds in range(1, MAX_ROUNDS + 1):
+        ranks = _probe_ranks(offset, lo, hi)
+        if not ranks:
+            break  # the store changed under the search
+        values = await asyncio.gather(*(probe(j, r) for j, r in ranks))
+        pivot = sorted(values, key=lambda v: value_key(v, desc))[len(values) // 2]
+        counts = await count(pivot)
+        before = [b for b, _ in counts]
+        b_sum, t_sum = sum(before), sum(t for _, t in counts)
+        if b_sum <= offset < t_sum:
+            return Found(pivot, before, offset - b_sum, rounds)
+        if t_sum <= offset:
+            lo = [max(a, t) for a, (_, t) in zip(lo, counts, strict=True)]
+        else:
+            hi = [min(b, x) for b, x in zip(hi, before, strict=True)]
+    return Found(pivot, before or [0] * len(sizes), max(0, offset - sum(before)), MAX_ROUNDS)

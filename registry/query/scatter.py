@@ -1,0 +1,285 @@
+"""The scatter executor (issue 14): a query over every partition of a Route, answered as one registry would.
+
+With one partition it is today's Executor, through the same calls (``plan``, ``seek.list_page``). With
+P > 1 every partition answers its part concurrently (its own Executor on ``route.client(i)`` with its
+keys): totals and counts are sums; pages merge by (order value, id), a total order that is the same
+in every partition (registry/query/merge.py); creation_order is handle * P + i. A page at a small
+offset merges each partition's first offset + limit rows; a deeper one finds the order value at the
+offset by rank search over per-partition counts (registry/query/ranksearch.py) and reads ``limit``
+rows (plus the tie group's share before the target) per partition from there. A page token resumes
+each partition after the cursor's row (value, id), ties skipped by id. An id filter or lookup asks
+only the partitions holding those ids; partitions without matches are skipped after the first counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from registry.domain.model import Job, JobDetail
+from registry.query import seek as seeking
+from registry.query.execute.counts import zero_counts
+from registry.query.executor import Executor, Listing
+from registry.query.merge import SortKey, Value, key_of, merge, renumber, row_value, sort_key
+from registry.query.planner import AnyBit, Plan, Range, plan
+from registry.query.ranksearch import Found, rank_search
+from registry.query.seek import RANGED, Seek, null_segment
+from registry.query.spec import Counts, JobQuery, OrderBy
+from registry.route import Route
+from registry.settings import Settings
+
+_J = TypeVar("_J", bound=Job)
+# Up to this offset + limit a page merges each partition's first offset + limit rows; deeper, the
+# rank search (a few rounds of P probes and P counts) is cheaper than reading and rendering P times
+# that many rows (docs/scaling.md "Queries across partitions", measured there).
+TOP_MERGE_MAX = 1000
+# Orders the partitions can count ranks in without a filter: their sort index counts values (and ids).
+_COUNTED_UNFILTERED = frozenset({*RANGED, OrderBy.UPDATED_AT, OrderBy.ID})
+
+
+def searchable(p: Plan) -> bool:
+    """Whether a partition can count its matches before an order value: a range filter on the order
+    field (created_at, start/end_timestamp, runs) or, without filters, the order's sort index."""
+    return p.order in RANGED or (not p.predicates and p.order in _COUNTED_UNFILTERED)
+
+
+class Scatter:
+    """Runs job queries over a Route's partitions; with one partition, exactly today's Executor."""
+
+    def __init__(self, route: Route, settings: Settings) -> None:
+        self.route = route
+        self.partitions = route.partitions
+        self.settings = settings
+        self._executors: list[Executor | None] = [None] * self.partitions.count
+
+    def executor(self, i: int) -> Executor:
+        """Partition ``i``'s executor, on the client the route serves it from now."""
+        client = self.route.client(i)
+        ex = self._executors[i]
+        if ex is None or ex.redis is not client:
+            ex = self._executors[i] = Executor(client, self.partitions.keys[i], self.settings)
+        return ex
+
+    def plans(self, query: JobQuery) -> dict[int, Plan]:
+        """Each partition's plan of ``query``, for the partitions that can hold a match (an id filter
+        names its partitions; a plan known empty asks nothing)."""
+        count, keys = self.partitions.count, self.partitions.keys
+        if query.ids is None or count == 1:
+            targets = {i: query for i in range(count)}
+        else:
+            ids: dict[int, list[str]] = {}
+            for job_id in query.ids:
+                ids.setdefault(self.partitions.of(job_id), []).append(job_id)
+            targets = {i: msgspec.structs.replace(query, ids=tuple(v)) for i, v in ids.items()}
+        plans = {i: plan(q, keys[i]) for i, q in targets.items()}
+        return {i: p for i, p in plans.items() if not p.empty}
+
+    async def list_page(self, query: JobQuery, seek: Seek | None) -> tuple[Listing, int, bool]:
+        """GET /api/v2/jobs' page (at the query's offset, or after ``seek``), its start and whether rows follow."""
+        if self.partitions.count == 1:
+            return await seeking.list_page(self.executor(0), plan(query, self.partitions.keys[0]), seek)
+        plans = self.plans(query)
+        if seek is not None:
+            page = await self._after(query, plans, seek)
+            more = len(page.jobs) > query.limit
+            return msgspec.structs.replace(page, jobs=page.jobs[: query.limit]), seek.served, more
+        page = await self._at_offset(query, plans)
+        return page, query.offset, query.offset + len(page.jobs) < page.total
+
+    async def counts(self, query: JobQuery) -> Counts:
+        """Exact counts by status and origin of the jobs ``query``'s filters match, summed over partitions."""
+        if self.partitions.count == 1:
+            return await self.executor(0).counts(plan(query, self.partitions.keys[0]))
+        plans = self.plans(query)
+        parts = await asyncio.gather(*(self.executor(i).counts(p) for i, p in plans.items()))
+        total = zero_counts()
+        for c in parts:
+            total.total += c.total
+            for name, n in c.by_status.items():
+                total.by_status[name] = total.by_status.get(name, 0) + n
+            for name, n in c.by_origin.items():
+                total.by_origin[name] = total.by_origin.get(name, 0) + n
+        return total
+
+    async def details(self, job_ids: Sequence[str]) -> list[JobDetail | None]:
+        """These jobs in full, each read from its partition; None for unknown or not-yet-created ones."""
+        return await self._by_partition(job_ids, lambda ex, ids: ex.details(ids))
+
+    async def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """These jobs as the list renders them, each read from its partition; None for unknown ones."""
+        return await self._by_partition(job_ids, lambda ex, ids: ex.jobs(ids))
+
+    async def _by_partition(
+        self, job_ids: Sequence[str], read: Callable[[Executor, list[str]], Awaitable[list[_J | None]]]
+    ) -> list[_J | None]:
+        count = self.partitions.count
+        if count == 1:
+            return await read(self.executor(0), list(job_ids))
+        groups: dict[int, list[str]] = {}
+        for job_id in job_ids:
+            groups.setdefault(self.partitions.of(job_id), []).append(job_id)
+        parts = await asyncio.gather(*(read(self.executor(i), ids) for i, ids in groups.items()))
+        found: dict[str, _J | None] = {}
+        for i, (ids, rendered) in zip(groups, zip(groups.values(), parts, strict=True), strict=True):
+            for job_id, job in zip(ids, rendered, strict=True):
+                found[job_id] = None if job is None else renumber([job], count, i)[0]
+        return [found[job_id] for job_id in job_ids]
+
+    # ---------------------------------------------------------------- P > 1
+
+    async def _listing(self, i: int, p: Plan) -> Listing:
+        """Partition ``i``'s listing of ``p``, creation_order made global."""
+        page = await self.executor(i).listing(p)
+        return msgspec.structs.replace(page, jobs=renumber(page.jobs, self.partitions.count, i))
+
+    async def _at_offset(self, query: JobQuery, plans: dict[int, Plan]) -> Listing:
+        offset, limit, desc = query.offset, query.limit, query.direction.value == "DESC"
+        count = self.partitions.count
+        if not plans:
+            return Listing(total=0, jobs=[], strategy="empty", position=None)
+        first = next(iter(plans.values()))
+        if offset + limit <= TOP_MERGE_MAX or not searchable(first):
+            top = {i: msgspec.structs.replace(p, offset=0, limit=offset + limit) for i, p in plans.items()}
+            pages = await asyncio.gather(*(self._listing(i, p) for i, p in top.items()))
+            jobs = merge([pg.jobs for pg in pages], query.order_by, desc, offset, limit)
+            how = f"scatter over {count} partitions ({len(plans)} asked): top {offset + limit} of each, merged"
+            return Listing(total=sum(pg.total for pg in pages), jobs=jobs, strategy=how, position=None)
+        totals = await asyncio.gather(*(self.executor(i).total(p) for i, p in plans.items()))
+        live = {i: (p, n) for (i, p), n in zip(plans.items(), totals, strict=True) if n}
+        total = sum(totals)
+        if offset >= total:
+            how = f"scatter over {count} partitions: offset past the end"
+            return Listing(total=total, jobs=[], strategy=how, position=None)
+        found = await self._search(offset, live, desc)
+        reads = [
+            self._from_value(i, p, found.value, before, found.skip + limit)
+            for (i, (p, _)), before in zip(live.items(), found.before, strict=True)
+        ]
+        jobs = merge(await asyncio.gather(*reads), query.order_by, desc, found.skip, limit)
+        how = (
+            f"scatter over {count} partitions ({len(live)} with matches): rank search in {found.rounds} rounds, "
+            f"then {found.skip + limit} rows of each from its value"
+        )
+        return Listing(total=total, jobs=jobs, strategy=how, position=None)
+
+    async def _search(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found:
+        parts = list(live.items())
+
+        async def probe(j: int, rank: int) -> Value:
+            i, (p, _) = parts[j]
+            page = await self._listing(i, msgspec.structs.replace(p, offset=rank, limit=1))
+            return row_value(page.jobs[0], p.order) if page.jobs else None
+
+        async def count(value: Value) -> list[tuple[int, int]]:
+            return list(await asyncio.gather(*(self._count(i, p, n, value) for i, (p, n) in parts)))
+
+        return await rank_search(offset, [n for _, (_, n) in parts], probe, count, desc)
+
+    async def _count(self, i: int, p: Plan, n: int, value: Value) -> tuple[int, int]:
+        """Partition ``i``'s matches of ``p`` (``n`` in all) ordered before ``value``, and up to it included."""
+        ex = self.executor(i)
+        if value is None:  # the nulls come after every value
+            if p.nonnull is None:
+                return n, n
+            return await ex.total(msgspec.structs.replace(p, predicates=(*p.predicates, AnyBit((p.nonnull,))))), n
+        if not p.predicates:
+            return await self._count_index(ex, p, value)
+        assert isinstance(value, int) and p.order in RANGED, (value, p.order)
+        before, through = await asyncio.gather(
+            ex.total(self._bounded(i, p, value, "before")),
+            ex.total(self._bounded(i, p, value, "through")),
+        )
+        return before, through
+
+    async def _count_index(self, ex: Executor, p: Plan, value: int | str) -> tuple[int, int]:
+        """(before, through) of ``value`` counted in the order's sort index (no filter: every entry matches)."""
+        await ex.scripts.load()
+        assert p.order_zset is not None
+        pipe = ex.redis.pipeline(transaction=False)
+        if isinstance(value, str):
+            u = _uuid_bytes(value)
+            lo, hi = (b"(" + u + b"\xff" * 4, b"[" + u) if p.desc else (b"(" + u, b"[" + u + b"\xff" * 4)
+            bounds = [(lo, b"+"), (hi, b"+")] if p.desc else [(b"-", lo), (b"-", hi)]
+            for a, b in bounds:
+                ex.scripts.sortread_on(pipe, p.order_zset, "lexcount", a, b)
+        else:
+            bounds2 = [(f"({value}", "+inf"), (value, "+inf")] if p.desc else [("-inf", f"({value}"), ("-inf", value)]
+            for a2, b2 in bounds2:
+                ex.scripts.sortread_on(pipe, p.order_zset, "count", a2, b2)
+        before, through = await pipe.execute()
+        return int(before), int(through)
+
+    def _bounded(self, i: int, p: Plan, value: int, side: str) -> Plan:
+        """``p`` narrowed, in its order's direction, to the rows before ``value`` (side 'before'),
+        up to it included ('through') or from it on ('from')."""
+        keys = self.partitions.keys[i]
+        field = p.order.value
+        lo: int | None
+        hi: int | None
+        if side == "from":
+            lo, hi = (None, value) if p.desc else (value, None)
+        else:
+            step = 1 if side == "before" else 0
+            lo, hi = (value + step, None) if p.desc else (None, value - step)
+        bound = Range(field, keys.sort(field), keys.column(field), p.nonnull is not None, lo, hi)  # type: ignore[arg-type]
+        return msgspec.structs.replace(p, predicates=(*p.predicates, bound))
+
+    async def _from_value(self, i: int, p: Plan, value: Value, before: int, n: int) -> list[Job]:
+        """Partition ``i``'s first ``n`` rows of ``p`` ordered at or after ``value`` (``before`` of
+        its rows come earlier)."""
+        keys = self.partitions.keys[i]
+        if value is None:
+            return (await self._listing(i, null_segment(p, keys, n))).jobs
+        if p.order not in RANGED:
+            return (await self._listing(i, msgspec.structs.replace(p, offset=before, limit=n))).jobs
+        assert isinstance(value, int)
+        bounded = msgspec.structs.replace(self._bounded(i, p, value, "from"), offset=0, limit=n)
+        jobs = (await self._listing(i, bounded)).jobs
+        if p.nonnull is not None and len(jobs) < n:
+            jobs += (await self._listing(i, null_segment(p, keys, n - len(jobs)))).jobs
+        return jobs
+
+    async def _after(self, query: JobQuery, plans: dict[int, Plan], seek: Seek) -> Listing:
+        """Up to ``limit + 1`` rows after the seek's row (value, id), merged from every partition, and the total."""
+        desc, order, n = query.direction.value == "DESC", query.order_by, query.limit + 1
+        value: Value = seek.job_id if order is OrderBy.ID else seek.value
+        cursor = key_of(value, seek.job_id, desc)
+        totals = await asyncio.gather(*(self.executor(i).total(p) for i, p in plans.items()))
+        live = {i: p for (i, p), t in zip(plans.items(), totals, strict=True) if t}
+        rows = await asyncio.gather(*(self._rows_after(i, p, value, cursor, n, seek.served) for i, p in live.items()))
+        jobs = merge(rows, order, desc, 0, n)
+        how = f"scatter over {self.partitions.count} partitions ({len(live)} with matches): page token, after its row"
+        return Listing(total=sum(totals), jobs=jobs, strategy=how, position=None)
+
+    async def _rows_after(self, i: int, p: Plan, value: Value, cursor: SortKey, n: int, served: int) -> list[Job]:
+        """Partition ``i``'s first ``n`` rows of ``p`` after the row ``cursor``: read from the cursor's
+        value on (its ties skipped by id), or, for an order the partition cannot count, from the start."""
+        if value is None or searchable(p):
+            before = 0
+            if value is not None and p.order not in RANGED:
+                before, _ = await self._count_index(self.executor(i), p, value)
+
+            async def fetch(m: int) -> list[Job]:
+                return await self._from_value(i, p, value, before, m)
+
+            first = n
+        else:
+
+            async def fetch(m: int) -> list[Job]:
+                return (await self._listing(i, msgspec.structs.replace(p, offset=0, limit=m))).jobs
+
+            first = served + n
+        m = first
+        while True:
+            rows = await fetch(m)
+            kept = [job for job in rows if sort_key(job, p.order, p.desc) > cursor]
+            if len(kept) >= n or len(rows) < m:
+                return kept[:n]
+            m *= 4
+
+
+def _uuid_bytes(job_id: str) -> bytes:
+    return bytes.fromhex(job_id.replace("-", ""))
