@@ -37,8 +37,10 @@ from registry.connection import async_client
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.query.executor import Executor
+from registry.partition import Partitions
 from registry.query.page_token import PageTokens
+from registry.query.scatter import Scatter
+from registry.route import OneNode
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
 
@@ -105,9 +107,9 @@ def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibli
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         gate = LayoutGate(client, keys)
-        app.state.services = Services(
-            settings, client, keys, Executor(client, keys, settings), gate, PageTokens(client, keys)
-        )
+        # One partition on the one server for now; the stored P and a cluster route plug in here (issue 14).
+        route = OneNode(client, Partitions(settings.prefix, 1))
+        app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):

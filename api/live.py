@@ -29,7 +29,6 @@ from registry.live.changes import Position, ResumeGone, format_position, parse_p
 from registry.live.watch import Bookmark, Watch
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.text import printable
-from registry.query.planner import plan
 from registry.query.spec import JobQuery
 
 log = logging.getLogger("jobreg.api.live")
@@ -239,7 +238,7 @@ class LiveController(Controller):
         self, request: Request[Any, Any, Any], services: ServicesDep, principal: CurrentPrincipal
     ) -> StatsResponse:
         query = job_query(request, principal)
-        counts = await services.executor.counts(plan(query, services.keys))
+        counts = await services.executor.counts(query)
         health = await pipeline_health(services.redis, services.keys, services.settings.group)
         return StatsResponse(
             data=StatsData(total=counts.total, by_status=counts.by_status, by_origin=counts.by_origin, pipeline=health)

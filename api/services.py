@@ -16,8 +16,8 @@ from litestar.di import NamedDependency, Provide
 from api.sessions import Streams
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.query.executor import Executor
 from registry.query.page_token import PageTokens
+from registry.query.scatter import Scatter
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
 
@@ -29,7 +29,7 @@ class Services:
     settings: Settings
     redis: aioredis.Redis
     keys: Keys
-    executor: Executor
+    executor: Scatter  # every partition's executor behind one interface (today's Executor when P = 1)
     layout: LayoutGate
     page_tokens: PageTokens
 
