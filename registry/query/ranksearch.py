@@ -10,31 +10,31 @@ v* is the value with B(v*) <= o < T(v*). The search keeps, per partition, the wi
 every partition and moves the windows' bounds to it. Each round removes at least the rows at the
 pivot value, so it ends; on random partitions it takes a few rounds whatever ``o`` is. The caller
 then reads each partition's first ``skip + limit`` rows from v* on and merges them (``skip`` rows of
-the tie group at v* lie before the target). Pure: the I/O is injected.
+the tie group at v* lie before the target). Where partitions count ranks of whole rows (value, id)
+(a sort index without filters), the same search runs over rows instead of values: no two rows tie,
+so ``skip`` is 0 and each partition reads ``limit`` rows at its count. Pure: the I/O is injected.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-
-import msgspec
-
-from registry.query.merge import Value, value_key
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 # Past this many rounds the store changed under the search (writes between its reads): the last
 # pivot answers (exact on a store at rest, which always ends sooner).
 MAX_ROUNDS = 64
 
-Probe = Callable[[int, int], Awaitable[Value]]  # (partition, rank) -> the value of its row at that rank
-Count = Callable[[Value], Awaitable[Sequence[tuple[int, int]]]]  # value -> per partition (before, through)
+T = TypeVar("T")  # what is searched: an order value, or a row's (value, id)
 
 
-class Found(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class Found(Generic[T]):
     """Where the row at the offset is: its order value, each partition's matches ordered before that
     value, and how many of the value's rows (all partitions merged) come before the target."""
 
-    value: Value
+    value: T
     before: list[int]
     skip: int
     rounds: int
@@ -51,19 +51,27 @@ def _probe_ranks(offset: int, lo: Sequence[int], hi: Sequence[int]) -> list[tupl
     return out
 
 
-async def rank_search(offset: int, sizes: Sequence[int], probe: Probe, count: Count, desc: bool) -> Found:
-    """The order value of the row at global rank ``offset`` (0 <= offset < sum(sizes)) of partitions
-    of ``sizes`` rows each, ordered by value in the direction ``desc`` (nulls last)."""
+async def rank_search(
+    offset: int,
+    sizes: Sequence[int],
+    probe: Callable[[int, int], Awaitable[T]],
+    count: Callable[[T], Awaitable[Sequence[tuple[int, int]]]],
+    key: Callable[[T], Any],
+) -> Found[T]:
+    """The value of the row at global rank ``offset`` (0 <= offset < sum(sizes)) of partitions of
+    ``sizes`` rows each, ordered by ``key``: ``probe(j, r)`` is the value of partition j's row at
+    rank r, ``count(v)`` each partition's rows (ordered before v, up to v included)."""
     assert 0 <= offset < sum(sizes), (offset, sizes)
     lo, hi = [0] * len(sizes), list(sizes)
-    pivot: Value = None
+    pivots: list[T] = []
     before: list[int] = []
     for rounds in range(1, MAX_ROUNDS + 1):
         ranks = _probe_ranks(offset, lo, hi)
-        if not ranks:
+        if not ranks and pivots:
             break  # the store changed under the search
         values = await asyncio.gather(*(probe(j, r) for j, r in ranks))
-        pivot = sorted(values, key=lambda v: value_key(v, desc))[len(values) // 2]
+        pivot = sorted(values, key=key)[len(values) // 2]
+        pivots.append(pivot)
         counts = await count(pivot)
         before = [b for b, _ in counts]
         b_sum, t_sum = sum(before), sum(t for _, t in counts)
@@ -73,4 +81,4 @@ async def rank_search(offset: int, sizes: Sequence[int], probe: Probe, count: Co
             lo = [max(a, t) for a, (_, t) in zip(lo, counts, strict=True)]
         else:
             hi = [min(b, x) for b, x in zip(hi, before, strict=True)]
-    return Found(pivot, before or [0] * len(sizes), max(0, offset - sum(before)), MAX_ROUNDS)
+    return Found(pivots[-1], before, max(0, offset - sum(before)), MAX_ROUNDS)

@@ -23,7 +23,7 @@ from registry.domain.model import Job, JobDetail
 from registry.query import seek as seeking
 from registry.query.execute.counts import zero_counts
 from registry.query.executor import Executor, Listing
-from registry.query.merge import SortKey, Value, key_of, merge, renumber, row_value, sort_key
+from registry.query.merge import SortKey, Value, key_of, merge, renumber, row_value, sort_key, value_key
 from registry.query.planner import AnyBit, Plan, Range, plan
 from registry.query.ranksearch import Found, rank_search
 from registry.query.seek import RANGED, Seek, null_segment
@@ -32,12 +32,19 @@ from registry.route import Route
 from registry.settings import Settings
 
 _J = TypeVar("_J", bound=Job)
+Row = tuple[Value, str]  # a row's place: its order value and id
 # Up to this offset + limit a page merges each partition's first offset + limit rows; deeper, the
 # rank search (a few rounds of P probes and P counts) is cheaper than reading and rendering P times
 # that many rows (docs/scaling.md "Queries across partitions", measured there).
 TOP_MERGE_MAX = 1000
 # Orders the partitions can count ranks in without a filter: their sort index counts values (and ids).
 _COUNTED_UNFILTERED = frozenset({*RANGED, OrderBy.UPDATED_AT, OrderBy.ID})
+
+
+def exact(p: Plan) -> bool:
+    """Whether a partition counts the rows before a whole row (value, id): no filter, and a sort index
+    with scores (not ``id``, whose values are already unique, nor ``creation_order``, which has none)."""
+    return not p.predicates and p.order in _COUNTED_UNFILTERED and p.order is not OrderBy.ID
 
 
 def searchable(p: Plan) -> bool:
@@ -153,19 +160,25 @@ class Scatter:
         if offset >= total:
             how = f"scatter over {count} partitions: offset past the end"
             return Listing(total=total, jobs=[], strategy=how, position=None)
-        found = await self._search(offset, live, desc)
+        if exact(first):
+            rows = await self._search_rows(offset, live, desc)
+            value, found = rows.value[0], Found(rows.value[0], rows.before, rows.skip, rows.rounds)
+            how = "rows"
+        else:
+            found = await self._search(offset, live, desc)
+            value, how = found.value, "values"
         reads = [
-            self._from_value(i, p, found.value, before, found.skip + limit)
+            self._from_value(i, p, value, before, found.skip + limit, positional=how == "rows")
             for (i, (p, _)), before in zip(live.items(), found.before, strict=True)
         ]
         jobs = merge(await asyncio.gather(*reads), query.order_by, desc, found.skip, limit)
         how = (
-            f"scatter over {count} partitions ({len(live)} with matches): rank search in {found.rounds} rounds, "
-            f"then {found.skip + limit} rows of each from its value"
+            f"scatter over {count} partitions ({len(live)} with matches): rank search of {how} in {found.rounds} "
+            f"rounds, then {found.skip + limit} rows of each from there"
         )
         return Listing(total=total, jobs=jobs, strategy=how, position=None)
 
-    async def _search(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found:
+    async def _search(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Value]:
         parts = list(live.items())
 
         async def probe(j: int, rank: int) -> Value:
@@ -176,7 +189,37 @@ class Scatter:
         async def count(value: Value) -> list[tuple[int, int]]:
             return list(await asyncio.gather(*(self._count(i, p, n, value) for i, (p, n) in parts)))
 
-        return await rank_search(offset, [n for _, (_, n) in parts], probe, count, desc)
+        return await rank_search(offset, [n for _, (_, n) in parts], probe, count, lambda v: value_key(v, desc))
+
+    async def _search_rows(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Row]:
+        """The rank search over whole rows (value, id), each partition counting in its sort index."""
+        parts = list(live.items())
+
+        async def probe(j: int, rank: int) -> Row:
+            i, (p, _) = parts[j]
+            page = await self._listing(i, msgspec.structs.replace(p, offset=rank, limit=1))
+            job = page.jobs[0] if page.jobs else None
+            return (None, "") if job is None else (row_value(job, p.order), job.id)
+
+        async def count(row: Row) -> list[tuple[int, int]]:
+            return list(await asyncio.gather(*(self._count_row(i, p, n, row) for i, (p, n) in parts)))
+
+        return await rank_search(offset, [n for _, (_, n) in parts], probe, count, lambda r: key_of(*r, desc))
+
+    async def _count_row(self, i: int, p: Plan, n: int, row: Row) -> tuple[int, int]:
+        """Partition ``i``'s rows of ``p`` (no filter) ordered before the row (value, id), and up to it
+        included; the nulls counted as one value (the sort index holds no null)."""
+        value, job_id = row
+        if value is None:
+            return await self._count(i, p, n, None)
+        ex = self.executor(i)
+        await ex.scripts.load()
+        assert p.order_zset is not None and isinstance(value, int)
+        u = _uuid_bytes(job_id)
+        pipe = ex.redis.pipeline(transaction=False)
+        ex.scripts.sortread_on(pipe, p.order_zset, "around", value, u, u + b"\xff" * 4)
+        ((lo, hi, card),) = await pipe.execute()
+        return (card - hi, card - lo) if p.desc else (lo, hi)
 
     async def _count(self, i: int, p: Plan, n: int, value: Value) -> tuple[int, int]:
         """Partition ``i``'s matches of ``p`` (``n`` in all) ordered before ``value``, and up to it included."""
@@ -227,13 +270,15 @@ class Scatter:
         bound = Range(field, keys.sort(field), keys.column(field), p.nonnull is not None, lo, hi)  # type: ignore[arg-type]
         return msgspec.structs.replace(p, predicates=(*p.predicates, bound))
 
-    async def _from_value(self, i: int, p: Plan, value: Value, before: int, n: int) -> list[Job]:
+    async def _from_value(
+        self, i: int, p: Plan, value: Value, before: int, n: int, *, positional: bool = False
+    ) -> list[Job]:
         """Partition ``i``'s first ``n`` rows of ``p`` ordered at or after ``value`` (``before`` of
-        its rows come earlier)."""
+        its rows come earlier; ``positional``: read from there by rank, not by a range bound)."""
         keys = self.partitions.keys[i]
         if value is None:
             return (await self._listing(i, null_segment(p, keys, n))).jobs
-        if p.order not in RANGED:
+        if positional or p.order not in RANGED:
             return (await self._listing(i, msgspec.structs.replace(p, offset=before, limit=n))).jobs
         assert isinstance(value, int)
         bounded = msgspec.structs.replace(self._bounded(i, p, value, "from"), offset=0, limit=n)
@@ -249,14 +294,23 @@ class Scatter:
         cursor = key_of(value, seek.job_id, desc)
         totals = await asyncio.gather(*(self.executor(i).total(p) for i, p in plans.items()))
         live = {i: p for (i, p), t in zip(plans.items(), totals, strict=True) if t}
-        rows = await asyncio.gather(*(self._rows_after(i, p, value, cursor, n, seek.served) for i, p in live.items()))
+        rows = await asyncio.gather(
+            *(self._rows_after(i, p, value, seek.job_id, cursor, n, seek.served) for i, p in live.items())
+        )
         jobs = merge(rows, order, desc, 0, n)
         how = f"scatter over {self.partitions.count} partitions ({len(live)} with matches): page token, after its row"
         return Listing(total=sum(totals), jobs=jobs, strategy=how, position=None)
 
-    async def _rows_after(self, i: int, p: Plan, value: Value, cursor: SortKey, n: int, served: int) -> list[Job]:
+    async def _rows_after(
+        self, i: int, p: Plan, value: Value, job_id: str, cursor: SortKey, n: int, served: int
+    ) -> list[Job]:
         """Partition ``i``'s first ``n`` rows of ``p`` after the row ``cursor``: read from the cursor's
         value on (its ties skipped by id), or, for an order the partition cannot count, from the start."""
+        if value is not None and exact(p):
+            # Every row counted in the sort index: read by rank just past the cursor's row.
+            _, through = await self._count_row(i, p, 0, (value, job_id))
+            page = await self._listing(i, msgspec.structs.replace(p, offset=through, limit=n))
+            return page.jobs
         if value is None or searchable(p):
             before = 0
             if value is not None and p.order not in RANGED:

@@ -88,7 +88,7 @@ def test_rank_search_finds_the_value_at_any_offset(
         v = value_key(value, desc)
         return [(sum(value_key(x, desc) < v for x in c), sum(value_key(x, desc) <= v for x in c)) for c in columns]
 
-    found = asyncio.run(rank_search(offset, [len(c) for c in columns], probe, count, desc))
+    found = asyncio.run(rank_search(offset, [len(c) for c in columns], probe, count, lambda v: value_key(v, desc)))
     target = everything[offset]
     assert found.value == row_value(target, order)
     # Rows before the value, plus the skip into its tie group, is the offset.

@@ -7,6 +7,9 @@
 --   'count' lo hi             entries with a score within ZCOUNT bounds
 --   'lexcount' lo hi          ZLEXCOUNT (an index whose scores are all 0: the id index)
 --   'rangebylex' lo hi        ZRANGEBYLEX, every member within the bounds
+--   'around' score lo hi      {entries before (score, lo), entries before (score, hi), all entries}: with
+--                             lo a job's 16 uuid bytes and hi those and 4 x 0xff, the entries ordered
+--                             before that job's entry and up to it (a rank across partitions, scatter.py)
 local base, op = KEYS[1], ARGV[1]
 if op == 'range' then
   return sx_range(base, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1')
@@ -14,6 +17,9 @@ elseif op == 'count' then
   return sx_count(base, ARGV[2], ARGV[3])
 elseif op == 'lexcount' then
   return sx_lexcount(base, ARGV[2], ARGV[3])
+elseif op == 'around' then
+  local score = tonumber(ARGV[2])
+  return {sx_below(base, score, ARGV[3]), sx_below(base, score, ARGV[4]), sx_card(base)}
 elseif op == 'rangebylex' then
   return sx_rangebylex(base, ARGV[2], ARGV[3])
 end
