@@ -160,23 +160,29 @@ class Scatter:
         if offset >= total:
             how = f"scatter over {count} partitions: offset past the end"
             return Listing(total=total, jobs=[], strategy=how, position=None)
-        if exact(first):
+        jobs, how = await self._deep(offset, limit, live, desc, exact(first))
+        how = f"scatter over {count} partitions ({len(live)} with matches): {how}"
+        return Listing(total=total, jobs=jobs, strategy=how, position=None)
+
+    async def _deep(
+        self, offset: int, limit: int, live: dict[int, tuple[Plan, int]], desc: bool, by_row: bool
+    ) -> tuple[list[Job], str]:
+        """The page at a deep offset: the rank search, then each partition's rows from where it found."""
+        value: Value
+        if by_row:
             rows = await self._search_rows(offset, live, desc)
             value, found = rows.value[0], Found(rows.value[0], rows.before, rows.skip, rows.rounds)
-            how = "rows"
         else:
             found = await self._search(offset, live, desc)
-            value, how = found.value, "values"
+            value = found.value
         reads = [
-            self._from_value(i, p, value, before, found.skip + limit, positional=how == "rows")
+            self._from_value(i, p, value, before, found.skip + limit, positional=by_row)
             for (i, (p, _)), before in zip(live.items(), found.before, strict=True)
         ]
-        jobs = merge(await asyncio.gather(*reads), query.order_by, desc, found.skip, limit)
-        how = (
-            f"scatter over {count} partitions ({len(live)} with matches): rank search of {how} in {found.rounds} "
-            f"rounds, then {found.skip + limit} rows of each from there"
-        )
-        return Listing(total=total, jobs=jobs, strategy=how, position=None)
+        order = next(iter(live.values()))[0].order
+        jobs = merge(await asyncio.gather(*reads), order, desc, found.skip, limit)
+        how = f"rank search of {'rows' if by_row else 'values'} in {found.rounds} rounds"
+        return jobs, f"{how}, then {found.skip + limit} rows of each from there"
 
     async def _search(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Value]:
         parts = list(live.items())
