@@ -17,7 +17,6 @@ so ``skip`` is 0 and each partition reads ``limit`` rows at its count. Pure: the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -54,31 +53,35 @@ def _probe_ranks(offset: int, lo: Sequence[int], hi: Sequence[int]) -> list[tupl
 async def rank_search(
     offset: int,
     sizes: Sequence[int],
-    probe: Callable[[int, int], Awaitable[T]],
-    count: Callable[[T], Awaitable[Sequence[tuple[int, int]]]],
+    probe: Callable[[list[tuple[int, int]]], Awaitable[Sequence[T]]],
+    count: Callable[[list[T]], Awaitable[Sequence[Sequence[tuple[int, int]]]]],
     key: Callable[[T], Any],
+    pivots: int = 1,
 ) -> Found[T]:
     """The value of the row at global rank ``offset`` (0 <= offset < sum(sizes)) of partitions of
-    ``sizes`` rows each, ordered by ``key``: ``probe(j, r)`` is the value of partition j's row at
-    rank r, ``count(v)`` each partition's rows (ordered before v, up to v included)."""
+    ``sizes`` rows each, ordered by ``key``: ``probe([(j, r), ...])`` the values of partition j's
+    rows at rank r, ``count(vs)`` for each value each partition's rows (ordered before it, up to it included).
+    ``pivots``: how many of a round's probes are counted (around their median), when counting is
+    cheap next to a round trip: the closest below and above the target bound the next round."""
     assert 0 <= offset < sum(sizes), (offset, sizes)
     lo, hi = [0] * len(sizes), list(sizes)
-    pivots: list[T] = []
+    last: T | None = None
     before: list[int] = []
     for rounds in range(1, MAX_ROUNDS + 1):
         ranks = _probe_ranks(offset, lo, hi)
-        if not ranks and pivots:
+        if not ranks and rounds > 1:
             break  # the store changed under the search
-        values = await asyncio.gather(*(probe(j, r) for j, r in ranks))
-        pivot = sorted(values, key=key)[len(values) // 2]
-        pivots.append(pivot)
-        counts = await count(pivot)
-        before = [b for b, _ in counts]
-        b_sum, t_sum = sum(before), sum(t for _, t in counts)
-        if b_sum <= offset < t_sum:
-            return Found(pivot, before, offset - b_sum, rounds)
-        if t_sum <= offset:
-            lo = [max(a, t) for a, (_, t) in zip(lo, counts, strict=True)]
-        else:
-            hi = [min(b, x) for b, x in zip(hi, before, strict=True)]
-    return Found(pivots[-1], before, max(0, offset - sum(before)), MAX_ROUNDS)
+        values = sorted(await probe(ranks), key=key)
+        middle = len(values) // 2
+        chosen = values[max(0, middle - pivots // 2) : middle + (pivots + 1) // 2]
+        for pivot, counts in zip(chosen, await count(chosen), strict=True):
+            last, before = pivot, [b for b, _ in counts]
+            b_sum, t_sum = sum(before), sum(t for _, t in counts)
+            if b_sum <= offset < t_sum:
+                return Found(pivot, before, offset - b_sum, rounds)
+            if t_sum <= offset:
+                lo = [max(a, t) for a, (_, t) in zip(lo, counts, strict=True)]
+            else:
+                hi = [min(b, x) for b, x in zip(hi, before, strict=True)]
+    assert last is not None, "a search probes at least once"
+    return Found(last, before, max(0, offset - sum(before)), MAX_ROUNDS)

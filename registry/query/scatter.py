@@ -14,8 +14,9 @@ only the partitions holding those ids; partitions without matches are skipped af
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -33,6 +34,7 @@ from registry.settings import Settings
 
 _J = TypeVar("_J", bound=Job)
 Row = tuple[Value, str]  # a row's place: its order value and id
+Queue = Callable[[Any, Executor], None]  # queues one command of a partition on a pipeline of its server
 # Up to this offset + limit a page merges each partition's first offset + limit rows; deeper, the
 # rank search (a few rounds of P probes and P counts) is cheaper than reading and rendering P times
 # that many rows (docs/scaling.md "Queries across partitions", measured there).
@@ -185,47 +187,62 @@ class Scatter:
         return jobs, f"{how}, then {found.skip + limit} rows of each from there"
 
     async def _search(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Value]:
+        """The rank search over order values, each partition counting its matches (filters and all)."""
         parts = list(live.items())
 
-        async def probe(j: int, rank: int) -> Value:
+        async def probe_one(j: int, rank: int) -> Value:
             i, (p, _) = parts[j]
             page = await self._listing(i, msgspec.structs.replace(p, offset=rank, limit=1))
             return row_value(page.jobs[0], p.order) if page.jobs else None
 
-        async def count(value: Value) -> list[tuple[int, int]]:
-            return list(await asyncio.gather(*(self._count(i, p, n, value) for i, (p, n) in parts)))
+        async def probe(ranks: list[tuple[int, int]]) -> list[Value]:
+            return list(await asyncio.gather(*(probe_one(j, r) for j, r in ranks)))
 
-        return await rank_search(offset, [n for _, (_, n) in parts], probe, count, lambda v: value_key(v, desc))
+        async def count(values: list[Value]) -> list[list[tuple[int, int]]]:
+            return [list(await asyncio.gather(*(self._count(i, p, n, v) for i, (p, n) in parts))) for v in values]
+
+        sizes = [n for _, (_, n) in parts]
+        return await rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc))
 
     async def _search_rows(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Row]:
-        """The rank search over whole rows (value, id), each partition counting in its sort index."""
+        """The rank search over whole rows (value, id): every partition reads its probe and counts every
+        pivot in its sort index, all in one pipeline per server a round (so all of a round's probes
+        are counted: the closest on each side bound the next round)."""
         parts = list(live.items())
 
-        async def probe(j: int, rank: int) -> Row:
-            i, (p, _) = parts[j]
-            page = await self._listing(i, msgspec.structs.replace(p, offset=rank, limit=1))
-            job = page.jobs[0] if page.jobs else None
-            return (None, "") if job is None else (row_value(job, p.order), job.id)
+        async def probe(ranks: list[tuple[int, int]]) -> list[Row]:
+            def at(p: Plan, rank: int) -> Queue:
+                index = p.order_zset
+                assert index is not None
+                return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "at", rank, int(p.desc))
 
-        async def count(row: Row) -> list[tuple[int, int]]:
-            return list(await asyncio.gather(*(self._count_row(i, p, n, row) for i, (p, n) in parts)))
+            replies = await self._each([(parts[j][0], at(parts[j][1][0], r)) for j, r in ranks])
+            return [(int(float(r[1])), _uuid_text(r[0][:16])) if r else (None, _NULL_ID) for r in replies]
 
-        return await rank_search(offset, [n for _, (_, n) in parts], probe, count, lambda r: key_of(*r, desc))
+        async def count(rows: list[Row]) -> list[list[tuple[int, int]]]:
+            calls = [(i, _around(p, row)) for row in rows for i, (p, _) in parts]
+            replies = iter(await self._each(calls))
+            return [[_row_counts(p, n, row, next(replies)) for _, (p, n) in parts] for row in rows]
 
-    async def _count_row(self, i: int, p: Plan, n: int, row: Row) -> tuple[int, int]:
-        """Partition ``i``'s rows of ``p`` (no filter) ordered before the row (value, id), and up to it
-        included; the nulls counted as one value (the sort index holds no null)."""
-        value, job_id = row
-        if value is None:
-            return await self._count(i, p, n, None)
-        ex = self.executor(i)
-        await ex.scripts.load()
-        assert p.order_zset is not None and isinstance(value, int)
-        u = _uuid_bytes(job_id)
-        pipe = ex.redis.pipeline(transaction=False)
-        ex.scripts.sortread_on(pipe, p.order_zset, "around", value, u, u + b"\xff" * 4)
-        ((lo, hi, card),) = await pipe.execute()
-        return (card - hi, card - lo) if p.desc else (lo, hi)
+        sizes = [n for _, (_, n) in parts]
+        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), pivots=len(parts))
+
+    async def _each(self, calls: Sequence[tuple[int, Queue]]) -> list[Any]:
+        """One command per (partition, queue), queued on one pipeline per server and run together: a
+        round trip per server whatever P is; the replies in the calls' order."""
+        pipes: dict[int, tuple[Any, list[int]]] = {}
+        for n, (i, queue) in enumerate(calls):
+            ex = self.executor(i)
+            await ex.scripts.load()
+            pipe, slots = pipes.setdefault(id(ex.redis), (ex.redis.pipeline(transaction=False), []))
+            queue(pipe, ex)
+            slots.append(n)
+        replies = await asyncio.gather(*(pipe.execute() for pipe, _ in pipes.values()))
+        out: list[Any] = [None] * len(calls)
+        for (_, slots), got in zip(pipes.values(), replies, strict=True):
+            for n, reply in zip(slots, got, strict=True):
+                out[n] = reply
+        return out
 
     async def _count(self, i: int, p: Plan, n: int, value: Value) -> tuple[int, int]:
         """Partition ``i``'s matches of ``p`` (``n`` in all) ordered before ``value``, and up to it included."""
@@ -314,7 +331,8 @@ class Scatter:
         value on (its ties skipped by id), or, for an order the partition cannot count, from the start."""
         if value is not None and exact(p):
             # Every row counted in the sort index: read by rank just past the cursor's row.
-            _, through = await self._count_row(i, p, 0, (value, job_id))
+            (reply,) = await self._each([(i, _around(p, (value, job_id)))])
+            _, through = _row_counts(p, 0, (value, job_id), reply)
             page = await self._listing(i, msgspec.structs.replace(p, offset=through, limit=n))
             return page.jobs
         if value is None or searchable(p):
@@ -343,3 +361,29 @@ class Scatter:
 
 def _uuid_bytes(job_id: str) -> bytes:
     return bytes.fromhex(job_id.replace("-", ""))
+
+
+_NULL_ID = "00000000-0000-0000-0000-000000000000"  # a probe among the nulls: the search counts them as one value
+
+
+def _uuid_text(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=raw))
+
+
+def _around(p: Plan, row: Row) -> Queue:
+    """SORTREAD 'around' the row (value, id) in the order's sort index (for a null: just the entry count)."""
+    value, job_id = row
+    index = p.order_zset
+    assert index is not None
+    u = b"" if value is None else _uuid_bytes(job_id)
+    score = 0 if value is None else value
+    return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "around", score, u, u + b"\xff" * 4)
+
+
+def _row_counts(p: Plan, n: int, row: Row, reply: Sequence[int]) -> tuple[int, int]:
+    """A partition's rows (``n`` in all, no filter) before the row and up to it included, from its
+    'around' reply; the nulls, which the sort index does not hold, counted as one value after all."""
+    lo, hi, card = (int(x) for x in reply)
+    if row[0] is None:
+        return card, n
+    return (card - hi, card - lo) if p.desc else (lo, hi)

@@ -70,9 +70,14 @@ def values_of(jobs: list[Job], order: OrderBy) -> list[Value]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows, st.integers(1, 6), st.sampled_from(ORDERS), st.booleans(), st.data())
+@given(rows, st.integers(1, 6), st.sampled_from(ORDERS), st.booleans(), st.integers(1, 6), st.data())
 def test_rank_search_finds_the_value_at_any_offset(
-    draw: list[tuple[uuid.UUID, int, int | None]], parts: int, order: OrderBy, desc: bool, data: st.DataObject
+    draw: list[tuple[uuid.UUID, int, int | None]],
+    parts: int,
+    order: OrderBy,
+    desc: bool,
+    pivots: int,
+    data: st.DataObject,
 ) -> None:
     pages = [sorted(p, key=lambda j: sort_key(j, order, desc)) for p in partitioned(draw, parts)]
     everything = sorted((j for p in pages for j in p), key=lambda j: sort_key(j, order, desc))
@@ -81,14 +86,18 @@ def test_rank_search_finds_the_value_at_any_offset(
     offset = data.draw(st.integers(0, len(everything) - 1))
     columns = [values_of(p, order) for p in pages]  # empty partitions included
 
-    async def probe(j: int, rank: int) -> Value:
-        return columns[j][rank]
+    async def probe(ranks: list[tuple[int, int]]) -> list[Value]:
+        return [columns[j][rank] for j, rank in ranks]
 
-    async def count(value: Value) -> list[tuple[int, int]]:
+    def count_one(value: Value) -> list[tuple[int, int]]:
         v = value_key(value, desc)
         return [(sum(value_key(x, desc) < v for x in c), sum(value_key(x, desc) <= v for x in c)) for c in columns]
 
-    found = asyncio.run(rank_search(offset, [len(c) for c in columns], probe, count, lambda v: value_key(v, desc)))
+    async def count(values: list[Value]) -> list[list[tuple[int, int]]]:
+        return [count_one(v) for v in values]
+
+    sizes = [len(c) for c in columns]
+    found = asyncio.run(rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc), pivots))
     target = everything[offset]
     assert found.value == row_value(target, order)
     # Rows before the value, plus the skip into its tie group, is the offset.

@@ -10,6 +10,8 @@
 --   'around' score lo hi      {entries before (score, lo), entries before (score, hi), all entries}: with
 --                             lo a job's 16 uuid bytes and hi those and 4 x 0xff, the entries ordered
 --                             before that job's entry and up to it (a rank across partitions, scatter.py)
+--   'at' rank desc            {member, score} of the entry at that rank (descending ranks if desc is '1'),
+--                             {} past the last
 local base, op = KEYS[1], ARGV[1]
 if op == 'range' then
   return sx_range(base, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1')
@@ -20,6 +22,10 @@ elseif op == 'lexcount' then
 elseif op == 'around' then
   local score = tonumber(ARGV[2])
   return {sx_below(base, score, ARGV[3]), sx_below(base, score, ARGV[4]), sx_card(base)}
+elseif op == 'at' then
+  local rank = tonumber(ARGV[2])
+  if rank >= sx_card(base) then return {} end
+  return sx_take(sx_cursor(base, rank, ARGV[3] == '1'), 1, true, {})
 elseif op == 'rangebylex' then
   return sx_rangebylex(base, ARGV[2], ARGV[3])
 end
