@@ -39,6 +39,9 @@ Queue = Callable[[Any, Executor], None]  # queues one command of a partition on 
 # rank search (a few rounds of P probes and P counts) is cheaper than reading and rendering P times
 # that many rows (docs/scaling.md "Queries across partitions", measured there).
 TOP_MERGE_MAX = 1000
+# Probes of a round the row rank search counts (each costs a sort-index count in every partition):
+# the median and its neighbours, which bracket the target closely when partitions are alike.
+ROW_PIVOTS = 3
 # Orders the partitions can count ranks in without a filter: their sort index counts values (and ids).
 _COUNTED_UNFILTERED = frozenset({*RANGED, OrderBy.UPDATED_AT, OrderBy.ID})
 
@@ -205,9 +208,8 @@ class Scatter:
         return await rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc))
 
     async def _search_rows(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Row]:
-        """The rank search over whole rows (value, id): every partition reads its probe and counts every
-        pivot in its sort index, all in one pipeline per server a round (so all of a round's probes
-        are counted: the closest on each side bound the next round)."""
+        """The rank search over whole rows (value, id): every partition reads its probe and counts the
+        round's pivots in its sort index, each step one pipeline per server whatever P is."""
         parts = list(live.items())
 
         async def probe(ranks: list[tuple[int, int]]) -> list[Row]:
@@ -220,12 +222,16 @@ class Scatter:
             return [(int(float(r[1])), _uuid_text(r[0][:16])) if r else (None, _NULL_ID) for r in replies]
 
         async def count(rows: list[Row]) -> list[list[tuple[int, int]]]:
-            calls = [(i, _around(p, row)) for row in rows for i, (p, _) in parts]
+            owners = [self.partitions.of(job_id) for _, job_id in rows]
+            calls = [(i, _below(p, row, i == o)) for row, o in zip(rows, owners, strict=True) for i, (p, _) in parts]
             replies = iter(await self._each(calls))
-            return [[_row_counts(p, n, row, next(replies)) for _, (p, n) in parts] for row in rows]
+            return [
+                [_row_counts(p, n, row, i == o, next(replies)) for i, (p, n) in parts]
+                for row, o in zip(rows, owners, strict=True)
+            ]
 
         sizes = [n for _, (_, n) in parts]
-        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), pivots=len(parts))
+        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), pivots=ROW_PIVOTS)
 
     async def _each(self, calls: Sequence[tuple[int, Queue]]) -> list[Any]:
         """One command per (partition, queue), queued on one pipeline per server and run together: a
@@ -331,8 +337,9 @@ class Scatter:
         value on (its ties skipped by id), or, for an order the partition cannot count, from the start."""
         if value is not None and exact(p):
             # Every row counted in the sort index: read by rank just past the cursor's row.
-            (reply,) = await self._each([(i, _around(p, (value, job_id)))])
-            _, through = _row_counts(p, 0, (value, job_id), reply)
+            owner = self.partitions.of(job_id) == i
+            (reply,) = await self._each([(i, _below(p, (value, job_id), owner))])
+            _, through = _row_counts(p, 0, (value, job_id), owner, reply)
             page = await self._listing(i, msgspec.structs.replace(p, offset=through, limit=n))
             return page.jobs
         if value is None or searchable(p):
@@ -370,20 +377,24 @@ def _uuid_text(raw: bytes) -> str:
     return str(uuid.UUID(bytes=raw))
 
 
-def _around(p: Plan, row: Row) -> Queue:
-    """SORTREAD 'around' the row (value, id) in the order's sort index (for a null: just the entry count)."""
+def _below(p: Plan, row: Row, owner: bool) -> Queue:
+    """SORTREAD 'below' the row (value, id) in the order's sort index, from the side that counts it
+    (for a null: just the entry count). The row's entry, if any, is in its ``owner`` partition only:
+    elsewhere no entry has its id, so the entries before it are also those up to it."""
     value, job_id = row
     index = p.order_zset
     assert index is not None
     u = b"" if value is None else _uuid_bytes(job_id)
+    member = u + b"\xff" * 4 if p.desc and owner else u
     score = 0 if value is None else value
-    return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "around", score, u, u + b"\xff" * 4)
+    return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "below", score, member)
 
 
-def _row_counts(p: Plan, n: int, row: Row, reply: Sequence[int]) -> tuple[int, int]:
+def _row_counts(p: Plan, n: int, row: Row, owner: bool, reply: Sequence[int]) -> tuple[int, int]:
     """A partition's rows (``n`` in all, no filter) before the row and up to it included, from its
-    'around' reply; the nulls, which the sort index does not hold, counted as one value after all."""
-    lo, hi, card = (int(x) for x in reply)
+    'below' reply; the nulls, which the sort index does not hold, counted as one value after all."""
+    below, card = (int(x) for x in reply)
     if row[0] is None:
         return card, n
-    return (card - hi, card - lo) if p.desc else (lo, hi)
+    before = card - below if p.desc else below
+    return before, before + owner

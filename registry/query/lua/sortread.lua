@@ -7,9 +7,8 @@
 --   'count' lo hi             entries with a score within ZCOUNT bounds
 --   'lexcount' lo hi          ZLEXCOUNT (an index whose scores are all 0: the id index)
 --   'rangebylex' lo hi        ZRANGEBYLEX, every member within the bounds
---   'around' score lo hi      {entries before (score, lo), entries before (score, hi), all entries}: with
---                             lo a job's 16 uuid bytes and hi those and 4 x 0xff, the entries ordered
---                             before that job's entry and up to it (a rank across partitions, scatter.py)
+--   'below' score member      {entries ordered before (score, member), all entries}: a rank across
+--                             partitions (registry/query/scatter.py)
 --   'at' rank desc            {member, score} of the entry at that rank (descending ranks if desc is '1'),
 --                             {} past the last
 local base, op = KEYS[1], ARGV[1]
@@ -19,9 +18,8 @@ elseif op == 'count' then
   return sx_count(base, ARGV[2], ARGV[3])
 elseif op == 'lexcount' then
   return sx_lexcount(base, ARGV[2], ARGV[3])
-elseif op == 'around' then
-  local score = tonumber(ARGV[2])
-  return {sx_below(base, score, ARGV[3]), sx_below(base, score, ARGV[4]), sx_card(base)}
+elseif op == 'below' then
+  return {sx_below(base, tonumber(ARGV[2]), ARGV[3]), sx_card(base)}
 elseif op == 'at' then
   local rank = tonumber(ARGV[2])
   if rank >= sx_card(base) then return {} end
