@@ -153,6 +153,12 @@ class Scatter:
         if not plans:
             return Listing(total=0, jobs=[], strategy="empty", position=None)
         first = next(iter(plans.values()))
+        if offset + limit <= TOP_MERGE_MAX and by_rank(first):
+            jobs, total = await self._by_rank({i: (p, 0) for i, p in plans.items()}, offset, limit)
+            how = (
+                f"scatter over {count} partitions: top {offset + limit} of each sort index, merged; {len(jobs)} records"
+            )
+            return Listing(total=total, jobs=jobs, strategy=how, position=None)
         if offset + limit <= TOP_MERGE_MAX or not searchable(first):
             top = {i: msgspec.structs.replace(p, offset=0, limit=offset + limit) for i, p in plans.items()}
             pages = await asyncio.gather(*(self._listing(i, p) for i, p in top.items()))
@@ -180,12 +186,19 @@ class Scatter:
         else:
             found = await self._search(offset, live, desc)
             value = found.value
+        first = next(iter(live.values()))[0]
+        if by_row and by_rank(first):
+            starts = {i: (p, before) for (i, (p, _)), before in zip(live.items(), found.before, strict=True)}
+            jobs, _ = await self._by_rank(starts, found.skip, limit)
+            return (
+                jobs,
+                f"rank search of rows in {found.rounds} rounds, then {found.skip + limit} entries of each index",
+            )
         reads = [
             self._from_value(i, p, value, before, found.skip + limit, positional=by_row)
             for (i, (p, _)), before in zip(live.items(), found.before, strict=True)
         ]
-        order = next(iter(live.values()))[0].order
-        jobs = merge(await asyncio.gather(*reads), order, desc, found.skip, limit)
+        jobs = merge(await asyncio.gather(*reads), first.order, desc, found.skip, limit)
         how = f"rank search of {'rows' if by_row else 'values'} in {found.rounds} rounds"
         return jobs, f"{how}, then {found.skip + limit} rows of each from there"
 
@@ -299,6 +312,33 @@ class Scatter:
         bound = Range(field, keys.sort(field), keys.column(field), p.nonnull is not None, lo, hi)  # type: ignore[arg-type]
         return msgspec.structs.replace(p, predicates=(*p.predicates, bound))
 
+    async def _by_rank(self, starts: dict[int, tuple[Plan, int]], skip: int, limit: int) -> tuple[list[Job], int]:
+        """Rows ``skip`` .. ``skip + limit - 1`` of the merge of each partition's sort index from its
+        start rank (no filter, no nulls: the index holds every row), and the entries in all. The
+        entries (uuid, score) are merged first; only the page's records are read, by partition."""
+        calls = [(i, _rows(p, start, skip + limit)) for i, (p, start) in starts.items()]
+        replies = await self._each(calls)
+        desc = next(iter(starts.values()))[0].desc
+        entries: list[tuple[SortKey, int, str]] = []
+        total = 0
+        for (i, _), reply in zip(calls, replies, strict=True):
+            total += int(reply[0])
+            for member, score in zip(reply[1::2], reply[2::2], strict=True):
+                job_id = _uuid_text(member[:16])
+                entries.append((key_of(int(float(score)), job_id, desc), i, job_id))
+        entries.sort()
+        page = entries[skip : skip + limit]
+        groups: dict[int, list[str]] = {}
+        for _, i, job_id in page:
+            groups.setdefault(i, []).append(job_id)
+        reads = await asyncio.gather(*(self.executor(i).jobs(ids) for i, ids in groups.items()))
+        found = {
+            job.id: job
+            for i, jobs in zip(groups, reads, strict=True)
+            for job in renumber([j for j in jobs if j is not None], self.partitions.count, i)
+        }
+        return [found[job_id] for _, _, job_id in page if job_id in found], total
+
     async def _from_value(
         self, i: int, p: Plan, value: Value, before: int, n: int, *, positional: bool = False
     ) -> list[Job]:
@@ -321,6 +361,18 @@ class Scatter:
         desc, order, n = query.direction.value == "DESC", query.order_by, query.limit + 1
         value: Value = seek.job_id if order is OrderBy.ID else seek.value
         cursor = key_of(value, seek.job_id, desc)
+        first = next(iter(plans.values()), None)
+        if first is not None and value is not None and by_rank(first):
+            # Every row in the sort index: each partition reads from just past the cursor's row by rank.
+            owners = {i: self.partitions.of(seek.job_id) == i for i in plans}
+            replies = await self._each([(i, _below(p, (value, seek.job_id), owners[i])) for i, p in plans.items()])
+            starts = {
+                i: (p, _row_counts(p, 0, (value, seek.job_id), owners[i], r)[1])
+                for (i, p), r in zip(plans.items(), replies, strict=True)
+            }
+            jobs, total = await self._by_rank(starts, 0, n)
+            how = f"scatter over {self.partitions.count} partitions: page token, by rank past its row in each index"
+            return Listing(total=total, jobs=jobs, strategy=how, position=None)
         totals = await asyncio.gather(*(self.executor(i).total(p) for i, p in plans.items()))
         live = {i: p for (i, p), t in zip(plans.items(), totals, strict=True) if t}
         rows = await asyncio.gather(
@@ -375,6 +427,18 @@ _NULL_ID = "00000000-0000-0000-0000-000000000000"  # a probe among the nulls: th
 
 def _uuid_text(raw: bytes) -> str:
     return str(uuid.UUID(bytes=raw))
+
+
+def by_rank(p: Plan) -> bool:
+    """Whether every row of ``p`` is an entry of its order's sort index (no filter, no nulls): pages
+    are then merged from the indexes' entries, and only the page's records read."""
+    return exact(p) and p.nonnull is None
+
+
+def _rows(p: Plan, start: int, count: int) -> Queue:
+    index = p.order_zset
+    assert index is not None
+    return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "rows", start, count, int(p.desc))
 
 
 def _below(p: Plan, row: Row, owner: bool) -> Queue:

@@ -9,6 +9,7 @@
 --   'rangebylex' lo hi        ZRANGEBYLEX, every member within the bounds
 --   'below' score member      {entries ordered before (score, member), all entries}: a rank across
 --                             partitions (registry/query/scatter.py)
+--   'rows' start count desc   {all entries, then member, score of each of count entries from rank start}
 --   'at' rank desc            {member, score} of the entry at that rank (descending ranks if desc is '1'),
 --                             {} past the last
 local base, op = KEYS[1], ARGV[1]
@@ -20,6 +21,9 @@ elseif op == 'lexcount' then
   return sx_lexcount(base, ARGV[2], ARGV[3])
 elseif op == 'below' then
   return {sx_below(base, tonumber(ARGV[2]), ARGV[3]), sx_card(base)}
+elseif op == 'rows' then
+  local out = {sx_card(base)}
+  return sx_take(sx_cursor(base, tonumber(ARGV[2]), ARGV[4] == '1'), tonumber(ARGV[3]), true, out)
 elseif op == 'at' then
   local rank = tonumber(ARGV[2])
   if rank >= sx_card(base) then return {} end
