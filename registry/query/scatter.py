@@ -39,9 +39,6 @@ Queue = Callable[[Any, Executor], None]  # queues one command of a partition on 
 # rank search (a few rounds of P probes and P counts) is cheaper than reading and rendering P times
 # that many rows (docs/scaling.md "Queries across partitions", measured there).
 TOP_MERGE_MAX = 1000
-# Probes of a round the row rank search counts (each costs a sort-index count in every partition):
-# the median and its neighbours, which bracket the target closely when partitions are alike.
-ROW_PIVOTS = 3
 # Orders the partitions can count ranks in without a filter: their sort index counts values (and ids).
 _COUNTED_UNFILTERED = frozenset({*RANGED, OrderBy.UPDATED_AT, OrderBy.ID})
 
@@ -221,8 +218,9 @@ class Scatter:
         return await rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc))
 
     async def _search_rows(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Row]:
-        """The rank search over whole rows (value, id): every partition reads its probe and counts the
-        round's pivots in its sort index, each step one pipeline per server whatever P is."""
+        """The rank search over whole rows (value, id): every partition reads its probe, then counts
+        every probe of the round in its sort index in one call (the closest probes on each side of the
+        target bound the next round); each step one pipeline per server whatever P is."""
         parts = list(live.items())
 
         async def probe(ranks: list[tuple[int, int]]) -> list[Row]:
@@ -236,15 +234,13 @@ class Scatter:
 
         async def count(rows: list[Row]) -> list[list[tuple[int, int]]]:
             owners = [self.partitions.of(job_id) for _, job_id in rows]
-            calls = [(i, _below(p, row, i == o)) for row, o in zip(rows, owners, strict=True) for i, (p, _) in parts]
-            replies = iter(await self._each(calls))
-            return [
-                [_row_counts(p, n, row, i == o, next(replies)) for i, (p, n) in parts]
-                for row, o in zip(rows, owners, strict=True)
-            ]
+            mine = [[i == o for o in owners] for i, _ in parts]
+            replies = await self._each([(i, _below(p, rows, m)) for (i, (p, _)), m in zip(parts, mine, strict=True)])
+            by_part = [_row_counts(p, n, rows, m, r) for (_, (p, n)), m, r in zip(parts, mine, replies, strict=True)]
+            return [[counts[k] for counts in by_part] for k in range(len(rows))]
 
         sizes = [n for _, (_, n) in parts]
-        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), pivots=ROW_PIVOTS)
+        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), pivots=len(parts))
 
     async def _each(self, calls: Sequence[tuple[int, Queue]]) -> list[Any]:
         """One command per (partition, queue), queued on one pipeline per server and run together: a
@@ -364,10 +360,11 @@ class Scatter:
         first = next(iter(plans.values()), None)
         if first is not None and value is not None and by_rank(first):
             # Every row in the sort index: each partition reads from just past the cursor's row by rank.
-            owners = {i: self.partitions.of(seek.job_id) == i for i in plans}
-            replies = await self._each([(i, _below(p, (value, seek.job_id), owners[i])) for i, p in plans.items()])
+            row: Row = (value, seek.job_id)
+            owners = {i: [self.partitions.of(seek.job_id) == i] for i in plans}
+            replies = await self._each([(i, _below(p, [row], owners[i])) for i, p in plans.items()])
             starts = {
-                i: (p, _row_counts(p, 0, (value, seek.job_id), owners[i], r)[1])
+                i: (p, _row_counts(p, 0, [row], owners[i], r)[0][1])
                 for (i, p), r in zip(plans.items(), replies, strict=True)
             }
             jobs, total = await self._by_rank(starts, 0, n)
@@ -389,9 +386,9 @@ class Scatter:
         value on (its ties skipped by id), or, for an order the partition cannot count, from the start."""
         if value is not None and exact(p):
             # Every row counted in the sort index: read by rank just past the cursor's row.
-            owner = self.partitions.of(job_id) == i
-            (reply,) = await self._each([(i, _below(p, (value, job_id), owner))])
-            _, through = _row_counts(p, 0, (value, job_id), owner, reply)
+            owner = [self.partitions.of(job_id) == i]
+            (reply,) = await self._each([(i, _below(p, [(value, job_id)], owner))])
+            ((_, through),) = _row_counts(p, 0, [(value, job_id)], owner, reply)
             page = await self._listing(i, msgspec.structs.replace(p, offset=through, limit=n))
             return page.jobs
         if value is None or searchable(p):
@@ -441,24 +438,30 @@ def _rows(p: Plan, start: int, count: int) -> Queue:
     return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "rows", start, count, int(p.desc))
 
 
-def _below(p: Plan, row: Row, owner: bool) -> Queue:
-    """SORTREAD 'below' the row (value, id) in the order's sort index, from the side that counts it
-    (for a null: just the entry count). The row's entry, if any, is in its ``owner`` partition only:
-    elsewhere no entry has its id, so the entries before it are also those up to it."""
-    value, job_id = row
+def _below(p: Plan, rows: Sequence[Row], owners: Sequence[bool]) -> Queue:
+    """SORTREAD 'below' each row (value, id) in the order's sort index, from the side that counts it
+    (a null row counts nothing: the index holds no null). A row's entry, if any, is in its owner
+    partition only: elsewhere no entry has its id, so the entries before it are those up to it."""
     index = p.order_zset
     assert index is not None
-    u = b"" if value is None else _uuid_bytes(job_id)
-    member = u + b"\xff" * 4 if p.desc and owner else u
-    score = 0 if value is None else value
-    return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "below", score, member)
+    args: list[int | str | bytes] = []
+    for (value, job_id), owner in zip(rows, owners, strict=True):
+        u = b"" if value is None else _uuid_bytes(job_id)
+        args += [0 if value is None else value, u + b"\xff" * 4 if p.desc and owner else u]
+    return lambda pipe, ex: ex.scripts.sortread_on(pipe, index, "below", *args)
 
 
-def _row_counts(p: Plan, n: int, row: Row, owner: bool, reply: Sequence[int]) -> tuple[int, int]:
-    """A partition's rows (``n`` in all, no filter) before the row and up to it included, from its
+def _row_counts(
+    p: Plan, n: int, rows: Sequence[Row], owners: Sequence[bool], reply: Sequence[int]
+) -> list[tuple[int, int]]:
+    """A partition's rows (``n`` in all, no filter) before each row and up to it included, from its
     'below' reply; the nulls, which the sort index does not hold, counted as one value after all."""
-    below, card = (int(x) for x in reply)
-    if row[0] is None:
-        return card, n
-    before = card - below if p.desc else below
-    return before, before + owner
+    card, *below = (int(x) for x in reply)
+    out = []
+    for (value, _), owner, b in zip(rows, owners, below, strict=True):
+        if value is None:
+            out.append((card, n))
+        else:
+            before = card - b if p.desc else b
+            out.append((before, before + owner))
+    return out
