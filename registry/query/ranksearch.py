@@ -31,12 +31,15 @@ T = TypeVar("T")  # what is searched: an order value, or a row's (value, id)
 @dataclass(frozen=True)
 class Found(Generic[T]):
     """Where the row at the offset is: its order value, each partition's matches ordered before that
-    value, and how many of the value's rows (all partitions merged) come before the target."""
+    value, and how many of the value's rows (all partitions merged) come before the target. Stopped
+    at a small window (``widths``: each partition's rows in it), ``value`` is only the last pivot,
+    ``before`` the windows' starts and ``skip`` the target's place in the windows' merge."""
 
     value: T
     before: list[int]
     skip: int
     rounds: int
+    widths: list[int] | None = None
 
 
 def _probe_ranks(offset: int, lo: Sequence[int], hi: Sequence[int]) -> list[tuple[int, int]]:
@@ -57,15 +60,18 @@ async def rank_search(
     count: Callable[[list[T]], Awaitable[Sequence[Sequence[tuple[int, int]]]]],
     key: Callable[[T], Any],
     pivots: int = 1,
+    window: int = 0,
 ) -> Found[T]:
     """The value of the row at global rank ``offset`` (0 <= offset < sum(sizes)) of partitions of
     ``sizes`` rows each, ordered by ``key``: ``probe([(j, r), ...])`` the values of partition j's
     rows at rank r, ``count(vs)`` for each value each partition's rows (ordered before it, up to it included).
     ``pivots``: how many of a round's probes are counted (around their median), when counting is
-    cheap next to a round trip: the closest below and above the target bound the next round."""
+    cheap next to a round trip: the closest below and above the target bound the next round.
+    ``window``: stop once the open windows hold at most that many rows in all; ``before`` is then
+    each window's start and ``skip`` the target's place in their merge (the caller reads them)."""
     assert 0 <= offset < sum(sizes), (offset, sizes)
     lo, hi = [0] * len(sizes), list(sizes)
-    last: T | None = None
+    last: list[T] = []  # the last pivot counted (a list: a value may be None, a null)
     before: list[int] = []
     for rounds in range(1, MAX_ROUNDS + 1):
         ranks = _probe_ranks(offset, lo, hi)
@@ -75,7 +81,7 @@ async def rank_search(
         middle = len(values) // 2
         chosen = values[max(0, middle - pivots // 2) : middle + (pivots + 1) // 2]
         for pivot, counts in zip(chosen, await count(chosen), strict=True):
-            last, before = pivot, [b for b, _ in counts]
+            last, before = [pivot], [b for b, _ in counts]
             b_sum, t_sum = sum(before), sum(t for _, t in counts)
             if b_sum <= offset < t_sum:
                 return Found(pivot, before, offset - b_sum, rounds)
@@ -83,5 +89,6 @@ async def rank_search(
                 lo = [max(a, t) for a, (_, t) in zip(lo, counts, strict=True)]
             else:
                 hi = [min(b, x) for b, x in zip(hi, before, strict=True)]
-    assert last is not None, "a search probes at least once"
-    return Found(last, before, max(0, offset - sum(before)), MAX_ROUNDS)
+        if sum(hi) - sum(lo) <= window:
+            return Found(last[0], lo, offset - sum(lo), rounds, [b - a for a, b in zip(lo, hi, strict=True)])
+    return Found(last[0], before, max(0, offset - sum(before)), MAX_ROUNDS)

@@ -176,6 +176,14 @@ class Scatter:
         self, offset: int, limit: int, live: dict[int, tuple[Plan, int]], desc: bool, by_row: bool
     ) -> tuple[list[Job], str]:
         """The page at a deep offset: the rank search, then each partition's rows from where it found."""
+        first = next(iter(live.values()))[0]
+        if by_row and by_rank(first):
+            # Stop once the candidates fit a page per partition, and merge their index entries.
+            rows = await self._search_rows(offset, live, desc, window=len(live) * limit)
+            starts = {i: (p, before) for (i, (p, _)), before in zip(live.items(), rows.before, strict=True)}
+            most = dict(zip(live, rows.widths, strict=True)) if rows.widths else None
+            jobs, _ = await self._by_rank(starts, rows.skip, limit, most)
+            return jobs, f"rank search of rows in {rows.rounds} rounds, then the index entries from there"
         value: Value
         if by_row:
             rows = await self._search_rows(offset, live, desc)
@@ -183,14 +191,6 @@ class Scatter:
         else:
             found = await self._search(offset, live, desc)
             value = found.value
-        first = next(iter(live.values()))[0]
-        if by_row and by_rank(first):
-            starts = {i: (p, before) for (i, (p, _)), before in zip(live.items(), found.before, strict=True)}
-            jobs, _ = await self._by_rank(starts, found.skip, limit)
-            return (
-                jobs,
-                f"rank search of rows in {found.rounds} rounds, then {found.skip + limit} entries of each index",
-            )
         reads = [
             self._from_value(i, p, value, before, found.skip + limit, positional=by_row)
             for (i, (p, _)), before in zip(live.items(), found.before, strict=True)
@@ -217,7 +217,9 @@ class Scatter:
         sizes = [n for _, (_, n) in parts]
         return await rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc))
 
-    async def _search_rows(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Row]:
+    async def _search_rows(
+        self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool, window: int = 0
+    ) -> Found[Row]:
         """The rank search over whole rows (value, id): every partition reads its probe, then counts
         every probe of the round in its sort index in one call (the closest probes on each side of the
         target bound the next round); each step one pipeline per server whatever P is."""
@@ -240,7 +242,7 @@ class Scatter:
             return [[counts[k] for counts in by_part] for k in range(len(rows))]
 
         sizes = [n for _, (_, n) in parts]
-        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), pivots=len(parts))
+        return await rank_search(offset, sizes, probe, count, lambda r: key_of(*r, desc), len(parts), window)
 
     async def _each(self, calls: Sequence[tuple[int, Queue]]) -> list[Any]:
         """One command per (partition, queue), queued on one pipeline per server and run together: a
@@ -308,11 +310,15 @@ class Scatter:
         bound = Range(field, keys.sort(field), keys.column(field), p.nonnull is not None, lo, hi)  # type: ignore[arg-type]
         return msgspec.structs.replace(p, predicates=(*p.predicates, bound))
 
-    async def _by_rank(self, starts: dict[int, tuple[Plan, int]], skip: int, limit: int) -> tuple[list[Job], int]:
+    async def _by_rank(
+        self, starts: dict[int, tuple[Plan, int]], skip: int, limit: int, most: dict[int, int] | None = None
+    ) -> tuple[list[Job], int]:
         """Rows ``skip`` .. ``skip + limit - 1`` of the merge of each partition's sort index from its
         start rank (no filter, no nulls: the index holds every row), and the entries in all. The
-        entries (uuid, score) are merged first; only the page's records are read, by partition."""
-        calls = [(i, _rows(p, start, skip + limit)) for i, (p, start) in starts.items()]
+        entries (uuid, score) are merged first; only the page's records are read, by partition.
+        ``most``: how many of a partition's entries past its start can come before the page."""
+        most = most or {}
+        calls = [(i, _rows(p, start, min(skip, most.get(i, skip)) + limit)) for i, (p, start) in starts.items()]
         replies = await self._each(calls)
         desc = next(iter(starts.values()))[0].desc
         entries: list[tuple[SortKey, int, str]] = []

@@ -70,13 +70,14 @@ def values_of(jobs: list[Job], order: OrderBy) -> list[Value]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows, st.integers(1, 6), st.sampled_from(ORDERS), st.booleans(), st.integers(1, 6), st.data())
+@given(rows, st.integers(1, 6), st.sampled_from(ORDERS), st.booleans(), st.integers(1, 6), st.integers(0, 8), st.data())
 def test_rank_search_finds_the_value_at_any_offset(
     draw: list[tuple[uuid.UUID, int, int | None]],
     parts: int,
     order: OrderBy,
     desc: bool,
     pivots: int,
+    window: int,
     data: st.DataObject,
 ) -> None:
     pages = [sorted(p, key=lambda j: sort_key(j, order, desc)) for p in partitioned(draw, parts)]
@@ -97,8 +98,17 @@ def test_rank_search_finds_the_value_at_any_offset(
         return [count_one(v) for v in values]
 
     sizes = [len(c) for c in columns]
-    found = asyncio.run(rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc), pivots))
+    found = asyncio.run(rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc), pivots, window))
     target = everything[offset]
+    if found.widths is not None:
+        # Stopped at a small window: the target is row ``skip`` of the windows' merge.
+        assert sum(found.widths) <= window
+        merged = sorted(
+            (j for p, lo, w in zip(pages, found.before, found.widths, strict=True) for j in p[lo : lo + w]),
+            key=lambda j: sort_key(j, order, desc),
+        )
+        assert merged[found.skip] == target
+        return
     assert found.value == row_value(target, order)
     # Rows before the value, plus the skip into its tie group, is the offset.
     assert sum(found.before) + found.skip == offset
