@@ -189,8 +189,17 @@ class Scatter:
             rows = await self._search_rows(offset, live, desc)
             value, found = rows.value[0], Found(rows.value[0], rows.before, rows.skip, rows.rounds)
         else:
-            found = await self._search(offset, live, desc)
+            found = await self._search(offset, live, desc, window=len(live) * limit)
             value = found.value
+        if found.widths is not None:
+            # Stopped at small windows: each partition's rows from its window's start, by position.
+            at = [
+                self._listing(i, msgspec.structs.replace(p, offset=lo, limit=min(found.skip, w) + limit))
+                for (i, (p, _)), lo, w in zip(live.items(), found.before, found.widths, strict=True)
+            ]
+            pages = [page.jobs for page in await asyncio.gather(*at)]
+            jobs = merge(pages, first.order, desc, found.skip, limit)
+            return jobs, f"rank search of values in {found.rounds} rounds, then each window from its start"
         reads = [
             self._from_value(i, p, value, before, found.skip + limit, positional=by_row)
             for (i, (p, _)), before in zip(live.items(), found.before, strict=True)
@@ -199,7 +208,9 @@ class Scatter:
         how = f"rank search of {'rows' if by_row else 'values'} in {found.rounds} rounds"
         return jobs, f"{how}, then {found.skip + limit} rows of each from there"
 
-    async def _search(self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool) -> Found[Value]:
+    async def _search(
+        self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool, window: int = 0
+    ) -> Found[Value]:
         """The rank search over order values, each partition counting its matches (filters and all)."""
         parts = list(live.items())
 
@@ -215,7 +226,7 @@ class Scatter:
             return [list(await asyncio.gather(*(self._count(i, p, n, v) for i, (p, n) in parts))) for v in values]
 
         sizes = [n for _, (_, n) in parts]
-        return await rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc))
+        return await rank_search(offset, sizes, probe, count, lambda v: value_key(v, desc), window=window)
 
     async def _search_rows(
         self, offset: int, live: dict[int, tuple[Plan, int]], desc: bool, window: int = 0
