@@ -135,3 +135,38 @@ async def test_lookups_go_to_the_jobs_partition(aredis: aioredis.Redis, tuned: S
     assert details[-1] is None
     assert [d.id for d in details[:-1] if d] == ids
     assert [d.creation_order for d in details[:-1] if d] == [orders[j] for j in ids]
+
+
+SWEEP_SHAPES = [
+    [("order_by", "runs"), ("order_by_direction", "ASC")],
+    [("order_by", "runs"), ("status", "DONE")],
+    [("order_by", "runs"), ("min_runs", "20")],
+    [("order_by", "created_at"), ("origin", "CLIENT"), ("origin", "AZURE")],
+    [("order_by", "end_timestamp"), ("order_by_direction", "ASC")],
+    [("order_by", "start_timestamp"), ("errors", "false")],
+    [("order_by", "updated_at")],
+    [("order_by", "id"), ("order_by_direction", "ASC")],
+    [("order_by", "creation_order")],
+]
+
+
+@pytest.mark.parametrize("parts", [3, 5])
+async def test_rank_search_at_every_depth(
+    aredis: aioredis.Redis, tuned: Settings, parts: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offsets swept through the whole order (tie groups of runs, nulls, filters), by rank search only."""
+    monkeypatch.setattr(scatter_mod, "TOP_MERGE_MAX", 0)
+    rng = random.Random(parts)
+    traffic = make_traffic(rng, 400)
+    ref = Reference()
+    for e in traffic:
+        ref.add(e)
+    many = Partitions(tuned.prefix + "s", parts)
+    orders = await load(aredis, many, decode_all(traffic))
+    s = Scatter(OneNode(aredis, many), tuned)
+    for shape in SWEEP_SHAPES:
+        total = ref.query(shape, orders)[0]
+        for offset in sorted({0, 1, 2, total // 3, total // 2, total - 7, total - 1, total, rng.randrange(total + 1)}):
+            params = [*shape, ("offset", str(max(0, offset))), ("limit", str(rng.choice((1, 3, 10, 40))))]
+            page, _, _ = await s.list_page(parse_params(params), None)
+            assert (page.total, [j.id for j in page.jobs]) == ref.query(params, orders), (params, page.strategy)
