@@ -51,8 +51,9 @@ def exact(p: Plan) -> bool:
 
 def searchable(p: Plan) -> bool:
     """Whether a partition can count its matches before an order value: a range filter on the order
-    field (created_at, start/end_timestamp, runs) or, without filters, the order's sort index."""
-    return p.order in RANGED or (not p.predicates and p.order in _COUNTED_UNFILTERED)
+    field (created_at, start/end_timestamp, runs) or, without filters, the order's sort index (or for
+    creation_order the listed handles' bitmap)."""
+    return p.order in RANGED or (not p.predicates and p.order in _COUNTED_UNFILTERED | {OrderBy.CREATION_ORDER})
 
 
 class Scatter:
@@ -279,6 +280,9 @@ class Scatter:
             if p.nonnull is None:
                 return n, n
             return await ex.total(msgspec.structs.replace(p, predicates=(*p.predicates, AnyBit((p.nonnull,))))), n
+        if not p.predicates and p.order is OrderBy.CREATION_ORDER:
+            assert isinstance(value, int)
+            return await self._count_handles(i, p, value)
         if not p.predicates:
             return await self._count_index(ex, p, value)
         assert isinstance(value, int) and p.order in RANGED, (value, p.order)
@@ -287,6 +291,19 @@ class Scatter:
             ex.total(self._bounded(i, p, value, "through")),
         )
         return before, through
+
+    async def _count_handles(self, i: int, p: Plan, order: int) -> tuple[int, int]:
+        """(before, through) of the global creation_order ``order`` among partition ``i``'s listed jobs
+        (no filter): handle h is h * P + i, so a count of the listed handles' bits up to a handle."""
+        count = self.partitions.count
+        ex = self.executor(i)
+        below = -(-(order - i) // count)  # the handles whose order is below ``order``: 0 .. below - 1
+        pipe = ex.redis.pipeline(transaction=False)
+        pipe.bitcount(ex.keys.all)
+        pipe.bitcount(ex.keys.all, 0, below - 1, "BIT") if below > 0 else pipe.echo(0)
+        total, lower = (int(x) for x in await pipe.execute())
+        own = int(order % count == i)
+        return (total - lower - own, total - lower) if p.desc else (lower, lower + own)
 
     async def _count_index(self, ex: Executor, p: Plan, value: int | str) -> tuple[int, int]:
         """(before, through) of ``value`` counted in the order's sort index (no filter: every entry matches)."""
@@ -411,7 +428,7 @@ class Scatter:
         if value is None or searchable(p):
             before = 0
             if value is not None and p.order not in RANGED:
-                before, _ = await self._count_index(self.executor(i), p, value)
+                before, _ = await self._count(i, p, 0, value)
 
             async def fetch(m: int) -> list[Job]:
                 return await self._from_value(i, p, value, before, m)
