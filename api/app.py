@@ -82,14 +82,17 @@ def redis_client(url: str) -> aioredis.Redis:
     )
 
 
-def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None) -> Litestar:
+def create_app(
+    settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None, partitions: int = 1
+) -> Litestar:
     """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
 
     With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
     (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
     Raises AuthConfigError for unusable auth settings. ``announce_open=False``: the caller (`jobreg up`)
     says itself that auth is off. ``sibling``: this process's place among several serving one socket
-    (api/server.py), whose per-process metrics /metrics sums.
+    (api/server.py), whose per-process metrics /metrics sums. ``partitions``: the registry's P (issue 14;
+    1, the standalone registry, until P is stored with the layout).
     """
     verifier = Verifier.from_settings(settings)
     if verifier is None and announce_open:
@@ -107,29 +110,34 @@ def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibli
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         gate = LayoutGate(client, keys)
-        # One partition on the one server for now; the stored P and a cluster route plug in here (issue 14).
-        route = OneNode(client, Partitions(settings.prefix, 1))
+        # Every partition on the one server; the stored P and a cluster route plug in here (issue 14).
+        route = OneNode(client, Partitions(settings.prefix, partitions))
         app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):
             await gate.check()
-        # The feed's blocking read gets its own connection (see registry/live/feed.py).
-        feed = ChangeFeed(
-            lambda: redis_client(settings.redis_url),
-            keys,
-            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
-            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
-            count=min(1000, settings.change_log_retention),
+        # Each feed's blocking read gets its own connection (see registry/live/feed.py): one per
+        # partition's change log.
+        feeds = tuple(
+            ChangeFeed(
+                lambda: redis_client(settings.redis_url),
+                partition_keys,
+                # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
+                block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
+                count=min(1000, settings.change_log_retention),
+            )
+            for partition_keys in route.partitions.keys
         )
-        app.state.live = Live(feed, live_metrics, streams)
+        app.state.live = Live(feeds[0], live_metrics, streams, feeds)
         publishing = asyncio.create_task(process_metrics.publish_forever()) if sibling else None
         try:
             yield
         finally:
             if publishing is not None:
                 publishing.cancel()
-            await feed.close()
+            for feed in feeds:
+                await feed.close()
             await client.aclose()
 
     app = Litestar(

@@ -46,11 +46,13 @@ class LiveMetrics:
 
 @dataclass(frozen=True)
 class Live:
-    """The live side: this process's change feed, its counters and its open streams (``app.state.live``)."""
+    """The live side: this process's change feed, its counters and its open streams (``app.state.live``);
+    with partitions, ``feeds[i]`` follows partition i's change log (``feed`` is partition 0's)."""
 
     feed: ChangeFeed
     metrics: LiveMetrics
     streams: Streams
+    feeds: tuple[ChangeFeed, ...] = ()
 
 
 # How a handler asks for them (the parameter name picks the provider).
