@@ -144,7 +144,9 @@ class JobListController(Controller):
             # The plan's sizes are read before scoping narrows the match (how many jobs an id,
             # prefix, batch or user has in every project): only an operator may see them.
             headers["X-Jobreg-Plan"] = page.strategy
-        if page.position is not None:
+        if page.version is not None:
+            headers["X-Resource-Version"] = page.version  # partitions: a vector, as the watch's ids
+        elif page.position is not None:
             headers["X-Resource-Version"] = format_position(page.position)
         return Response(body, headers=headers)
 

@@ -21,10 +21,13 @@ from typing import Any, TypeVar
 import msgspec
 
 from registry.domain.model import Job, JobDetail
+from registry.live.changes import ORIGIN
+from registry.live.merged import format_vector
 from registry.query import seek as seeking
 from registry.query.execute.counts import zero_counts
 from registry.query.executor import Executor, Listing
 from registry.query.merge import SortKey, Value, key_of, merge, renumber, row_value, sort_key, value_key
+from registry.query.page_call import reply_position
 from registry.query.planner import AnyBit, Plan, Range, plan
 from registry.query.ranksearch import Found, rank_search
 from registry.query.seek import RANGED, Seek, null_segment
@@ -92,12 +95,22 @@ class Scatter:
         if self.partitions.count == 1:
             return await seeking.list_page(self.executor(0), plan(query, self.partitions.keys[0]), seek)
         plans = self.plans(query)
+        # Every partition's change log position first, so a watch from it misses nothing the page lacks.
+        version = await self._version() if plans else None
         if seek is not None:
             page = await self._after(query, plans, seek)
+            page.version = version
             more = len(page.jobs) > query.limit
             return msgspec.structs.replace(page, jobs=page.jobs[: query.limit]), seek.served, more
         page = await self._at_offset(query, plans)
+        page.version = version
         return page, query.offset, query.offset + len(page.jobs) < page.total
+
+    async def _version(self) -> str:
+        """The vector of every partition's change log position (a merged watch's resume id)."""
+        calls = [(i, _last_change) for i in range(self.partitions.count)]
+        replies = await self._each(calls)
+        return format_vector([reply_position(r[0][0]) if r else ORIGIN for r in replies])
 
     async def counts(self, query: JobQuery) -> Counts:
         """Exact counts by status and origin of the jobs ``query``'s filters match, summed over partitions."""
@@ -458,6 +471,10 @@ _NULL_ID = "00000000-0000-0000-0000-000000000000"  # a probe among the nulls: th
 
 def _uuid_text(raw: bytes) -> str:
     return str(uuid.UUID(bytes=raw))
+
+
+def _last_change(pipe: Any, ex: Executor) -> None:
+    pipe.xrevrange(ex.keys.changes, count=1)
 
 
 def by_rank(p: Plan) -> bool:

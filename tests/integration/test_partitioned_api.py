@@ -53,6 +53,9 @@ async def test_api_over_three_partitions(aredis: aioredis.Redis, settings: Setti
         assert r.json()["data"]["creation_order"] == orders[job_id]
         r = await client.get(f"{JOBS}/stats")
         assert r.json()["data"]["total"] == len(orders)
+        # The list's X-Resource-Version is the vector of the partitions' positions, which the watch takes.
+        version = (await client.get(JOBS)).headers["x-resource-version"]
+        assert len(version.split("_")) == 3
         # The watch resumes from a vector of the three partitions' positions; one position is not one.
         r = await client.get(f"{JOBS}/watch", headers={"Last-Event-ID": "12-0"})
         assert r.status_code == 422
