@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from registry.query.scatter import Scatter
 from registry.route import OneNode
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
+from registry.store.partitions import stored as stored_partitions
 
 log = logging.getLogger("jobreg.api")
 
@@ -60,10 +62,44 @@ STORE_ROUTES = ("/api/", "/healthz")
 
 
 async def _layout_gate(request: Request[Any, Any, Any]) -> None:
-    """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood."""
-    if request.url.path.startswith(STORE_ROUTES):
+    """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood,
+    and learn the registry's stored P before the first store request is answered."""
+    path = request.url.path
+    if path.startswith(STORE_ROUTES):
         services: Services = request.app.state.services
         await services.layout.check()
+    if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
+        await _learn_partitions(request.app)
+
+
+async def _learn_partitions(app: Litestar) -> None:
+    """Serve the registry's stored P (registry/store/partitions.py; stamped by the workers or `jobreg api` at
+    its first start): read once, when the store first answers, so an API started while Redis is down
+    never serves a partitioned registry as one partition. A RedisError here is a 503 like any other."""
+    services: Services = app.state.services
+    live: Live = app.state.live
+    parts = await stored_partitions(services.redis, services.settings.prefix)
+    if parts.count != services.executor.partitions.count:
+        # No request has used the old services yet (this gate runs first), so no feed has started.
+        route = OneNode(services.redis, parts)
+        app.state.services = dataclasses.replace(services, executor=Scatter(route, services.settings))
+        feeds = change_feeds(services.settings, parts)
+        app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
+    app.state.partitions_known = True
+
+
+def change_feeds(settings: Settings, parts: Partitions) -> tuple[ChangeFeed, ...]:
+    """One change feed per partition's change log, each with its own blocking connection (registry/live/feed.py)."""
+    return tuple(
+        ChangeFeed(
+            lambda: redis_client(settings.redis_url),
+            keys,
+            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
+            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
+            count=min(1000, settings.change_log_retention),
+        )
+        for keys in parts.keys
+    )
 
 
 BEARER = "BearerToken"
@@ -83,7 +119,7 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 def create_app(
-    settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None, partitions: int = 1
+    settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None, partitions: int | None = None
 ) -> Litestar:
     """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
 
@@ -91,8 +127,8 @@ def create_app(
     (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
     Raises AuthConfigError for unusable auth settings. ``announce_open=False``: the caller (`jobreg up`)
     says itself that auth is off. ``sibling``: this process's place among several serving one socket
-    (api/server.py), whose per-process metrics /metrics sums. ``partitions``: the registry's P (issue 14;
-    1, the standalone registry, until P is stored with the layout).
+    (api/server.py), whose per-process metrics /metrics sums. ``partitions``: the registry's P (issue 14);
+    None: the P stored in Redis, read when the store first answers (see _learn_partitions).
     """
     verifier = Verifier.from_settings(settings)
     if verifier is None and announce_open:
@@ -110,25 +146,16 @@ def create_app(
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         gate = LayoutGate(client, keys)
-        # Every partition on the one server; the stored P and a cluster route plug in here (issue 14).
-        route = OneNode(client, Partitions(settings.prefix, partitions))
+        # Every partition on the one server (a cluster route plugs in here, issue 14); P given, or the
+        # stored one learnt before the first store request (one partition until then).
+        route = OneNode(client, Partitions(settings.prefix, partitions or 1))
+        app.state.partitions_known = partitions is not None
         app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):
             await gate.check()
-        # Each feed's blocking read gets its own connection (see registry/live/feed.py): one per
-        # partition's change log.
-        feeds = tuple(
-            ChangeFeed(
-                lambda: redis_client(settings.redis_url),
-                partition_keys,
-                # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
-                block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
-                count=min(1000, settings.change_log_retention),
-            )
-            for partition_keys in route.partitions.keys
-        )
+        feeds = change_feeds(settings, route.partitions)
         app.state.live = Live(feeds[0], live_metrics, streams, feeds)
         publishing = asyncio.create_task(process_metrics.publish_forever()) if sibling else None
         try:
@@ -136,7 +163,7 @@ def create_app(
         finally:
             if publishing is not None:
                 publishing.cancel()
-            for feed in feeds:
+            for feed in app.state.live.feeds:
                 await feed.close()
             await client.aclose()
 

@@ -252,7 +252,7 @@ class LiveController(Controller):
     ) -> StatsResponse:
         query = job_query(request, principal)
         counts = await services.executor.counts(query)
-        health = await pipeline_health(services.redis, services.keys, services.settings.group)
+        health = await pipeline_health(services.redis, services.keys, services.settings.group, services.executor.route)
         return StatsResponse(
             data=StatsData(total=counts.total, by_status=counts.by_status, by_origin=counts.by_origin, pipeline=health)
         )
