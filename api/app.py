@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,10 +38,13 @@ from registry.connection import async_client
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.query.executor import Executor
+from registry.partition import Partitions
 from registry.query.page_token import PageTokens
+from registry.query.scatter import Scatter
+from registry.route import OneNode
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
+from registry.store.partitions import stored as stored_partitions
 
 log = logging.getLogger("jobreg.api")
 
@@ -58,10 +62,44 @@ STORE_ROUTES = ("/api/", "/healthz")
 
 
 async def _layout_gate(request: Request[Any, Any, Any]) -> None:
-    """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood."""
-    if request.url.path.startswith(STORE_ROUTES):
+    """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood,
+    and learn the registry's stored P before the first store request is answered."""
+    path = request.url.path
+    if path.startswith(STORE_ROUTES):
         services: Services = request.app.state.services
         await services.layout.check()
+    if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
+        await _learn_partitions(request.app)
+
+
+async def _learn_partitions(app: Litestar) -> None:
+    """Serve the registry's stored P (registry/store/partitions.py; stamped by the workers or `jobreg api` at
+    its first start): read once, when the store first answers, so an API started while Redis is down
+    never serves a partitioned registry as one partition. A RedisError here is a 503 like any other."""
+    services: Services = app.state.services
+    live: Live = app.state.live
+    parts = await stored_partitions(services.redis, services.settings.prefix)
+    if parts.count != services.executor.partitions.count:
+        # No request has used the old services yet (this gate runs first), so no feed has started.
+        route = OneNode(services.redis, parts)
+        app.state.services = dataclasses.replace(services, executor=Scatter(route, services.settings))
+        feeds = change_feeds(services.settings, parts)
+        app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
+    app.state.partitions_known = True
+
+
+def change_feeds(settings: Settings, parts: Partitions) -> tuple[ChangeFeed, ...]:
+    """One change feed per partition's change log, each with its own blocking connection (registry/live/feed.py)."""
+    return tuple(
+        ChangeFeed(
+            lambda: redis_client(settings.redis_url),
+            keys,
+            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
+            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
+            count=min(1000, settings.change_log_retention),
+        )
+        for keys in parts.keys
+    )
 
 
 BEARER = "BearerToken"
@@ -80,14 +118,17 @@ def redis_client(url: str) -> aioredis.Redis:
     )
 
 
-def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None) -> Litestar:
+def create_app(
+    settings: Settings, *, announce_open: bool = True, sibling: Sibling | None = None, partitions: int | None = None
+) -> Litestar:
     """Build the API; it connects to Redis lazily, so it starts (and answers 503) while Redis is down.
 
     With JOBREG_AUTH_* key material every route but /healthz and /schema needs a bearer token
     (see api/auth.py); without, the API is open, which `jobreg api` allows only with --no-auth.
     Raises AuthConfigError for unusable auth settings. ``announce_open=False``: the caller (`jobreg up`)
     says itself that auth is off. ``sibling``: this process's place among several serving one socket
-    (api/server.py), whose per-process metrics /metrics sums.
+    (api/server.py), whose per-process metrics /metrics sums. ``partitions``: the registry's P (issue 14);
+    None: the P stored in Redis, read when the store first answers (see _learn_partitions).
     """
     verifier = Verifier.from_settings(settings)
     if verifier is None and announce_open:
@@ -105,29 +146,25 @@ def create_app(settings: Settings, *, announce_open: bool = True, sibling: Sibli
         client = redis_client(settings.redis_url)
         keys = Keys(settings.prefix)
         gate = LayoutGate(client, keys)
-        app.state.services = Services(
-            settings, client, keys, Executor(client, keys, settings), gate, PageTokens(client, keys)
-        )
+        # Every partition on the one server (a cluster route plugs in here, issue 14); P given, or the
+        # stored one learnt before the first store request (one partition until then).
+        route = OneNode(client, Partitions(settings.prefix, partitions or 1))
+        app.state.partitions_known = partitions is not None
+        app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):
             await gate.check()
-        # The feed's blocking read gets its own connection (see registry/live/feed.py).
-        feed = ChangeFeed(
-            lambda: redis_client(settings.redis_url),
-            keys,
-            # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
-            block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
-            count=min(1000, settings.change_log_retention),
-        )
-        app.state.live = Live(feed, live_metrics, streams)
+        feeds = change_feeds(settings, route.partitions)
+        app.state.live = Live(feeds[0], live_metrics, streams, feeds)
         publishing = asyncio.create_task(process_metrics.publish_forever()) if sibling else None
         try:
             yield
         finally:
             if publishing is not None:
                 publishing.cancel()
-            await feed.close()
+            for feed in app.state.live.feeds:
+                await feed.close()
             await client.aclose()
 
     app = Litestar(

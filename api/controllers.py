@@ -22,8 +22,7 @@ from registry.live.changes import format_position
 from registry.ops.health import group_backlog
 from registry.query.executor import Listing
 from registry.query.page_token import binding
-from registry.query.planner import plan
-from registry.query.seek import Seek, list_page, next_seek
+from registry.query.seek import Seek, next_seek
 from registry.query.spec import JobQuery
 from registry.wire.events import UUID_RE
 
@@ -145,7 +144,9 @@ class JobListController(Controller):
             # The plan's sizes are read before scoping narrows the match (how many jobs an id,
             # prefix, batch or user has in every project): only an operator may see them.
             headers["X-Jobreg-Plan"] = page.strategy
-        if page.position is not None:
+        if page.version is not None:
+            headers["X-Resource-Version"] = page.version  # partitions: a vector, as the watch's ids
+        elif page.position is not None:
             headers["X-Resource-Version"] = format_position(page.position)
         return Response(body, headers=headers)
 
@@ -162,7 +163,7 @@ async def _list(services: Services, query: JobQuery, principal: Principal) -> tu
         if query.offset:
             raise InvalidQuery([("page_token", "page_token replaces offset: give one or the other", "value_error")])
         seek = await services.page_tokens.open(query.page_token, binding(query, _caller(principal)))
-    page, start, more = await list_page(services.executor, plan(query, services.keys), seek)
+    page, start, more = await services.executor.list_page(query, seek)
     return page, start, more, seek
 
 

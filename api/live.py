@@ -25,11 +25,11 @@ from api.services import LiveDep, LiveMetrics, ServicesDep
 from api.sessions import Slot, Streams
 from registry.auth.principal import Principal, scope
 from registry.errors import InvalidQuery
-from registry.live.changes import Position, ResumeGone, format_position, parse_position
+from registry.live.changes import ResumeGone, parse_position
+from registry.live.merged import MergedWatch, VectorBookmark, parse_vector
 from registry.live.watch import Bookmark, Watch
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.text import printable
-from registry.query.planner import plan
 from registry.query.spec import JobQuery
 
 log = logging.getLogger("jobreg.api.live")
@@ -60,11 +60,16 @@ def job_query(request: Request[Any, Any, Any], principal: Principal) -> JobQuery
     return scope(parse_query(pairs), principal)
 
 
-def resume_position(request: Request[Any, Any, Any]) -> Position | None:
-    """Last-Event-ID (an EventSource reconnecting) wins over ``resource_version`` (the URL it first opened)."""
+def resume_position(request: Request[Any, Any, Any], partitions: int = 1) -> Any:
+    """Last-Event-ID (an EventSource reconnecting) wins over ``resource_version`` (the URL it first opened):
+    a Position, or with partitions a list of them (registry/live/merged.py); None for "from now"."""
+
+    def parse(text: str) -> Any:
+        return parse_position(text) if partitions == 1 else parse_vector(text.strip(), partitions)
+
     header = request.headers.get("last-event-id")
     if header is not None and header.strip():
-        pos = parse_position(header)
+        pos = parse(header)
         if pos is None:
             raise ValidationException(
                 detail="invalid Last-Event-ID",
@@ -74,7 +79,7 @@ def resume_position(request: Request[Any, Any, Any]) -> Position | None:
     raw = request.query_params.get(RESUME_PARAM)
     if raw is None:
         return None
-    pos = parse_position(raw)
+    pos = parse(raw)
     if pos is None:
         raise InvalidQuery([(RESUME_PARAM, _POSITION_MSG, "value_error")])
     return pos
@@ -92,7 +97,7 @@ class _Session:
 
     def __init__(
         self,
-        watch: Watch,
+        watch: Watch | MergedWatch,
         metrics: LiveMetrics,
         expires_at: int | None = None,
         streams: Streams | None = None,
@@ -125,7 +130,7 @@ class _Session:
         w, m = self.watch, self.metrics
         try:
             # The position first: a client that reconnects before any event resumes from here.
-            yield f"retry: {RETRY_MS}\nid: {format_position(w.position)}\n: watching\n\n".encode()
+            yield f"retry: {RETRY_MS}\nid: {w.id}\n: watching\n\n".encode()
             async for item in w.batches():
                 if self.expires_at is not None and time.time() >= self.expires_at:
                     # A stream outliving its token would keep serving a caller no longer
@@ -135,10 +140,10 @@ class _Session:
                     )
                     yield b"event: expired\ndata: " + body + b"\n\n"
                     return
-                if isinstance(item, Bookmark):
+                if isinstance(item, Bookmark | VectorBookmark):
                     # An id with no data moves the client's Last-Event-ID without an event, so a
                     # filtered watcher's resume point keeps up with changes it was not sent.
-                    yield f": heartbeat\nid: {format_position(item.position)}\n\n".encode()
+                    yield f": heartbeat\nid: {item.id}\n\n".encode()
                     continue
                 parts: list[bytes] = []
                 for event in item:
@@ -149,7 +154,7 @@ class _Session:
                 m.watch_events_sent += len(item)
                 yield b"".join(parts)  # one write for all the events that were waiting (bounded by the watch)
             if self.stopped:
-                yield f"id: {format_position(w.position)}\nevent: reconnect\ndata: ".encode() + _RECONNECT + b"\n\n"
+                yield f"id: {w.id}\nevent: reconnect\ndata: ".encode() + _RECONNECT + b"\n\n"
         except ResumeGone as exc:
             m.watch_gone += 1
             body = msgspec.json.encode({"status": "fail", "code": "410", "message": str(exc), "data": None})
@@ -200,17 +205,24 @@ class LiveController(Controller):
         self, request: Request[Any, Any, Any], services: ServicesDep, live: LiveDep, principal: CurrentPrincipal
     ) -> Stream:
         query = job_query(request, principal)
-        after = resume_position(request)
+        route = services.executor.route
+        count = route.partitions.count
+        after = resume_position(request, count)
         settings = services.settings
-        watch = Watch(
-            live.feed,
-            services.redis,
-            services.keys,
-            query,
-            heartbeat_s=settings.watch_heartbeat_s,
-            buffer=settings.watch_buffer,
-            max_bytes=settings.watch_buffer_bytes,
-        )
+        watches = [
+            Watch(
+                live.feeds[i] if live.feeds else live.feed,
+                route.client(i) if count > 1 else services.redis,
+                route.partitions.keys[i] if count > 1 else services.keys,
+                query,
+                heartbeat_s=settings.watch_heartbeat_s,
+                buffer=settings.watch_buffer,
+                max_bytes=settings.watch_buffer_bytes,
+            )
+            for i in range(count)
+        ]
+        # With partitions, one stream over every partition's log (ids: a vector of positions).
+        watch: Watch | MergedWatch = watches[0] if count == 1 else MergedWatch(watches)
         slot = live.streams.reserve(_caller(request, principal))
         try:
             await watch.open(after)
@@ -239,8 +251,8 @@ class LiveController(Controller):
         self, request: Request[Any, Any, Any], services: ServicesDep, principal: CurrentPrincipal
     ) -> StatsResponse:
         query = job_query(request, principal)
-        counts = await services.executor.counts(plan(query, services.keys))
-        health = await pipeline_health(services.redis, services.keys, services.settings.group)
+        counts = await services.executor.counts(query)
+        health = await pipeline_health(services.redis, services.keys, services.settings.group, services.executor.route)
         return StatsResponse(
             data=StatsData(total=counts.total, by_status=counts.by_status, by_origin=counts.by_origin, pipeline=health)
         )

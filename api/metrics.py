@@ -20,7 +20,6 @@ from api.siblings import Summed
 from registry.domain.model import EventType
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.metrics import LATENCY_BUCKETS, WorkerCollector, read_worker_counters, without_created
-from registry.query.planner import plan
 from registry.query.spec import JobQuery
 
 if TYPE_CHECKING:
@@ -136,8 +135,11 @@ async def metrics(
     if not principal.is_admin:
         # Fleet-wide counts of every project's jobs: for operators (an admin token), not users.
         raise PermissionDeniedException("metrics need an operator (admin) token")
-    workers = WorkerCollector(await read_worker_counters(services.redis, services.keys), [t.value for t in EventType])
-    health = await pipeline_health(services.redis, services.keys, services.settings.group)
-    counts = await services.executor.counts(plan(JobQuery(), services.keys))
+    route = services.executor.route  # with partitions, summed over every partition and the router
+    workers = WorkerCollector(
+        await read_worker_counters(services.redis, services.keys, route), [t.value for t in EventType]
+    )
+    health = await pipeline_health(services.redis, services.keys, services.settings.group, route)
+    counts = await services.executor.counts(JobQuery())
     body = generate_latest(Scrape(workers, Snapshot(health, dict(counts.by_status)), process_metrics))
     return Response(body, media_type=CONTENT_TYPE)

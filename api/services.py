@@ -16,8 +16,8 @@ from litestar.di import NamedDependency, Provide
 from api.sessions import Streams
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.query.executor import Executor
 from registry.query.page_token import PageTokens
+from registry.query.scatter import Scatter
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
 
@@ -29,7 +29,7 @@ class Services:
     settings: Settings
     redis: aioredis.Redis
     keys: Keys
-    executor: Executor
+    executor: Scatter  # every partition's executor behind one interface (today's Executor when P = 1)
     layout: LayoutGate
     page_tokens: PageTokens
 
@@ -46,11 +46,13 @@ class LiveMetrics:
 
 @dataclass(frozen=True)
 class Live:
-    """The live side: this process's change feed, its counters and its open streams (``app.state.live``)."""
+    """The live side: this process's change feed, its counters and its open streams (``app.state.live``);
+    with partitions, ``feeds[i]`` follows partition i's change log (``feed`` is partition 0's)."""
 
     feed: ChangeFeed
     metrics: LiveMetrics
     streams: Streams
+    feeds: tuple[ChangeFeed, ...] = ()
 
 
 # How a handler asks for them (the parameter name picks the provider).

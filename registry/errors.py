@@ -45,6 +45,10 @@ class LayoutMismatch(JobregError):
     """The store holds a layout this code does not understand; the message says what to run (`jobreg migrate`)."""
 
 
+class PartitionsMismatch(LayoutMismatch):
+    """JOBREG_PARTITIONS disagrees with the number of partitions stored in the registry (fixed at its first start)."""
+
+
 class Unauthorized(JobregError):
     """A request without acceptable credentials; ``reason`` is fixed text, never the token itself.
 

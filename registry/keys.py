@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid as _uuid
 
 from registry.domain.model import MEMBER_KINDS, Origin, Status
@@ -24,11 +25,24 @@ class Keys:
         self.tag = prefix if tag is None else tag
         tag = f"{{{self.tag}}}"
         self._t = tag
-        self.events = f"{prefix}:events"
+        # The number of partitions P, stamped at first start (registry/store/partitions.py): global,
+        # under the prefix's own tag whatever the partition.
+        self.partitions = f"{{{prefix}}}:partitions"
+        # Where producers publish (the contract's name). With one partition the workers consume it
+        # directly; a partition of a partitioned registry has its own stream under its tag, which the
+        # workers' router (workers/router.py) and direct producers feed.
+        self.ingress = f"{prefix}:events"
+        partitioned = self.tag != prefix
+        self.events = f"{tag}:events" if partitioned else self.ingress
         self.dead = f"{prefix}:events:dead"
         # Bookkeeping beside a stream sits under a hash tag naming that stream: `{x}:y` hashes like
-        # the untagged `x`, so each dead-letter and replay step below is one Redis Cluster slot.
-        ev, dead = f"{{{self.events}}}", f"{{{self.dead}}}"
+        # the untagged `x`, so each dead-letter and replay step below is one Redis Cluster slot. A
+        # partition's stream is already tagged (`{<tag>}:events`), so its bookkeeping takes that tag:
+        # a hash tag is the first `{...}` only, `{{<tag>}:events}:failures` would not share its slot.
+        ev, dead = (f"{tag}:events" if partitioned else f"{{{self.events}}}"), f"{{{self.dead}}}"
+        # Dead-letter markers of every stream share one hash (the dead stream's slot); a partition's
+        # entry ids are named with its tag in front, since ids of different streams may coincide.
+        self.marker_prefix = f"{self.tag}/" if partitioned else ""
         # entry id -> last apply error, so a dead-letter reason survives the worker that saw it.
         self.failures = f"{ev}:failures"
         # entry id -> how many times applying it failed; dead-lettered at max_apply_failures.
@@ -65,8 +79,18 @@ class Keys:
         # The random key that seals page tokens (registry/query/page_token.py), made at first use.
         self.page_token_key = f"{tag}:pagetoken:key"
         # Workers' counters and histogram buckets, exposed by the API's /metrics.
-        self.metrics = f"{prefix}:metrics"
+        # Per partition when partitioned: a worker's counters travel with its acknowledgements (one slot).
+        self.metrics = f"{tag}:metrics" if partitioned else f"{prefix}:metrics"
+        # The router's counters (a registry of several partitions), in the ingress stream's slot likewise.
+        self.ingress_metrics = f"{{{self.ingress}}}:metrics"
         self._slices: dict[str, list[str]] = {}
+
+    def routing(self) -> Keys:
+        """These names as the ingress router of a registry of several partitions uses them: its stream is
+        ``ingress`` (as ``events``), its counters ``ingress_metrics`` (as ``metrics``)."""
+        out = copy.copy(self)
+        out.metrics = self.ingress_metrics
+        return out
 
     def job(self, job_id: str) -> str:
         return f"{self._t}:job:{job_id}"

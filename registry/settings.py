@@ -11,6 +11,10 @@ import msgspec
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "jobreg"
+    # Partitions P of the registry (docs/scaling.md), stored in Redis at first start and fixed from
+    # then on; 0: the stored P, or for a new registry 1 on a standalone Redis and 16 on a cluster.
+    # A value that disagrees with the stored P is refused.
+    partitions: int = 0
     # Consumer group every worker joins; several groups may read one stream.
     group: str = "jobreg-workers"
     consumer: str = ""  # empty: derived from host and pid at start

@@ -25,9 +25,11 @@ from registry.domain.model import Event, Status
 from registry.errors import InvalidEvent
 from registry.keys import Keys
 from registry.ops import children
+from registry.partition import Partitions
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.query.spec import JobQuery
+from registry.route import Route
 from registry.settings import Settings, load_settings
 from registry.store import record
 from registry.store.projection import Projection
@@ -373,3 +375,55 @@ def snapshot(r: redis.Redis, prefix: str) -> dict[bytes, tuple[str, Any]]:
         else:
             out[key.replace(prefix.encode(), b"P")] = _content(r, key)
     return out
+
+
+# ---------------------------------------------------------------- partitioned registries (issue 14)
+
+
+def drained_partitions(client: redis.Redis, partitions: Partitions, group: str) -> bool:
+    """The ingress stream and every partition's stream delivered to the group and acknowledged."""
+    streams = dict.fromkeys([partitions.keys[0].ingress, *(k.events for k in partitions.keys)])
+    return all(group_state(client, stream, group) == (0, 0) for stream in streams)
+
+
+async def partitioned_jobs(
+    client: aioredis.Redis, partitions: Partitions, job_ids: list[str], route: Route | None = None
+) -> dict[str, Any]:
+    """Every listed job among ``job_ids`` as GET /api/v2/jobs/{id} shows it, read from the store partition by
+    partition (creation_order = handle * P + i; each partition through ``route``'s client when given);
+    asserts each job is listed in its own partition only."""
+    got: dict[str, Any] = {}
+    for i, keys in enumerate(partitions.keys):
+        pipe = (route.client(i) if route else client).pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), [record.HANDLE, record.STATE])
+        for job_id, (handle, blob) in zip(job_ids, await pipe.execute(), strict=True):
+            if not handle or not blob:
+                continue
+            detail = record.render_detail(blob, job_id, int(handle) * partitions.count + i)
+            if detail is None:
+                continue
+            assert job_id not in got, f"job {job_id} listed in two partitions"
+            assert partitions.of(job_id) == i, f"job {job_id} listed in partition {i}, not {partitions.of(job_id)}"
+            got[job_id] = msgspec.to_builtins(detail)
+    return got
+
+
+async def assert_partitions_match(
+    client: aioredis.Redis, partitions: Partitions, ref: Reference, route: Route | None = None
+) -> int:
+    """``assert_registry_matches`` for a registry of any P, read from the store itself (records, handles and
+    the status and listing bitmaps of every partition); return jobs checked."""
+    expected = ref.jobs()
+    got = await partitioned_jobs(client, partitions, sorted(expected), route)
+    counts = []
+    for i, keys in enumerate(partitions.keys):
+        pipe = (route.client(i) if route else client).pipeline(transaction=False)
+        pipe.bitcount(keys.all)
+        for status in Status:
+            pipe.bitcount(keys.status[status])
+        counts += await pipe.execute()
+    per = len(Status) + 1
+    listed = sum(counts[p * per] for p in range(partitions.count))
+    totals = {s.value: sum(counts[p * per + 1 + k] for p in range(partitions.count)) for k, s in enumerate(Status)}
+    return _compare(ref, got, totals, listed)

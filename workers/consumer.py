@@ -80,10 +80,17 @@ def default_consumer_name() -> str:
 class Consumer:
     """One member of the workers' consumer group; at-least-once delivery into the idempotent projection."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    adopts_legacy = True  # whether ensure_group adopts the pre-cluster failure bookkeeping
+
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, keys: Keys | None = None, dead: aioredis.Redis | None = None
+    ) -> None:
+        """``keys``: the partition this consumer applies (its stream, records and indexes); by default the
+        registry of one partition. ``redis`` is the client serving that partition, ``dead`` the one serving
+        the dead-letter stream (by default the same: one server)."""
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = keys or Keys(settings.prefix)
         self.name = settings.consumer or default_consumer_name()
         self.projection = Projection(
             redis,
@@ -92,7 +99,9 @@ class Consumer:
             change_log_retention=settings.change_log_retention,
             call_us=settings.apply_call_us,
         )
-        self.dead_letterer = DeadLetterer(redis, self.keys, settings.group, self.name, settings.dead_letter_maxlen)
+        self.dead_letterer = DeadLetterer(
+            redis, self.keys, settings.group, self.name, settings.dead_letter_maxlen, dead=dead
+        )
         self.consumed = 0  # entries read from the stream (redeliveries included)
         self.dead_lettered = 0
         self.applied_batches = 0
@@ -189,8 +198,13 @@ class Consumer:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        # Failure counts written by an older version under the pre-cluster key names.
-        if await adopt_legacy_failures(self.redis, self.keys):
+        # Failure counts written by an older version under the pre-cluster key names (a registry of one
+        # partition: a partitioned one, router included, never had them).
+        if (
+            self.adopts_legacy
+            and self.keys.events == self.keys.ingress
+            and await adopt_legacy_failures(self.redis, self.keys)
+        ):
             log.info("moved failure bookkeeping to %s", self.keys.failures)
         self._group_ready = True
 

@@ -33,7 +33,7 @@ async def reclaim(redis: aioredis.Redis, settings: Settings, consumer: Consumer 
     """
     consumer = consumer or Consumer(redis, settings)
     # Markers a crash left between the one-slot steps of dead-lettering or replay.
-    if swept := await sweep_markers(redis, consumer.keys, settings.group):
+    if swept := await sweep_markers(redis, consumer.keys, settings.group, consumer.dead_letterer.dead):
         log.info("removed %d dead-letter/replay markers left by an interrupted step", swept)
     handled = await _give_up(redis, settings, consumer)
     start: Any = "0-0"
@@ -112,12 +112,15 @@ def _missing(exc: ResponseError) -> bool:
     return "no such key" in text.lower() or "NOGROUP" in text
 
 
-async def trim_stream(redis: aioredis.Redis, settings: Settings, now_ms: int | None = None) -> int:
-    """Trim acknowledged entries older than stream_retention_s from the events stream; return entries removed.
+async def trim_stream(
+    redis: aioredis.Redis, settings: Settings, now_ms: int | None = None, keys: Keys | None = None
+) -> int:
+    """Trim acknowledged entries older than stream_retention_s from an events stream; return entries removed.
 
     ``now_ms`` defaults to Redis's own clock (stream ids are Redis timestamps); tests pass a simulated one.
+    ``keys`` names the stream (a partition's, or the ingress); by default the registry of one partition.
     """
-    keys = Keys(settings.prefix)
+    keys = keys or Keys(settings.prefix)
     script = redis.register_script(source("workers", "trim_stream"))
     removed = 0
     for _ in range(_MAX_PAGES):
@@ -133,9 +136,9 @@ async def trim_stream(redis: aioredis.Redis, settings: Settings, now_ms: int | N
     return removed
 
 
-async def prune_consumers(redis: aioredis.Redis, settings: Settings, keep: str = "") -> int:
-    """Remove idle members without pending entries from the group (never ``keep``); return how many."""
-    keys = Keys(settings.prefix)
+async def prune_consumers(redis: aioredis.Redis, settings: Settings, keep: str = "", keys: Keys | None = None) -> int:
+    """Remove idle members without pending entries from the group on ``keys.events`` (not ``keep``); return how many."""
+    keys = keys or Keys(settings.prefix)
     try:
         removed = int(
             await redis.register_script(source("workers", "prune_consumers"))(

@@ -28,10 +28,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.connection import async_client, async_pool
 from registry.keys import Keys
+from registry.route import OneNode, Route
 from registry.settings import Settings, load_settings
-from registry.store import layout
+from registry.store import layout, partitions
 from workers.consumer import UNREACHABLE, Consumer
 from workers.housekeeping import prune_consumers, reclaim, trim_stream
+from workers.router import Router
 
 log = logging.getLogger("jobreg.worker")
 
@@ -66,18 +68,38 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 class Host:
-    """What arq's hooks and cron jobs share: the workers' own Redis client, the consumer and its task."""
+    """What arq's hooks and cron jobs share: the workers' own Redis client, the consumers and their tasks.
+
+    One consumer loop per partition (each a member of that partition stream's group), and with more
+    than one partition the router's loop on the ingress stream: every worker runs them all, so any
+    number of workers share every partition through the consumer groups, and a worker that dies
+    leaves entries that any other reclaims.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis: aioredis.Redis | None = None
-        self.consumer: Consumer | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.route: Route | None = None
+        self.consumers: list[Consumer] = []  # one per partition, then the router (P > 1)
+        self.tasks: list[asyncio.Task[None]] = []
         self._can_trim: bool | None = None  # None: not probed yet
 
+    @property
+    def consumer(self) -> Consumer | None:
+        """Partition 0's consumer (the registry's only one when P = 1)."""
+        return self.consumers[0] if self.consumers else None
+
+    async def make_route(self, redis: aioredis.Redis) -> Route:
+        """The partitions (P read, or stamped at a registry's first start) and the client of each.
+
+        A standalone Redis: every partition on it. The cluster route (issue 14) replaces this, passing
+        ``cluster=True`` so that a new registry gets the cluster's default P.
+        """
+        return OneNode(redis, await partitions.load(redis, self.settings.prefix, self.settings.partitions))
+
     async def startup(self, ctx: dict[str, Any]) -> None:
-        """arq's on_startup: start the consumer loop (once; arq calls this again after an outage restart)."""
-        if self.task is not None:
+        """arq's on_startup: start the consumer loops (once; arq calls this again after an outage restart)."""
+        if self.tasks:
             return
         self.redis = self.redis or async_client(
             self.settings.redis_url,
@@ -87,38 +109,55 @@ class Host:
             # No health_check_interval: it makes redis-py recurse without end on reconnecting
             # (redis/redis-py#3745); a dead connection fails the next command and the loop retries.
         )
-        # A store of another layout ends the worker (LayoutMismatch, exit status 3) before it writes
-        # anything; a store that is down ends arq's run here and `serve` retries, with this same client.
-        await layout.ensure(self.redis, Keys(self.settings.prefix))
-        self.consumer = Consumer(self.redis, self.settings)
-        self.task = asyncio.create_task(self.consumer.run(), name="jobreg-consumer")
-        self.task.add_done_callback(_log_crash)
+        # A stored P other than the setting, or a store of another layout (any partition's), ends the
+        # worker (exit status 3) before it writes anything; a store that is down ends arq's run here
+        # and `serve` retries, with this same client.
+        route = self.route = self.route or await self.make_route(self.redis)
+        for i, keys in enumerate(route.partitions.keys):
+            await layout.ensure(route.client(i), keys)
+        # Dead letters go to the contract's one stream, through the workers' own client.
+        self.consumers = [
+            Consumer(route.client(i), self.settings, k, dead=self.redis) for i, k in enumerate(route.partitions.keys)
+        ]
+        if route.partitions.count > 1:
+            self.consumers.append(Router(self.redis, self.settings, route))
+        for consumer in self.consumers:
+            task = asyncio.create_task(consumer.run(), name=f"jobreg-consumer {consumer.keys.events}")
+            task.add_done_callback(_log_crash)
+            self.tasks.append(task)
 
     async def shutdown(self, ctx: dict[str, Any]) -> None:
-        """arq's on_shutdown: stop the consumer after its batch, close the client. Safe to call twice."""
-        consumer, task, client = self.consumer, self.task, self.redis
-        self.consumer = self.task = self.redis = None
-        if consumer is not None and task is not None:
+        """arq's on_shutdown: stop the consumers after their batch, close the client. Safe to call twice."""
+        consumers, tasks, client = self.consumers, self.tasks, self.redis
+        self.consumers, self.tasks, self.redis, self.route = [], [], None, None
+        for consumer in consumers:
             consumer.stop()
+        if tasks:
             try:
-                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S + self.settings.block_ms / 1000)
+                await asyncio.wait_for(
+                    asyncio.shield(asyncio.gather(*tasks, return_exceptions=True)),
+                    SHUTDOWN_GRACE_S + self.settings.block_ms / 1000,
+                )
             except TimeoutError:
                 # Anything read but unacknowledged stays pending and is re-read on restart.
-                log.warning("consumer did not stop in time; cancelling it")
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                log.warning("consumers did not stop in time; cancelling them")
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         if client is not None:
             await client.aclose()
 
     async def reclaim(self, ctx: dict[str, Any]) -> int:
-        """Cron job: dead-letter stuck entries, then claim and process idle ones of dead consumers."""
+        """Cron job: per stream, dead-letter stuck entries, then claim and process idle ones of dead consumers."""
         assert self.redis is not None, "cron jobs run between startup and shutdown"
-        return await reclaim(self.redis, self.settings, self.consumer)
+        handled = 0
+        for consumer in list(self.consumers):
+            handled += await reclaim(consumer.redis, self.settings, consumer)
+        return handled
 
     async def trim(self, ctx: dict[str, Any]) -> int:
-        """Cron job: prune idle group members, then trim acknowledged entries past retention."""
-        assert self.redis is not None and self.consumer is not None, "cron jobs run between startup and shutdown"
+        """Cron job: per stream, prune idle group members, then trim acknowledged entries past retention."""
+        assert self.redis is not None and self.consumers, "cron jobs run between startup and shutdown"
         if self._can_trim is None:
             # The embedded in-memory fakeredis (`jobreg up` without redis-server) cannot run the trim
             # scripts (XINFO inside Lua); it is a demo store, so it simply keeps its whole stream.
@@ -127,8 +166,11 @@ class Host:
                 log.warning("store is not a real Redis: stream trimming and consumer pruning are off")
         if not self._can_trim:
             return 0
-        await prune_consumers(self.redis, self.settings, keep=self.consumer.name)
-        return await trim_stream(self.redis, self.settings)
+        removed = 0
+        for c in list(self.consumers):
+            await prune_consumers(c.redis, self.settings, keep=c.name, keys=c.keys)
+            removed += await trim_stream(c.redis, self.settings, keys=c.keys)
+        return removed
 
 
 async def _answers_info(redis: aioredis.Redis) -> bool:

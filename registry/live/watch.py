@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from registry.keys import Keys
-from registry.live.changes import Change, Position, read_after
+from registry.live.changes import Change, Position, format_position, read_after
 from registry.live.feed import ChangeFeed, Overflow, Subscription
 from registry.query.match import has_filters, matches
 from registry.query.spec import JobQuery
@@ -33,6 +33,11 @@ class Bookmark:
     """Nothing for this watcher up to ``position``: resuming from it loses nothing."""
 
     position: Position
+
+    @property
+    def id(self) -> str:
+        """The position as a stream's event id."""
+        return format_position(self.position)
 
 
 def classify(change: Change, query: JobQuery, filtered: bool) -> Kind | None:
@@ -88,6 +93,11 @@ class Watch:
         self._pending: list[Change] = []
         self._caught_up = False
         self.resubscribed = 0  # times this watcher overflowed its buffer and read the log itself
+
+    @property
+    def id(self) -> str:
+        """Where a client resumes from now, as a stream's event id."""
+        return format_position(self.position)
 
     async def open(self, after: Position | None) -> None:
         """Subscribe and read the first catch-up chunk, so a position outside the log fails here (ResumeGone)."""

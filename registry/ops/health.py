@@ -8,6 +8,7 @@ from redis.exceptions import ResponseError
 
 from registry.keys import Keys
 from registry.live.changes import format_position, log_info
+from registry.route import Route
 
 
 class PipelineHealth(msgspec.Struct, kw_only=True):
@@ -38,19 +39,31 @@ async def group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple
     return int(await redis.xlen(stream)), 0
 
 
-async def pipeline_health(redis: aioredis.Redis, keys: Keys, group: str) -> PipelineHealth:
-    lag, pending = await group_backlog(redis, keys.events, group)
-    pipe = redis.pipeline(transaction=False)
-    pipe.xlen(keys.dead)
-    pipe.xlen(keys.events)
-    pipe.xinfo_stream(keys.changes)
-    dead, events, info = await pipe.execute(raise_on_error=False)
-    log = log_info(info)
+async def pipeline_health(redis: aioredis.Redis, keys: Keys, group: str, route: Route | None = None) -> PipelineHealth:
+    """The pipeline's health; with a ``route`` of several partitions, summed over the ingress stream and
+    every partition's stream and change log (``changes_position``: the latest change of any partition)."""
+    if route is None or route.partitions.count == 1:
+        parts = [(redis, keys)]
+        streams = [(redis, keys.events)]
+    else:
+        parts = [(route.client(i), k) for i, k in enumerate(route.partitions.keys)]
+        streams = [(redis, keys.ingress), *((client, k.events) for client, k in parts)]
+    lags: list[int | None] = []
+    pending = events = 0
+    for client, stream in streams:
+        lag, waiting = await group_backlog(client, stream, group)
+        lags.append(lag)
+        pending += waiting
+        events += int(await client.xlen(stream))
+    logs = []
+    for client, k in parts:
+        info = await client.xinfo_stream(k.changes) if await client.exists(k.changes) else None
+        logs.append(log_info(info if info is not None else ResponseError("no such key")))
     return PipelineHealth(
-        consumer_lag=lag,
+        consumer_lag=None if None in lags else sum(lag or 0 for lag in lags),
         pending=pending,
-        dead_letters=int(dead),
-        events=int(events),
-        changes_position=format_position(log.last),
-        changes_retained=log.length,
+        dead_letters=int(await redis.xlen(keys.dead)),
+        events=events,
+        changes_position=format_position(max(log.last for log in logs)),
+        changes_retained=sum(log.length for log in logs),
     )

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from registry.keys import Keys
+from registry.route import Route
 
 # Seconds; a query or an apply batch beyond 10 s is an incident, not a bucket.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -127,8 +128,24 @@ class WorkerCounters:
         return sum(self.consumed.values())
 
 
-async def read_worker_counters(redis: aioredis.Redis, keys: Keys) -> WorkerCounters:
-    return WorkerCounters(await redis.hgetall(keys.metrics))  # type: ignore[misc]
+async def read_worker_counters(redis: aioredis.Redis, keys: Keys, route: Route | None = None) -> WorkerCounters:
+    """The workers' counters; with a ``route`` of several partitions, summed over every partition's hash
+    and the router's (each consumer records its counters beside its acknowledgements, in its stream's slot)."""
+    if route is None or route.partitions.count == 1:
+        return WorkerCounters(await redis.hgetall(keys.metrics))  # type: ignore[misc]
+    hashes = [await redis.hgetall(keys.ingress_metrics)]  # type: ignore[misc]
+    hashes += [await route.client(i).hgetall(k.metrics) for i, k in enumerate(route.partitions.keys)]  # type: ignore[misc]
+    return WorkerCounters(_summed(hashes))
+
+
+def _summed(hashes: Sequence[Mapping[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Counter hashes added field by field (integers stay integers; sums of seconds are floats)."""
+    total: dict[bytes, int | float] = {}
+    for values in hashes:
+        for name, raw in values.items():
+            number: int | float = float(raw) if b"." in raw or b"e" in raw else int(raw)
+            total[name] = total.get(name, 0) + number
+    return {name: repr(v).encode() if isinstance(v, float) else str(v).encode() for name, v in total.items()}
 
 
 class WorkerCollector(Collector):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 
@@ -26,7 +26,9 @@ from registry.ops.text import printable
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.query.spec import Counts, JobQuery
+from registry.route import OneNode, Route
 from registry.settings import Settings
+from registry.store import partitions
 
 CLEAR = "\x1b[H\x1b[2J"
 LATEST = 12  # changes shown when the output is not a terminal (on one, as many as fit)
@@ -78,14 +80,44 @@ def _rate(now: Sample, before: Sample | None, field: str) -> str:
     return f"{(getattr(now, field) - getattr(before, field)) / (now.at - before.at):,.1f}/s"
 
 
+async def _counts(route: Route, settings: Settings) -> Counts:
+    """Counts by status and origin summed over the partitions (each one's own query, one call each)."""
+    out = Counts(total=0, by_status={}, by_origin={})
+    for i, keys in enumerate(route.partitions.keys):
+        one = await Executor(route.client(i), keys, settings).counts(plan(JobQuery(), keys))
+        out.total += one.total
+        for mine, theirs in ((out.by_status, one.by_status), (out.by_origin, one.by_origin)):
+            for name, n in theirs.items():
+                mine[name] = mine.get(name, 0) + n
+    return out
+
+
+async def _latest_changes(route: Route, latest: int) -> list[Any]:
+    """The ``latest`` newest changes of any partition, newest first (merged by their positions)."""
+    merged = []
+    for i, keys in enumerate(route.partitions.keys):
+        merged += decode_entries(await route.client(i).xrevrange(keys.changes, count=max(1, latest)))
+    return sorted(merged, key=lambda change: change.position, reverse=True)[: max(1, latest)]
+
+
 async def read_frame(
-    redis: aioredis.Redis, keys: Keys, settings: Settings, executor: Executor, latest: int = LATEST
+    redis: aioredis.Redis,
+    keys: Keys,
+    settings: Settings,
+    executor: Executor,
+    latest: int = LATEST,
+    route: Route | None = None,
 ) -> Frame:
-    counts = await executor.counts(plan(JobQuery(), keys))
-    health = await pipeline_health(redis, keys, settings.group)
-    counters = await read_worker_counters(redis, keys)
+    """One frame of `jobreg top`; ``route``: a registry of several partitions, read partition by partition."""
+    if route is None or route.partitions.count == 1:
+        counts = await executor.counts(plan(JobQuery(), keys))
+        entries = decode_entries(await redis.xrevrange(keys.changes, count=max(1, latest)))
+    else:
+        counts, entries = await _counts(route, settings), await _latest_changes(route, latest)
+    health = await pipeline_health(redis, keys, settings.group, route)
+    counters = await read_worker_counters(redis, keys, route)
     changes: list[Change] = []
-    for change in decode_entries(await redis.xrevrange(keys.changes, count=max(1, latest))):
+    for change in entries:
         job = change.job
         stamp = datetime.fromtimestamp(change.position[0] / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
         kind = "added" if change.old is None else "modified"
@@ -201,6 +233,7 @@ async def run_top(
     redis = async_client(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     keys = Keys(settings.prefix)
     executor = Executor(redis, keys, settings)
+    route = OneNode(redis, await partitions.stored(redis, settings.prefix))
     term = Term.of(out) if not once else None
     before: Sample | None = None
     shown = 0
@@ -208,12 +241,14 @@ async def run_top(
     try:
         with _keys(asyncio.get_running_loop(), quit_, wake) if term else contextlib.nullcontext(False):
             if once:
-                before = (await read_frame(redis, keys, settings, executor, latest=1)).sample
+                before = (await read_frame(redis, keys, settings, executor, latest=1, route=route)).sample
                 await asyncio.sleep(interval)
             while not quit_.is_set():
                 size = term.size() if term else None
                 # On a terminal, as many changes as rows (draw() keeps those that fit under the rest).
-                frame = await read_frame(redis, keys, settings, executor, latest=size[1] if size else LATEST)
+                frame = await read_frame(
+                    redis, keys, settings, executor, latest=size[1] if size else LATEST, route=route
+                )
                 if term and size:
                     out.write(CLEAR + term.draw(layout(frame, before, settings, size[0]), *size))
                 else:

@@ -58,6 +58,29 @@ def compile_check(uuids: str, order_column: str | None, preds: Sequence[Predicat
     return CheckProgram(tuple(keys), tuple(ops))
 
 
+class CheckTop(NamedTuple):
+    """CHECK in top mode, over every call: how many matches have an order value (``present``), the
+    rows of those that can be among the first k (each call's first k and its ties, see lua/check.lua)
+    and every null's handle (a nullable order's matches without a value)."""
+
+    present: int
+    rows: list[CheckRow]
+    nulls: list[int]
+
+
+def check_top(replies: Sequence[Sequence[Any]], want_uuid: bool) -> CheckTop:
+    """Decode and join the replies of CHECK calls in top mode: {present, nulls, n, n rows, null handles}."""
+    width = 3 if want_uuid else 2
+    present, rows, nulls = 0, [], []
+    for reply in replies:
+        n_present, n_nulls, n = int(reply[0]), int(reply[1]), int(reply[2])
+        present += n_present
+        end = 3 + n * width
+        rows += check_rows(reply[3:end], want_uuid)
+        nulls += [int(h) for h in reply[end : end + n_nulls]]
+    return CheckTop(present, rows, nulls)
+
+
 def check_rows(reply: Sequence[Any], want_uuid: bool) -> list[CheckRow]:
     """Decode CHECK's flat reply: (handle, value[, uuid]) per match."""
     width = 3 if want_uuid else 2

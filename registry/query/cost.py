@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, NoBit, Plan, Predicate, Range, narrowed
 from registry.settings import Settings
 from registry.store import indexes
 
@@ -208,9 +208,11 @@ def one_call_pays(plan: Plan, sizes: dict[str, int | None], strategy: Strategy, 
 
 
 def one_call_collect_limit(budget: int) -> int:
-    """The most matches PAGE collects (instead of a walk it did not try): each costs a column
-    and a uuid read and its share of a sort, a few times a walked entry's cost."""
-    return budget // ONE_CALL_SLACK
+    """The most matches PAGE collects (instead of a walk it did not try): each costs its order value's
+    read and a share of selecting the page (lua/checklib.lua order_page: the keys at the page's ends
+    selected, only the page's window sorted and its uuids read), besides the filter's BITOPs; measured
+    at 1M jobs, 712 and 761 matches took 1.4 and 2.0 ms in one call."""
+    return budget * 3 // 4
 
 
 def one_call_walk_limit(budget: int) -> int:
@@ -227,21 +229,35 @@ def pick_pays(plan: Plan, driver: Predicate | None, sizes: dict[str, int | None]
         return False
     if isinstance(driver, Members) and any(sizes.get(b) for b in driver.bitmaps):
         return False
-    others = [p for p in plan.predicates if p is not driver]
+    others = [narrowed(p, sizes) for p in plan.predicates if p is not driver]
     if isinstance(driver, IdPrefix) and plan.order.value == "id" and not others:
         # The prefix's range of the id sort set is in the order: the page is a rank range of it.
         return plan.offset + plan.limit <= budget
     if not all(isinstance(p, (AnyBit, NoBit, Members, Range)) for p in others):
         return False  # PICK's program has ops for these only (ids are tested in Python)
+    size = driver_size(driver, sizes) or 0
     # PICK ORs a list of statuses or origins into one bitmap first (a BITOP, costed as PRE_OR):
-    # one bit test per candidate.
+    # one bit test per candidate; and when it pays, every bitmap filter into one (pick_combines).
     ors = [p for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
-    per = check_calls([AnyBit(p.keys[:1]) if p in ors else p for p in others], plan.order_column)
+    bits = [p for p in others if isinstance(p, AnyBit)]
+    built = len(ors)
+    if pick_combines(len(bits), size):
+        tested: list[Predicate] = [AnyBit(("",)), *[p for p in others if not isinstance(p, AnyBit)]]
+        built += 1
+    else:
+        tested = [AnyBit(p.keys[:1]) if p in ors else p for p in others]
+    per = check_calls(tested, plan.order_column)
     if plan.order.value == "id" and isinstance(driver, Members):
         per += 1  # every match's uuid is read (an id prefix's members and an id list carry theirs)
     if isinstance(driver, IdIn):
         per += 1  # each id's handle is read from its record
-    return (driver_size(driver, sizes) or 0) * per + PRE_OR * len(ors) <= budget
+    return size * per + PRE_OR * built <= budget
+
+
+def pick_combines(bit_filters: int, candidates: int) -> bool:
+    """Whether PICK ANDs its bitmap filters (each a bitmap, or a list OR-ed into one) into one bitmap
+    first (a BITOP, PRE_OR), so a candidate costs one bit test instead of one per filter."""
+    return bit_filters > 1 and candidates * (bit_filters - 1) > PRE_OR
 
 
 def pre_or_pays(keys: int, candidates: int) -> bool:

@@ -53,12 +53,14 @@ def _reloading(
 class Listing(msgspec.Struct, kw_only=True):
     """A list query's answer: its exact total, the page's jobs rendered, how it was answered, and
     the change log's position read at or before the page's first read (None: the filters can
-    never match, nothing was read)."""
+    never match, nothing was read). ``version``: with partitions, the vector of their positions read
+    before the page (registry/live/merged.py), where ``position`` is None."""
 
     total: int
     jobs: list[Job]
     strategy: str
     position: Position | None
+    version: str | None = None
 
 
 class Executor:

@@ -178,3 +178,15 @@ def prune(plan: Plan, sizes: dict[str, int | None]) -> Plan:
                 pred = Members(pred.kind, tuple(s for s, _ in kept), tuple(b for _, b in kept))
         preds.append(pred)
     return msgspec.structs.replace(plan, predicates=tuple(preds))
+
+
+def narrowed(pred: Predicate, sizes: dict[str, int | None]) -> Predicate:
+    """A project/batch/user filter whose every value is indexed by a bitmap (past the set threshold) as
+    the test of those bitmaps alone (AnyBit), for checking candidates one by one: one bit per value,
+    read in windows or prefetched in batches, instead of a SISMEMBER of its empty set as well (a
+    command per candidate, which also stops checklib's prefetch). Any other predicate as it is."""
+    if isinstance(pred, Members) and all(
+        sizes.get(b) and not sizes.get(s) for s, b in zip(pred.sets, pred.bitmaps, strict=True)
+    ):
+        return AnyBit(pred.bitmaps)
+    return pred

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from registry import lua
 from registry.query.bits import pack_handles
-from registry.query.check import CheckProgram, CheckRow, check_rows
+from registry.query.check import CheckProgram, CheckRow, CheckTop, check_rows, check_top
 from registry.query.page_call import PageCall, PageReply, PickReply, page_reply, pick_reply
 
 _NAMES = (
@@ -139,12 +139,14 @@ class Scripts:
         changes: str,
         record_prefix: str,
         ors: Sequence[tuple[str, Sequence[str]]] = (),
+        ands: Sequence[tuple[str, Sequence[str]]] = (),
     ) -> PickReply:
         """The total, the page's uuid bytes and records of the driver's jobs that pass ``program``,
         ordered by ``order`` ('value', 'nullable', 'handle' or 'id'), and the position of the
         change log ``changes``; not done if the driver holds over ``cap``. ``driver``: member
         set keys, a lex range of the id sort set, or job ids. ``record_prefix``: Keys.job_prefix.
-        ``ors``: (temporary bitmap the program tests, the bitmaps OR-ed into it first)."""
+        ``ors``: (temporary bitmap the program tests, the bitmaps OR-ed into it first); ``ands`` the same,
+        AND-ed, after the ORs (so their sources may be the ORs' temporary bitmaps)."""
         keys: list[Any] = list(program.keys)
 
         def ref(key: str) -> int:
@@ -158,28 +160,51 @@ class Scripts:
             args = [*head, "ids", len(driver.uuids), *driver.uuids]
         else:
             args = [*head, "sets", len(driver), *[ref(s) for s in driver]]
-        args.append(len(ors))
-        for dest, sources in ors:
-            args += [program.keys.index(dest) + 1, len(sources), *[ref(k) for k in sources]]
+        for built in (ors, ands):
+            args.append(len(built))
+            for dest, sources in built:
+                at = program.keys.index(dest) + 1 if dest in program.keys else ref(dest)
+                args += [at, len(sources), *[ref(k) for k in sources]]
         args += program.ops
         return pick_reply(await self._call("pick", keys, args))
 
     async def check(self, program: CheckProgram, handles: Sequence[int], want_uuid: bool) -> list[CheckRow]:
         """The handles that pass ``program``, with their order values (and uuids)."""
-        reply = await self._call("check", program.keys, [pack_handles(handles), int(want_uuid), *program.ops])
-        return check_rows(reply, want_uuid)
+        args = [pack_handles(handles), int(want_uuid), 0, "", 0, *program.ops]
+        return check_rows(await self._call("check", program.keys, args), want_uuid)
 
     async def check_chunks(
         self, program: CheckProgram, handles: Sequence[int], chunk: int, want_uuid: bool
     ) -> list[CheckRow]:
         """``check`` of every ``chunk`` handles, all calls in one round trip."""
         calls = [
-            (program.keys, [pack_handles(handles[i : i + chunk]), int(want_uuid), *program.ops])
+            (program.keys, [pack_handles(handles[i : i + chunk]), int(want_uuid), 0, "", 0, *program.ops])
             for i in range(0, len(handles), chunk)
         ]
         if not calls:
             return []
         return [row for reply in await self._pipelined("check", calls) for row in check_rows(reply, want_uuid)]
+
+    async def check_top_chunks(
+        self,
+        program: CheckProgram,
+        handles: Sequence[int],
+        chunk: int,
+        want_uuid: bool,
+        *,
+        top: int,
+        order: str,
+        desc: bool,
+    ) -> CheckTop:
+        """``check_chunks`` in top mode (lua/check.lua): the count of matches with an order value, the
+        rows of those that can be among the first ``top`` in ``order`` ('value', 'nullable', 'handle'
+        or 'id') and direction, and every null's handle; all calls in one round trip."""
+        head = [int(want_uuid), top, order, int(desc)]
+        calls = [
+            (program.keys, [pack_handles(handles[i : i + chunk]), *head, *program.ops])
+            for i in range(0, len(handles), chunk)
+        ]
+        return check_top(await self._pipelined("check", calls) if calls else [], want_uuid)
 
     async def uuids(self, uuid_array: str, handles: Sequence[int], chunk: int) -> bytes:
         """The uuids of ``handles``, 16 bytes each, concatenated (a call per ``chunk``, one round trip)."""

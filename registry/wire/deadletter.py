@@ -98,14 +98,23 @@ class DeadLetterer:
     """
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, group: str, consumer: str, maxlen: int = DEFAULT_MAXLEN
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        group: str,
+        consumer: str,
+        maxlen: int = DEFAULT_MAXLEN,
+        dead: aioredis.Redis | None = None,
     ) -> None:
+        """``redis`` serves the events stream's slot, ``dead`` the dead stream's (the same client unless the
+        stream is a partition's on a cluster, where the two slots may live on different nodes)."""
         self.redis = redis
+        self.dead = dead or redis
         self.keys = keys
         self.group = group
         self.consumer = consumer
         self.maxlen = maxlen
-        self._copy = redis.register_script(source("registry.wire", "dead_letter_copy"))
+        self._copy = self.dead.register_script(source("registry.wire", "dead_letter_copy"))
         self._ack = redis.register_script(source("registry.wire", "dead_letter_ack"))
 
     async def __call__(self, items: Sequence[tuple[bytes, Fields, str]]) -> int:
@@ -127,7 +136,7 @@ class DeadLetterer:
         done = [entry_id for entry_id, ok in zip(ids, acked, strict=True) if int(ok)]
         if done:
             # An entry taken over meanwhile keeps its marker: its new holder reuses the copy.
-            await self.redis.hdel(k.dead_sources, *done)  # type: ignore[arg-type, misc]
+            await self.dead.hdel(k.dead_sources, *(marker(k, entry_id) for entry_id in done))  # type: ignore[arg-type, misc]
         return len(done)
 
     async def _pending_here(self, ids: Sequence[bytes | str]) -> set[bytes]:
@@ -152,20 +161,34 @@ class DeadLetterer:
         for entry_id, fields, reason in items:
             copy = dead_letter_copy(entry_id, fields, reason)
             if len(copy) <= _LUA_MAX_FIELDS:
-                args += [entry_id, 2 * len(copy), *(x for kv in copy.items() for x in kv)]
+                args += [marker(k, entry_id), 2 * len(copy), *(x for kv in copy.items() for x in kv)]
             else:
-                wide.append((_b(entry_id), copy))
+                wide.append((marker(k, entry_id), copy))
         if len(args) > 1:
             # One call for the batch, not a pipeline: a cluster client refuses EVALSHA in pipelines.
             await self._copy(keys=[k.dead, k.dead_sources], args=args)
-        for entry_id, copy in wide:
+        for name, copy in wide:
             # Too many fields for one Lua call (unpack's limit; rare): the same steps from here,
             # with a window between the XADD and the marker in which a crash leaves two copies.
-            made = await self.redis.hget(k.dead_sources, entry_id)  # type: ignore[arg-type, misc]
-            if made and await self.redis.xrange(k.dead, min=made, max=made, count=1):
+            made = await self.dead.hget(k.dead_sources, name)  # type: ignore[arg-type, misc]
+            if made and await self.dead.xrange(k.dead, min=made, max=made, count=1):
                 continue
-            copy_id = await self.redis.xadd(k.dead, copy, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-            await self.redis.hset(k.dead_sources, entry_id, copy_id)  # type: ignore[arg-type, misc]
+            copy_id = await self.dead.xadd(k.dead, copy, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            await self.dead.hset(k.dead_sources, name, copy_id)  # type: ignore[arg-type, misc]
+
+
+def marker(keys: Keys, entry_id: bytes | str) -> bytes:
+    """The dead-letter marker's field for an entry of ``keys.events``: its id, after the partition's tag
+    when the stream is a partition's (every stream's markers share the dead stream's one hash)."""
+    return keys.marker_prefix.encode() + _b(entry_id)
+
+
+def _marked_here(keys: Keys, name: bytes) -> bytes | None:
+    """The entry id a marker names if it belongs to ``keys.events``, else None."""
+    mine = keys.marker_prefix.encode()
+    if mine:
+        return name[len(mine) :] if name.startswith(mine) else None
+    return None if b"/" in name else name
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:
@@ -173,8 +196,10 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def sweep_markers(redis: aioredis.Redis, keys: Keys, group: str) -> int:
+async def sweep_markers(redis: aioredis.Redis, keys: Keys, group: str, dead: aioredis.Redis | None = None) -> int:
     """Finish what a crash between steps left behind; return how many markers were removed.
+
+    ``redis`` serves ``keys.events``'s slot, ``dead`` (by default the same) the dead stream's.
 
     A dead-letter marker whose entry is no longer pending belongs to a finished dead-lettering
     (the entry was acknowledged; it never becomes pending again), so it is dropped. A replay
@@ -182,17 +207,19 @@ async def sweep_markers(redis: aioredis.Redis, keys: Keys, group: str) -> int:
     then the marker. Markers of work in progress are left alone or finished harmlessly.
     """
     removed = 0
-    sources: dict[bytes, bytes] = await redis.hgetall(keys.dead_sources)  # type: ignore[misc]
+    dead = dead or redis
+    every: dict[bytes, bytes] = await dead.hgetall(keys.dead_sources)  # type: ignore[misc]
+    sources = {name: entry_id for name in every if (entry_id := _marked_here(keys, name)) is not None}
     if sources:
         pipe = redis.pipeline(transaction=False)
-        for entry_id in sources:
+        for entry_id in sources.values():
             pipe.xpending_range(keys.events, group, min=entry_id, max=entry_id, count=1)
-        stale = [entry_id for entry_id, rows in zip(sources, await pipe.execute(), strict=True) if not rows]
+        stale = [name for name, rows in zip(sources, await pipe.execute(), strict=True) if not rows]
         if stale:
-            removed += int(await redis.hdel(keys.dead_sources, *stale))  # type: ignore[arg-type, misc]
+            removed += int(await dead.hdel(keys.dead_sources, *stale))  # type: ignore[arg-type, misc]
     replayed: dict[bytes, bytes] = await redis.hgetall(keys.replayed)  # type: ignore[misc]
     if replayed:
-        await redis.xdel(keys.dead, *replayed)
+        await dead.xdel(keys.dead, *replayed)
         removed += int(await redis.hdel(keys.replayed, *replayed))  # type: ignore[arg-type, misc]
     return removed
 

@@ -13,6 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from registry.keys import Keys
+from registry.partition import Partitions
 from registry.wire.events import decode_event
 
 R = TypeVar("R")
@@ -56,6 +57,20 @@ def build_fields(
     wire.update({name: wire_value(value) for name, value in fields.items() if value is not None})
     decode_event(cast(Mapping[bytes | str, bytes | str], wire))
     return wire
+
+
+def stream_for(keys: Keys, partitions: Partitions | None, fields: RawFields) -> str:
+    """The stream an event goes to: its job's partition stream (``{<tag>}:events``) on a registry of
+    several partitions, else the contract's ``<prefix>:events``. An entry without a readable job id goes to
+    ``<prefix>:events`` too, where the workers' router dead-letters it with its reason."""
+    if partitions is None or partitions.count == 1:
+        return keys.events
+    raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}.get("job_id")
+    try:
+        job_id = str(uuid.UUID(raw.decode() if isinstance(raw, bytes) else str(raw)))
+    except (ValueError, UnicodeDecodeError):
+        return keys.ingress
+    return partitions.keys_of(job_id).events
 
 
 def _entry_id(reply: Any) -> str:
@@ -118,11 +133,17 @@ class _Lifecycle(Generic[R]):
 
 
 class Publisher(_Lifecycle[str]):
-    """Blocking publisher for backends and scripts; methods return the stream entry id."""
+    """Blocking publisher for backends and scripts; methods return the stream entry id.
 
-    def __init__(self, redis: redis.Redis, keys: Keys | None = None) -> None:
+    Given the registry's ``partitions`` (registry/store/partitions.py ``stored_sync``), each event goes
+    straight to its job's partition stream (the high-rate path: no router hop); without them, to the
+    contract's ``<prefix>:events``, which works whatever P is.
+    """
+
+    def __init__(self, redis: redis.Redis, keys: Keys | None = None, partitions: Partitions | None = None) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys or Keys(partitions.prefix if partitions else "jobreg")
+        self.partitions = partitions
 
     def publish(
         self,
@@ -137,15 +158,17 @@ class Publisher(_Lifecycle[str]):
 
     def publish_raw(self, fields: RawFields) -> str:
         """XADD these fields as they are, unvalidated (for other producers' payloads and tests)."""
-        return _entry_id(self.redis.xadd(self.keys.events, dict(fields)))  # type: ignore[arg-type]
+        stream = stream_for(self.keys, self.partitions, fields)
+        return _entry_id(self.redis.xadd(stream, dict(fields)))  # type: ignore[arg-type]
 
 
 class AsyncPublisher(_Lifecycle[Awaitable[str]]):
-    """The same publisher on redis.asyncio; methods are awaitable."""
+    """The same publisher on redis.asyncio; methods are awaitable (``partitions``: see ``Publisher``)."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys | None = None, partitions: Partitions | None = None) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys or Keys(partitions.prefix if partitions else "jobreg")
+        self.partitions = partitions
 
     async def publish(
         self,
@@ -160,4 +183,5 @@ class AsyncPublisher(_Lifecycle[Awaitable[str]]):
 
     async def publish_raw(self, fields: RawFields) -> str:
         """XADD these fields as they are, unvalidated (for other producers' payloads and tests)."""
-        return _entry_id(await self.redis.xadd(self.keys.events, dict(fields)))  # type: ignore[arg-type]
+        stream = stream_for(self.keys, self.partitions, fields)
+        return _entry_id(await self.redis.xadd(stream, dict(fields)))  # type: ignore[arg-type]

@@ -74,12 +74,21 @@ class BulkLoader:
     """Writes complete jobs, in creation order, into an empty registry under ``prefix``."""
 
     def __init__(
-        self, url: str, prefix: str, threshold: int, retention: int, chunk: int = CHUNK, processes: int | None = None
+        self,
+        url: str,
+        prefix: str,
+        threshold: int,
+        retention: int,
+        chunk: int = CHUNK,
+        processes: int | None = None,
+        keys: Keys | None = None,
     ) -> None:
         from registry.keys import Keys
         from registry.store import indexes
 
-        self.url, self.r, self.keys, self.ix = url, redis.Redis.from_url(url), Keys(prefix), indexes
+        # ``keys``: one partition's (registry/partition.py) instead of the one-partition registry's.
+        self.url, self.r, self.ix = url, redis.Redis.from_url(url), indexes
+        self.keys = keys or Keys(prefix)
         self.threshold, self.retention = threshold, retention
         assert chunk % indexes.ZONE_SIZE == 0 and chunk % 8 == 0
         self.chunk = chunk
@@ -88,6 +97,9 @@ class BulkLoader:
         # Per sort field, the chunks' (scores, members) of the jobs that have a score.
         self.sorted: dict[str, list[tuple[NDArray[np.int64], NDArray[np.bytes_]]]] = defaultdict(list)
         self.loaded = 0
+        self._tail: list[tuple[int, bytes, bytes]] = []
+        self._chunk = _Chunk(first=0)
+        self._bar: tqdm[None] | None = None
 
     # -- per job: the production fold and codec
 
@@ -222,30 +234,43 @@ class BulkLoader:
 
     def load(self, plan: Plan, bar: tqdm[None] | None = None) -> int:
         """Write every job of ``plan``; the number written."""
-        asyncio.run(_stamp_layout(self.url, self.keys))
-        tail: list[tuple[int, bytes, bytes]] = []
-        chunk = _Chunk(first=0)
+        self.start(bar)
         for prepared in _prepared_in_parallel(plan, self.processes):
             for job_id, state, row in prepared:
-                self.loaded += 1
-                chunk.handles.append(self.loaded)
-                chunk.ids.append(job_id)
-                chunk.uuid16.append(row.uuid16)
-                chunk.states.append(state)
-                chunk.rows.append(row)
-                if self.loaded + 1 == chunk.first + self.chunk:
-                    self._flush(chunk, tail)
-                    if bar is not None:
-                        bar.update(len(chunk.handles))
-                    chunk = _Chunk(first=chunk.first + self.chunk)
+                self.add(job_id, state, row)
+        return self.finish()
+
+    def start(self, bar: tqdm[None] | None = None) -> None:
+        """Stamp the empty registry's layout; jobs follow by ``add``, then ``finish``."""
+        asyncio.run(_stamp_layout(self.url, self.keys))
+        self._bar = bar
+
+    def add(self, job_id: str, state: bytes, row: Row) -> None:
+        """One more job (the next handle), written with its chunk."""
+        chunk = self._chunk
+        self.loaded += 1
+        chunk.handles.append(self.loaded)
+        chunk.ids.append(job_id)
+        chunk.uuid16.append(row.uuid16)
+        chunk.states.append(state)
+        chunk.rows.append(row)
+        if self.loaded + 1 == chunk.first + self.chunk:
+            self._flush(chunk, self._tail)
+            if self._bar is not None:
+                self._bar.update(len(chunk.handles))
+            self._chunk = _Chunk(first=chunk.first + self.chunk)
+
+    def finish(self) -> int:
+        """Write the last chunk, the sort and member indexes, the change log and the handle counter."""
+        chunk = self._chunk
         if chunk.handles:
-            self._flush(chunk, tail)
-            if bar is not None:
-                bar.update(len(chunk.handles))
+            self._flush(chunk, self._tail)
+            if self._bar is not None:
+                self._bar.update(len(chunk.handles))
         self._write_sort_indexes()
         pipe = self.r.pipeline(transaction=False)
         self._write_members(pipe)
-        self._write_change_log(pipe, tail)
+        self._write_change_log(pipe, self._tail)
         if self.loaded:
             pipe.set(self.keys.seq, self.loaded)
         pipe.execute()
@@ -310,4 +335,25 @@ def bulk_load(url: str, prefix: str, plan: Plan, threshold: int, retention: int)
     t0 = time.perf_counter()
     with tqdm(total=plan.n_jobs, unit="job", unit_scale=True, desc="jobreg bulk load") as bar:
         n = BulkLoader(url, prefix, threshold, retention).load(plan, bar)
+    return n, time.perf_counter() - t0
+
+
+def bulk_load_partitioned(
+    url: str, prefix: str, plan: Plan, threshold: int, retention: int, partitions: int
+) -> tuple[int, float]:
+    """Load ``plan`` into ``partitions`` partitions (each job into Partitions.of its id, as the workers
+    route it), with a progress bar: (jobs, seconds)."""
+    from registry.partition import Partitions
+
+    parts = Partitions(prefix, partitions)
+    t0 = time.perf_counter()
+    loaders = [BulkLoader(url, prefix, threshold, retention, keys=k) for k in parts.keys]
+    with tqdm(total=plan.n_jobs, unit="job", unit_scale=True, desc=f"jobreg bulk load, P = {partitions}") as bar:
+        for loader in loaders:
+            loader.start()
+        for prepared in _prepared_in_parallel(plan, loaders[0].processes):
+            for job_id, state, row in prepared:
+                loaders[parts.of(job_id)].add(job_id, state, row)
+            bar.update(len(prepared))
+        n = sum(loader.finish() for loader in loaders)
     return n, time.perf_counter() - t0

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m tests.benchmarks.ingest --events 200000 [--workers 2]
+    python -m tests.benchmarks.ingest --events 200000 [--workers 2] [--partitions 4 [--direct]]
 
 Starts a private redis-server, XADDs the events of fresh generated jobs (whole jobs, up to
 ``--events``; optionally ``--preload`` jobs applied first through the Projection, so indexes
@@ -13,6 +13,10 @@ less than wall time; the Redis commands run per job (``INFO commandstats``, whic
 commands scripts run); and every apply call's (EVALSHA's) duration: SLOWLOG logs every command
 during the drain (threshold 0), so p50/p99/max are exact, beside the ``LATENCY HISTOGRAM``
 buckets. Targets (issue 11): one worker >= 30,000 events/s, no apply call over 1 ms.
+
+``--partitions P`` (issue 14) stores P before the workers start: the events go through the workers'
+router from `<prefix>:events` to the partition streams, or with ``--direct`` are moved to the partition
+streams before the drain (the publisher's high-rate path), and the drain ends when every stream is empty.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import NamedTuple
 import redis
 from tqdm import tqdm
 
+from registry.keys import Keys
+from registry.partition import Partitions
+from registry.wire.publisher import stream_for
 from tests.benchmarks import harness
 from tests.benchmarks.datagen import make_plan
 from tests.benchmarks.run import group_backlog, publish_all
@@ -89,16 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preload", type=int, default=0, help="jobs applied before (0: start empty)")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="worker processes draining together")
+    parser.add_argument("--partitions", type=int, default=1, help="partitions of the registry (stored before)")
+    parser.add_argument("--direct", action="store_true", help="publish to the partition streams, not the router")
     args = parser.parse_args(argv)
     server = start_redis_server()
     r = redis.Redis.from_url(server.url)
     try:
         if args.preload:
             preload(server.url, args.preload, args.seed + 1)
-        from registry.keys import Keys
-
         stream = Keys(harness.PREFIX).events
         n_events, n_jobs = publish_all(r, stream, make_plan(max(1000, args.events // 3), args.seed), args.events)
+        parts = Partitions(harness.PREFIX, args.partitions)
+        r.set(Keys(harness.PREFIX).partitions, args.partitions)
+        if args.direct and args.partitions > 1:
+            move_to_partitions(r, stream, parts)
+        streams = list(dict.fromkeys([stream, *(k.events for k in parts.keys)]))
         # Every command of the drain, so each apply call's duration is known (not only the slow ones).
         r.config_set("slowlog-log-slower-than", 0)
         r.config_set("slowlog-max-len", 4 * n_events + 10_000)
@@ -110,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu_first = redis_first = 0.0
             with tqdm(total=n_events, unit="ev", unit_scale=True, desc="worker drain", mininterval=5) as bar:
                 while True:
-                    got = group_backlog(r, stream)
+                    got = backlog(r, streams)
                     if got is not None:
                         lag, pending = got
                         if t_first is None and lag < n_events:
@@ -128,11 +140,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             for worker in workers:
                 harness.stop(worker)
-        report(r, n_events, n_jobs, t_end - (t_first or t_end), stream, len(workers), cpu)
+        report(r, n_events, n_jobs, t_end - (t_first or t_end), parts, len(workers), cpu)
     finally:
         r.close()
         server.stop()
     return 0
+
+
+def move_to_partitions(r: redis.Redis, stream: str, parts: Partitions) -> None:
+    """Move every entry of ``stream`` to its job's partition stream, in order (set-up, not timed)."""
+    keys = Keys(parts.prefix)
+    start = "-"
+    while rows := r.xrange(stream, min=start, max="+", count=5000):
+        pipe = r.pipeline(transaction=False)
+        for _, fields in rows:
+            pipe.xadd(stream_for(keys, parts, fields), fields)  # type: ignore[arg-type]
+        pipe.execute()
+        start = "(" + rows[-1][0].decode()  # type: ignore[index]
+    r.delete(stream)
+
+
+def backlog(r: redis.Redis, streams: Sequence[str]) -> tuple[int, int] | None:
+    """(lag, pending) summed over the streams that hold entries; None until the workers' group exists on each."""
+    lag = pending = 0
+    for stream in streams:
+        if not r.exists(stream):
+            continue
+        got = group_backlog(r, stream)
+        if got is None:
+            return None
+        lag, pending = lag + max(got[0], 0), pending + got[1]
+    return lag, pending
 
 
 class Cpu(NamedTuple):
@@ -140,19 +178,21 @@ class Cpu(NamedTuple):
     redis: float
 
 
-def report(r: redis.Redis, n_events: int, n_jobs: int, seconds: float, stream: str, n_workers: int, cpu: Cpu) -> None:
+def report(
+    r: redis.Redis, n_events: int, n_jobs: int, seconds: float, parts: Partitions, n_workers: int, cpu: Cpu
+) -> None:
     calls = commands(r)
     hist = histogram(r, "evalsha")
     log = r.slowlog_get(10**8)
     durations = [int(e["duration"]) for e in log if e["command"].split(b" ", 1)[0].upper() == b"EVALSHA"]
     slow = [d for d in durations if d > SLOW_US]
-    keys = __import__("registry.keys", fromlist=["Keys"]).Keys(harness.PREFIX)
-    listed, dead = r.bitcount(keys.all), r.xlen(keys.dead)
+    listed, dead = sum(int(r.bitcount(k.all)) for k in parts.keys), r.xlen(Keys(parts.prefix).dead)
     n_apply = sum(hist.values())
     own = {"xreadgroup", "xack", "hdel", "hincrby", "evalsha", "hmget", "xadd", "xinfo|groups", "incrby"}
     inner = sum(n for name, (n, _) in calls.items() if name not in own and not name.startswith(("config", "info")))
     print(
-        f"\ningest, {n_workers} worker{'s' if n_workers > 1 else ''}: {n_events:,} events of {n_jobs:,} jobs in "
+        f"\ningest, {n_workers} worker{'s' if n_workers > 1 else ''}, P = {parts.count}: "
+        f"{n_events:,} events of {n_jobs:,} jobs in "
         f"{seconds:.2f} s from first delivery = {n_events / seconds:,.0f} events/s (target >= 30,000 for one); "
         f"{listed:,} listed, {dead} dead letters"
     )

@@ -2,14 +2,16 @@
 
 Run from the repository root::
 
-    python -m tests.benchmarks.ingest_profile --events 60000 [--budget 600] [--profile 25]
+    python -m tests.benchmarks.ingest_profile --events 60000 [--budget 600] [--profile 25] [--keep DIR]
 
 The same events as ``tests.benchmarks.ingest`` (same generator and seed), drained by a
 ``Consumer`` in this process instead of ``jobreg worker`` subprocesses, so Python's share can be
 profiled (cProfile, top ``--profile`` functions by own time) and the apply calls' size can be
 fixed (``--budget``, in cost units; 0 keeps the time budget), which takes the machine's load
-out of the call sizes when comparing two versions of the code. Reports CPU per event of this
-process and of Redis (``INFO cpu``), events/s, apply calls and their sizes.
+out of the call sizes when comparing two versions of the code. ``--keep`` ingests on top of a
+copy of a benchmark's kept data (e.g. 1M jobs), where the indexes are as large as in production.
+Reports CPU per event of this process and of Redis (``INFO cpu``), events/s, apply calls and their
+sizes.
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--budget", type=int, default=600, help="fixed apply call cost budget (0: time budget)")
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions by own time")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="a copy of a benchmark's kept data (compare --keep): ingest on top of it"
+    )
     args = parser.parse_args(argv)
-    server = start_redis_server()
+    server = harness.start_redis(args.keep) if args.keep else start_redis_server()
     r = redis.Redis.from_url(server.url)
     try:
         stream = Keys(harness.PREFIX).events

@@ -305,7 +305,7 @@ async def test_unexpected_error_is_500_without_trace(client: Client, monkeypatch
     async def boom(*_: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(services.executor, "run", boom)
+    monkeypatch.setattr(services.executor, "list_page", boom)
     resp = await client.get(JOBS)
     assert resp.status_code == 500
     assert resp.json() == {"status": "error", "message": "internal server error", "code": "500", "data": None}

@@ -6,6 +6,7 @@ import random
 
 import redis.asyncio as aioredis
 
+from registry import lua
 from registry.keys import Keys
 from registry.query.check import compile_check
 from registry.query.planner import AnyBit, NoBit, Range
@@ -86,3 +87,26 @@ async def test_scattered_candidates_prefetched_match_single_reads(aredis: aiored
         assert [(r.handle, r.value) for r in rows] == want
     everything = await scripts.check_chunks(compile_check(keys.uuids, col, []), handles, 1200, False)
     assert [(r.handle, r.value) for r in everything] == [(h, written.get(h, 0)) for h in handles]
+
+
+async def test_kth_smallest_selects_like_a_sort(aredis: aioredis.Redis) -> None:
+    """checklib's quickselect (CHECK's top mode, PICK and PAGE's page window) against Python's sort:
+    ties, sorted and reversed runs, negatives, every k."""
+    body = (
+        "local a = {}\nfor i = 1, #ARGV - 1 do a[i] = tonumber(ARGV[i]) end\n"
+        "local k = tonumber(ARGV[#ARGV])\nlocal v = kth_smallest(a, 1, #a, k)\n"
+        "for i = 1, #a do if (i < k and a[i] > v) or (i > k and a[i] < v) then return -1 end end\nreturn v\n"
+    )
+    text = "#!lua\n" + lua.source("registry.query", "lib") + lua.source("registry.query", "checklib") + body
+    rng = random.Random(5)
+    for n in (1, 2, 3, 7, 50, 400):
+        for shape in ("random", "ties", "sorted", "reversed"):
+            values = [rng.randint(-(2**40), 2**40) for _ in range(n)]
+            if shape == "ties":
+                values = [rng.choice((-3, 0, 5)) for _ in range(n)]
+            elif shape == "sorted":
+                values.sort()
+            elif shape == "reversed":
+                values.sort(reverse=True)
+            for k in sorted({1, n, (n + 1) // 2, rng.randint(1, n)}):
+                assert await aredis.eval(text, 0, *values, k) == sorted(values)[k - 1], (shape, n, k)

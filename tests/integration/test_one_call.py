@@ -126,6 +126,8 @@ async def test_pick_matches_reference(aredis: aioredis.Redis, settings: Settings
         [("errors", "false"), ("min_runs", str(runs[len(runs) // 3]))],
         [("origin", "CLIENT"), ("max_runs", str(runs[len(runs) // 2]))],
         [("start_date", _wire_date(rng, starts[len(starts) // 2]))],
+        # Several bitmap filters: AND-ed into one bitmap first when the driver is large enough.
+        [("status", "DONE"), ("status", "ERROR"), ("origin", "CLIENT"), ("errors", "false")],
     ]
     drivers: list[Params] = [
         [("project_id", jobs[0]["project_id"])],

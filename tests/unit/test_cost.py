@@ -5,7 +5,7 @@ from __future__ import annotations
 from registry.domain.model import Status
 from registry.keys import Keys
 from registry.query import cost
-from registry.query.planner import Members, plan
+from registry.query.planner import AnyBit, Members, narrowed, plan
 from registry.query.spec import Direction, JobQuery, OrderBy
 
 KEYS = Keys("t")
@@ -106,3 +106,21 @@ def test_a_deep_offset_over_a_bsi_order_walks_from_its_selected_start_instead_of
     assert cost.refine(nulls, 60_000, 1_000_000, 8000, first=40_000, select_offset=5000) == "bitmap-collect"
     by_id = plan(JobQuery(errors=True, order_by=OrderBy.ID, offset=50_000, limit=100), KEYS)
     assert cost.refine(by_id, 60_000, 1_000_000, 8000, first=60_000, select_offset=5000) == "bitmap-collect"
+
+
+def test_members_indexed_by_bitmaps_alone_are_checked_as_bit_tests() -> None:
+    """A project whose values are all bitmaps costs PICK one bit test each, not a SISMEMBER and a bit."""
+    q = JobQuery(user_ids=("u",), project_ids=("p1", "p2"), order_by=OrderBy.RUNS)
+    p = plan(q, KEYS)
+    projects, users = p.predicates
+    assert isinstance(users, Members) and isinstance(projects, Members)
+    bitmaps = {b: 5000 for b in projects.bitmaps} | {s: 0 for s in projects.sets}
+    assert narrowed(projects, bitmaps) == AnyBit(projects.bitmaps)
+    mixed = {**bitmaps, projects.sets[0]: 10, projects.bitmaps[0]: 0}  # p1 still a small set
+    assert narrowed(projects, mixed) == projects
+    assert narrowed(users, bitmaps) is users  # sizes unknown: left as it is
+    sizes = {users.sets[0]: 400, users.bitmaps[0]: 0, **bitmaps}
+    # The user's 400 jobs: a column read and one bit test of the OR-ed bitmaps each, plus the OR;
+    # as set tests (SISMEMBER and a bit per value): 2 * 2 + 1.
+    assert cost.pick_pays(p, users, sizes, 400 * 2 + cost.PRE_OR)
+    assert not cost.pick_pays(p, users, {**sizes, **mixed}, 400 * 5 - 1)

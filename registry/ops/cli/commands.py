@@ -56,11 +56,14 @@ async def _refuse_other_layout(settings: Settings) -> None:
     """
     from redis.asyncio import Redis as AsyncRedis
 
-    from registry.store import layout
+    from registry.store import layout, partitions
 
     client = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
-        await layout.ensure(client, Keys(settings.prefix))
+        # P first (stamped here at a registry's first start, refused when the setting disagrees), then
+        # every partition's layout.
+        for keys in (await partitions.load(client, settings.prefix, settings.partitions)).keys:
+            await layout.ensure(client, keys)
     except redis.RedisError:
         pass
     finally:
@@ -93,11 +96,13 @@ def _client(settings: Settings) -> redis.Redis:
 
 
 def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.store.partitions import stored_sync
     from registry.wire.publisher import Publisher
 
     client = _client(settings)
     try:
-        publisher = Publisher(client, Keys(settings.prefix))
+        # Straight to the job's partition stream when the registry has several.
+        publisher = Publisher(client, partitions=stored_sync(client, settings.prefix))
         entry = publisher.publish(
             ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=ns.event_id, **dict(ns.field)
         )
@@ -181,32 +186,45 @@ class ProgressBar:
 def cmd_migrate(settings: Settings, ns: argparse.Namespace) -> int:
     from redis.asyncio import Redis as AsyncRedis
 
-    from registry.store import layout, migrate
+    from registry.store import partitions
 
     async def go() -> int:
         client = AsyncRedis.from_url(
             settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
         )
-        keys = Keys(settings.prefix)
         try:
-            state = await layout.read(client, keys)
-            if state.refusal() is None:
-                print(f"jobreg migrate: the store already holds layout {state.version}: nothing to do")
-                return 0
-            for step in migrate.STEPS.values():
-                if step.source >= state.version:
-                    print(f"jobreg migrate: layout {step.source} -> {step.target}: {step.what}", file=sys.stderr)
-            started = time.monotonic()
-            outcome = await migrate.migrate(client, keys, ns.batch or migrate.DEFAULT_BATCH, ProgressBar(sys.stderr))
-            print(
-                f"jobreg migrate: the store now holds layout {outcome.target} "
-                f"(from {outcome.source}, in {time.monotonic() - started:.1f} s)"
-            )
-            return 0
+            # Each partition's layout is stamped and moved on its own (a killed run resumes partition by partition).
+            parts = await partitions.stored(client, settings.prefix)
+            return await _migrate_partitions(client, parts.keys, ns.batch)
         finally:
             await client.aclose()
 
     return asyncio.run(go())
+
+
+async def _migrate_partitions(client: Any, partition_keys: tuple[Keys, ...], batch: int | None) -> int:
+    from registry.store import layout, migrate
+
+    states = [await layout.read(client, keys) for keys in partition_keys]
+    if all(state.refusal() is None for state in states):
+        print(f"jobreg migrate: the store already holds layout {states[0].version}: nothing to do")
+        return 0
+    oldest = min(state.version for state in states)
+    for step in migrate.STEPS.values():
+        if step.source >= oldest:
+            print(f"jobreg migrate: layout {step.source} -> {step.target}: {step.what}", file=sys.stderr)
+    started = time.monotonic()
+    for i, (keys, state) in enumerate(zip(partition_keys, states, strict=True)):
+        if state.refusal() is None:
+            continue
+        if len(partition_keys) > 1:
+            print(f"jobreg migrate: partition {i} of {len(partition_keys)} ({keys.tag})", file=sys.stderr)
+        outcome = await migrate.migrate(client, keys, batch or migrate.DEFAULT_BATCH, ProgressBar(sys.stderr))
+    print(
+        f"jobreg migrate: the store now holds layout {outcome.target} "
+        f"(from {oldest}, in {time.monotonic() - started:.1f} s)"
+    )
+    return 0
 
 
 def cmd_redis_url(settings: Settings, ns: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import uuid as _uuid
 from registry.query.bits import bit_positions, member_handle
 from registry.query.context import QueryContext
 from registry.query.execute.collect import collect
-from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate
+from registry.query.planner import IdIn, IdPrefix, Members, Plan, Predicate, narrowed
 from registry.query.spec import Page
 from registry.store import record
 
@@ -43,6 +43,6 @@ async def candidate_handles(
 async def run_candidates(ctx: QueryContext, plan: Plan, driver: Predicate, sizes: dict[str, int | None]) -> Page:
     handles, known = await candidate_handles(ctx, driver, sizes)
     what = driver.kind if isinstance(driver, Members) else "id" if isinstance(driver, IdIn) else "id prefix"
-    others = [p for p in plan.predicates if p is not driver]
+    others = [narrowed(p, sizes) for p in plan.predicates if p is not driver]
     how = f"candidates: {what} ({len(handles)} jobs) checked against {len(others)} other filters"
     return await collect(ctx, plan, handles, others, known, how)

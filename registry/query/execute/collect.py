@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import msgspec
 
 from registry.query import cost
-from registry.query.check import compile_check
+from registry.query.check import CheckProgram, CheckRow, compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.rows import Row, arrange
 from registry.query.execute.scan import scan
+from registry.query.page_call import collect_order
 from registry.query.planner import AnyBit, IdIn, IdPrefix, Plan, Predicate
 from registry.query.spec import OrderBy, Page
 
@@ -45,7 +46,8 @@ async def collect(
         return msgspec.structs.replace(page, strategy=f"{how}; {page.strategy}")
     preds = await _pre_or(ctx, preds, len(handles))
     program = compile_check(ctx.keys.uuids, plan.order_column, preds)
-    for h, value, uid in await ctx.scripts.check_chunks(program, handles, step, want_uuid):
+    rows, nulls, present_total = await _check(ctx, plan, program, handles, step, want_uuid, bool(id_sets or prefixes))
+    for h, value, uid in rows:
         if uid is not None:
             known[h] = uid
         if id_sets or prefixes:
@@ -60,10 +62,35 @@ async def collect(
             nulls.append(h)
         else:
             present.append((value - 1 if nullable else value, h))
-    total = len(present) + len(nulls)
+    if present_total is None:
+        present_total = len(present)
+    total = present_total + len(nulls)
     unique = plan.order in (OrderBy.ID, OrderBy.CREATION_ORDER)
-    ids = await arrange(ctx, plan, present, nulls, known, unique)
+    ids = await arrange(ctx, plan, present, nulls, known, unique, present_total)
     return Page(total=total, job_ids=ids, strategy=f"{how}; {total} matches sorted here")
+
+
+async def _check(
+    ctx: QueryContext,
+    plan: Plan,
+    program: CheckProgram,
+    handles: list[int],
+    step: int,
+    want_uuid: bool,
+    tested_here: bool,
+) -> tuple[list[CheckRow], list[int], int | None]:
+    """CHECK of ``handles`` in chunks of ``step``: (rows, nulls, matches with an order value). When the
+    page's depth (offset + limit) is below a call's candidates, each call returns only its matches
+    that can be in the page and counts the rest (top mode; nulls apart, the count then not None);
+    otherwise every match comes back as a row (nulls among them), as when ids are tested here after
+    the check (``tested_here``)."""
+    k = plan.offset + plan.limit
+    if tested_here or len(handles) <= k or step <= k:
+        # (No call could leave a row out: its candidates are no more than the page's depth.)
+        return await ctx.scripts.check_chunks(program, handles, step, want_uuid), [], None
+    order = collect_order(plan)
+    got = await ctx.scripts.check_top_chunks(program, handles, step, want_uuid, top=k, order=order, desc=plan.desc)
+    return got.rows, got.nulls, got.present
 
 
 async def _pre_or(ctx: QueryContext, preds: Sequence[Predicate], candidates: int) -> list[Predicate]:

@@ -13,7 +13,7 @@ from registry.query.check import compile_check
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.bitmap import Counted, Resume, read_page
 from registry.query.page_call import PageMode, collect_order, compile_page
-from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, Plan
+from registry.query.planner import AnyBit, IdIn, IdPrefix, Members, Plan, narrowed
 from registry.query.scripts import JobIds, LexRange
 from registry.query.spec import Page
 
@@ -67,11 +67,17 @@ async def run_pick(
     """A small driver's jobs checked, ordered and paged in one PICK call, with their records and the
     change log's position; only the position if the driver grew past the budget (the chunked path
     that follows reads after it, so it stays valid for the page that path finds)."""
-    others = [p for p in plan.predicates if p is not driver]
-    # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate.
+    others = [narrowed(p, sizes) for p in plan.predicates if p is not driver]
+    # A list of statuses or origins is OR-ed into one bitmap first: one bit test per candidate; and
+    # when it pays, every bitmap filter is AND-ed into one: one bit test per candidate in all.
     ors = [(ctx.keys.temp(), p.keys) for p in others if isinstance(p, AnyBit) and len(p.keys) > 1]
     it = iter(ors)
     checked = [AnyBit((next(it)[0],)) if isinstance(p, AnyBit) and len(p.keys) > 1 else p for p in others]
+    bits = [p.keys[0] for p in checked if isinstance(p, AnyBit)]
+    ands: list[tuple[str, list[str]]] = []
+    if cost.pick_combines(len(bits), cost.driver_size(driver, sizes) or 0):
+        ands = [(ctx.keys.temp(), bits)]
+        checked = [AnyBit((ands[0][0],)), *[p for p in checked if not isinstance(p, AnyBit)]]
     program = compile_check(ctx.keys.uuids, plan.order_column, checked)
     order = collect_order(plan)
     source: list[str] | LexRange | JobIds
@@ -95,6 +101,7 @@ async def run_pick(
         changes=ctx.keys.changes,
         record_prefix=ctx.keys.job_prefix(),
         ors=ors,
+        ands=ands,
     )
     if not picked.done:
         return picked.position

@@ -35,12 +35,19 @@ async def values(ctx: QueryContext, plan: Plan, handles: list[int]) -> list[Row]
 
 
 async def arrange(
-    ctx: QueryContext, plan: Plan, present: list[Row], nulls: list[int], known: dict[int, bytes], unique: bool
+    ctx: QueryContext,
+    plan: Plan,
+    present: list[Row],
+    nulls: list[int],
+    known: dict[int, bytes],
+    unique: bool,
+    present_total: int | None = None,
 ) -> list[str]:
     """The page of (value, handle) rows ordered by (value, id), nulls last by id, both in the plan's direction.
 
     Only the rows whose order can depend on their id (equal values around the page, or
-    nulls) need their uuid read.
+    nulls) need their uuid read. ``present_total``: how many matches have a value, when
+    ``present`` holds only those that can be in the page (CHECK's top mode); the nulls follow them.
     """
     lo, hi = plan.offset, plan.offset + plan.limit
     present.sort(key=lambda row: row[0], reverse=plan.desc)
@@ -50,7 +57,7 @@ async def arrange(
             s -= 1
         while e < len(present) and present[e][0] == present[e - 1][0]:
             e += 1
-    with_nulls = hi > len(present)
+    with_nulls = hi > (len(present) if present_total is None else present_total)
     need = [h for _, h in present[s:e]] + (nulls if with_nulls else [])
     known.update(await uuids(ctx, [h for h in need if h not in known]))
     window = present[s:e] if unique else sorted(present[s:e], key=lambda r: (r[0], known[r[1]]), reverse=plan.desc)

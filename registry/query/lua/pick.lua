@@ -20,8 +20,10 @@
 --         without a listed record are not among the candidates)
 -- ARGV[...] after the driver's arguments: m, then m bitmaps to build first, each as the KEYS
 --         index of a temporary bitmap, n, and the KEYS indexes of the n bitmaps OR-ed into it
---         (a status or origin list is then one bit test per candidate, not one per value;
---         the temporary bitmaps are deleted before returning)
+--         (a status or origin list is then one bit test per candidate, not one per value);
+--         then a, and a bitmaps to build next the same way by AND (every bitmap filter, those
+--         just OR-ed included, as one bit test per candidate); the temporary bitmaps are deleted
+--         before returning
 -- ARGV[...] then the program (see lua/checklib.lua)
 -- Returns {1, total, position, uuid..., record...}: the page's 16-byte uuids, then their records
 -- (handle, state per uuid; lua/reply.lua); position is the change log's last id, read in this
@@ -37,7 +39,7 @@ if ARGV[8] == 'lex' then
   local zset = KEYS[tonumber(ARGV[9])]
   local lo, hi = sx_lex_rank(zset, ARGV[10], true), sx_lex_rank(zset, ARGV[11], false)
   local count = math.max(0, hi - lo)
-  if order == 'id' and #ARGV == 12 and ARGV[12] == '0' then
+  if order == 'id' and #ARGV == 13 and ARGV[12] == '0' and ARGV[13] == '0' then
     -- Nothing else to test: the page is a rank range of the prefix's range, read alone (offset +
     -- limit entries, whatever the prefix holds; registry/query/cost.py pick_pays bounds it).
     local page
@@ -97,16 +99,18 @@ else
   from = 10 + n
 end
 local temps = {}
-local m = tonumber(ARGV[from])
-from = from + 1
-for _ = 1, m do
-  local dest, n = KEYS[tonumber(ARGV[from])], tonumber(ARGV[from + 1])
-  local sources = {}
-  for k = 1, n do sources[k] = KEYS[tonumber(ARGV[from + 1 + k])] end
-  redis.call('BITOP', 'OR', dest, unpack(sources))
-  redis.call('PEXPIRE', dest, 60000)  -- gone even if this script fails before deleting it
-  temps[#temps + 1] = dest
-  from = from + 2 + n
+for _, op in ipairs({'OR', 'AND'}) do
+  local m = tonumber(ARGV[from])
+  from = from + 1
+  for _ = 1, m do
+    local dest, n = KEYS[tonumber(ARGV[from])], tonumber(ARGV[from + 1])
+    local sources = {}
+    for k = 1, n do sources[k] = KEYS[tonumber(ARGV[from + 1 + k])] end
+    redis.call('BITOP', op, dest, unpack(sources))
+    redis.call('PEXPIRE', dest, 60000)  -- gone even if this script fails before deleting it
+    temps[#temps + 1] = dest
+    from = from + 2 + n
+  end
 end
 -- In handle order, so the windowed reads of checklib.lua serve neighbours from one GETRANGE.
 table.sort(hs)
