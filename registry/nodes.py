@@ -32,6 +32,10 @@ again on the partition's client then:
   a half-moved partition. Waiting keeps every answer exact; the partition pauses while it moves
   (docs/scaling.md, "Operations": the procedure, and what it costs).
 
+Keys outside the partitions (the contract's ``<prefix>:events`` and ``<prefix>:events:dead``,
+``{<prefix>}:partitions``, arq's queue) are served the same way by ``route.key_client(key)`` and
+``route.call_key(key, fn)``, from the whole slot map.
+
 Any other error (a script's, NOSCRIPT) is the caller's and is raised at once; so is the last
 error after ``give_up_s`` (15 s by default). ``fn`` may run more than once, and may have run in
 part before a connection broke, so it must be safe to repeat: reads, the apply script's
@@ -56,6 +60,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -178,6 +183,7 @@ class ClusterRoute:
         self._owners: list[Address | None] = [None] * partitions.count
         self._nodes: dict[Address, aioredis.Redis] = {}  # every node talked to, masters or not
         self._known: list[Address] = []  # every node of the last map read, replicas too
+        self._ranges: list[SlotRange] = []  # the last map read
         seed = urlsplit(url)
         self._seed: Address = (seed.hostname or "127.0.0.1", seed.port or 6379)
         self._generation = 0  # bumped by every change of the map
@@ -200,15 +206,31 @@ class ClusterRoute:
         """The clients serving at least one partition, each once (a per-node pipeline or script load each)."""
         return list({id(c): c for c in self._clients if c is not None}.values())
 
+    def key_client(self, key: str) -> aioredis.Redis:
+        """The client of the master serving ``key``'s slot: for keys outside the partitions (the
+        contract's ``<prefix>:events``, ``{<prefix>}:partitions``, arq's queue)."""
+        slot = key_slot(key.encode())
+        master = next((r.master for r in self._ranges if r.first <= slot <= r.last), None)
+        if master is None:
+            raise RedisConnectionError(f"no master is known for slot {slot} yet")
+        return self._node(master)
+
     async def call(self, i: int, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """``fn(client of partition i)``, run again on the partition's master after a move or a
         failover (module docstring); ``fn`` must be safe to repeat."""
+        return await self._run(lambda: self.client(i), fn)
+
+    async def call_key(self, key: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """``fn(client of key's master)``, run again as ``call`` does (``fn`` must be safe to repeat)."""
+        return await self._run(lambda: self.key_client(key), fn)
+
+    async def _run(self, target: Callable[[], aioredis.Redis], fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self.give_up_s
         backoff = FIRST_BACKOFF_S
         while True:
             generation = self._generation
             try:
-                return await fn(self.client(i))
+                return await fn(target())
             except (RedisError, OSError) as exc:
                 wait = await self._recover(exc, generation)
                 if wait is None or time.monotonic() >= deadline:
@@ -229,8 +251,12 @@ class ClusterRoute:
         if redirect and redirect.group(1) == "MOVED":
             self.retries["moved"] += 1
             host, _, port = redirect.group(3).rpartition(":")
+            slot = int(redirect.group(2))
+            if slot not in self._slots:  # a key outside the partitions: the whole map read again
+                await self._refresh_since(generation)
+                return True
             # A MOVED to where the partition already is: the cluster has not settled; wait for it.
-            return not self._point(int(redirect.group(2)), (host.strip("[]"), int(port)))
+            return not self._point(slot, (host.strip("[]"), int(port)))
         if redirect or _MOVING.search(text):
             self.retries["moving"] += 1
             return True
@@ -255,7 +281,7 @@ class ClusterRoute:
 
     async def refresh(self) -> None:
         """Read the slot map from the first node that answers and point every partition at its master."""
-        ranges = await self._read_map()
+        ranges = self._ranges = await self._read_map()
         self.refreshes += 1
         self._known = list(dict.fromkeys(a for r in ranges for a in (r.master, *r.replicas)))
         for j, slot in enumerate(self._slots):

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
-from registry.nodes import ClusterRoute, is_cluster, open_route
+from registry.nodes import ClusterRoute, SlotRange, is_cluster, open_route
 from registry.partition import Partitions, tag_slot
 from registry.route import OneNode, Route
 from tests.cluster import LocalCluster, local_cluster
@@ -133,3 +134,17 @@ async def test_an_executor_reloads_its_scripts_on_a_node_that_lost_them(route: C
     await route.client(2).script_flush()
     assert [await asker.ask(q) for q in queries] == want
     assert len(asker.executors) == 1  # the same Executor, scripts loaded again
+
+
+async def test_a_key_outside_the_partitions_is_served_by_its_master(cluster: LocalCluster, route: ClusterRoute) -> None:
+    events = f"{route.partitions.prefix}:events"  # the contract's ingress stream: a slot of its own
+    owner = cluster.master_of_slot(key_slot(events.encode()))
+    assert route.key_client(events) is route._node(("127.0.0.1", owner.port))
+    entry = await route.call_key(events, lambda c: c.xadd(events, {"a": "1"}))
+    assert await route.call_key(events, lambda c: c.xlen(events)) == 1 and entry
+    # A stale map (the slot's range pointed at another master): the MOVED makes the route read it again.
+    wrong = next(n for n in cluster.nodes if n is not owner)
+    route._ranges = [SlotRange(0, 16383, ("127.0.0.1", wrong.port), ())]
+    before = route.refreshes
+    assert await route.call_key(events, lambda c: c.xlen(events)) == 1
+    assert route.refreshes == before + 1 and route.key_client(events) is route._node(("127.0.0.1", owner.port))
