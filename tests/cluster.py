@@ -232,3 +232,16 @@ def local_cluster(masters: int = 3, replicas: int = 0) -> Iterator[LocalCluster]
         yield cluster
     finally:
         cluster.stop()
+
+
+def three_masters() -> Iterator[LocalCluster]:
+    """A 3-master local cluster for a test module; skipped where redis-server is missing (unless CI requires it).
+
+    Use as ``cluster = pytest.fixture(scope="module", name="cluster")(three_masters)``.
+    """
+    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
+        import pytest  # only the tests import this module's fixtures; the benchmarks use local_cluster
+
+        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
+    with local_cluster(masters=3) as c:
+        yield c

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
 from registry import partition
 from registry.keys import Keys
-from tests.cluster import LocalCluster, local_cluster
+from tests.cluster import LocalCluster, three_masters
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
-    with local_cluster(masters=3) as c:
-        yield c
+cluster = pytest.fixture(scope="module", name="cluster")(three_masters)
 
 
 def test_slots_and_ranges_agree_with_the_cluster(cluster: LocalCluster) -> None:

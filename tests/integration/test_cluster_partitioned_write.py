@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
@@ -18,7 +17,7 @@ from registry.partition import Partitions
 from registry.settings import Settings, load_settings
 from registry.store import partitions as stored_partitions
 from registry.wire.deadletter import list_dead
-from tests.cluster import LocalCluster, local_cluster
+from tests.cluster import LocalCluster, three_masters
 from tests.harness import assert_partitions_match
 from tests.reference import Reference, make_traffic
 from workers.consumer import Consumer
@@ -27,12 +26,7 @@ from workers.router import Router
 P = 4
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
-    with local_cluster(masters=3) as c:
-        yield c
+cluster = pytest.fixture(scope="module", name="cluster")(three_masters)
 
 
 @dataclass

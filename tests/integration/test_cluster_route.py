@@ -4,9 +4,8 @@ the per-partition store and query engine run through it, against a standalone P 
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,19 +15,14 @@ from redis.exceptions import NoScriptError, ResponseError
 from registry.nodes import ClusterRoute, SlotRange, is_cluster, open_route
 from registry.partition import Partitions, tag_slot
 from registry.route import OneNode, Route
-from tests.cluster import LocalCluster, local_cluster
+from tests.cluster import LocalCluster, three_masters
 from tests.conftest import RedisServer
 from tests.partitioned import Asker, apply_all, partition_refs, reference_answers, settings_for, workload
 
 COUNTER = "#!lua\n-- KEYS[1] a counter. Returns it incremented.\nreturn redis.call('INCR', KEYS[1])\n"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
-    with local_cluster(masters=3) as c:
-        yield c
+cluster = pytest.fixture(scope="module", name="cluster")(three_masters)
 
 
 @pytest.fixture

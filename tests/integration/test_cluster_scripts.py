@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from registry.settings import Settings, load_settings
 from registry.store import indexes, record, sortidx
 from registry.store.projection import Projection, apply_script
 from registry.wire.deadletter import DeadLetterer, list_dead, replay, sweep_markers
-from tests.cluster import LocalCluster, local_cluster
+from tests.cluster import LocalCluster, three_masters
 from tests.conftest import RedisServer
 from tests.harness import decode_all
 from tests.query_params import parse_params
@@ -140,12 +139,7 @@ async def _run_against(url: str) -> None:
 # ---------------------------------------------------------------- a 3-master cluster
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
-    with local_cluster(masters=3) as c:
-        yield c
+cluster = pytest.fixture(scope="module", name="cluster")(three_masters)
 
 
 # Executor settings that steer queries through every strategy and so every query script (as the
