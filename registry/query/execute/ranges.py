@@ -169,12 +169,15 @@ async def _bsi_range_bitmap(ctx: QueryContext, pred: Range) -> str:
     result = parts[0] if len(parts) == 1 else await ctx.bitop("AND", parts)
     if scale == 1:
         return result
-    # The partial second at the boundary, read exactly from the sort set (a few jobs).
+    # The partial second at the boundary, read exactly from the sort set (a few jobs); within the
+    # other bound too (a closed range inside one second, or an empty one, has no whole second).
     boundary = ctx.temp()
+    top = math.inf if pred.hi is None else pred.hi
+    bottom = -math.inf if pred.lo is None else pred.lo
     if pred.lo is not None:
-        await range_into(ctx, boundary, pred.zset, "score", pred.lo, lo * scale - 1)
+        await range_into(ctx, boundary, pred.zset, "score", pred.lo, min(lo * scale - 1, top))
     if pred.hi is not None:
-        await range_into(ctx, boundary, pred.zset, "score", (hi + 1) * scale, pred.hi)
+        await range_into(ctx, boundary, pred.zset, "score", max((hi + 1) * scale, bottom), pred.hi)
     return await ctx.bitop("OR", [result, boundary])
 
 
