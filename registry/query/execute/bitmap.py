@@ -11,7 +11,7 @@ from registry.query.bits import bit_positions, member_id
 from registry.query.context import TEMP_TTL_MS, QueryContext
 from registry.query.execute.collect import collect
 from registry.query.execute.filters import filter_bitmap
-from registry.query.execute.ranges import range_bitmap
+from registry.query.execute.ranges import range_bitmaps
 from registry.query.execute.rows import ids_of
 from registry.query.execute.scan import scan
 from registry.query.execute.top import select_top
@@ -56,7 +56,7 @@ async def run_bitmap(ctx: QueryContext, plan: Plan, sizes: dict[str, int | None]
                 handles = bit_positions(await ctx.redis.get(f) or b"", 0, few, False)
                 how = f"bitmaps AND-ed to {few} jobs, checked against {len(ranges)} ranges"
                 return await collect(ctx, plan, handles, ranges, how=how)
-            parts = [f, *[await range_bitmap(ctx, r) for r in ranges]]
+            parts = [f, *await range_bitmaps(ctx, ranges)]
             f = await ctx.bitop("AND", parts)
     return await read_page(ctx, plan, await count(ctx, plan, f), no_filter=no_filter)
 

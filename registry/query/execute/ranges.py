@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from registry.query import cost
 from registry.query.bits import i64s
@@ -36,22 +37,47 @@ async def range_into(ctx: QueryContext, dest: str, zset: str, kind: str, lo: Any
 
 async def range_bitmap(ctx: QueryContext, pred: Range) -> str:
     """The jobs in a range: from the zone map when its blocks decide almost all of them, else by BSI."""
-    if cost.zone_map_tried(pred):
-        zoned = await _zone_range_bitmap(ctx, pred)
-        if zoned is not None:
-            return zoned
-    return await _bsi_range_bitmap(ctx, pred)
+    (bitmap,) = await range_bitmaps(ctx, [pred])
+    return bitmap
 
 
-async def _zone_range_bitmap(ctx: QueryContext, pred: Range) -> str | None:
-    """Blocks whose bounds lie inside the range are taken whole, blocks outside skipped, and only
-    the few straddling a boundary read from the column; None when too many straddle."""
-    zone_size = indexes.ZONE_SIZE
-    field = pred.field
+async def range_bitmaps(ctx: QueryContext, preds: Sequence[Range]) -> list[str]:
+    """Bitmaps whose AND is the jobs in every range of ``preds`` (at most one per range).
+
+    The zone-map ranges make one bitmap together, in three round trips whatever their number (the
+    zone maps; the straddling blocks' values; the bitmap, written and AND-ed with the having-value
+    bitmaps). The rest, and a zone-map range with too many straddling blocks, use the BSI.
+    """
+    zoned = [p for p in preds if cost.zone_map_tried(p)]
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.get(ctx.keys.zone_max(field))
-    pipe.get(ctx.keys.zone_min(field))
-    highs, lows = (i64s(raw or b"") for raw in await pipe.execute())
+    for pred in zoned:
+        pipe.get(ctx.keys.zone_max(pred.field))
+        pipe.get(ctx.keys.zone_min(pred.field))
+    maps = await pipe.execute() if zoned else []
+    classified: list[tuple[Range, _Blocks]] = []
+    for k, pred in enumerate(zoned):
+        blocks = _zone_blocks(pred, i64s(maps[2 * k] or b""), i64s(maps[2 * k + 1] or b""))
+        if blocks is not None:
+            classified.append((pred, blocks))
+    bitmaps = [await _zone_bitmap(ctx, classified)] if classified else []
+    kept = {id(pred) for pred, _ in classified}
+    return bitmaps + [await _bsi_range_bitmap(ctx, p) for p in preds if id(p) not in kept]
+
+
+class _Blocks(NamedTuple):
+    """A zone-map range's blocks: those inside it (taken whole) and those straddling a bound."""
+
+    whole: list[int]
+    straddling: list[int]
+    size: int  # blocks in the zone map
+
+
+def _zone_blocks(pred: Range, highs: list[int], lows: list[int]) -> _Blocks | None:
+    """Which blocks a range takes whole and which straddle a bound; None when too many straddle.
+
+    A block's low holds its smallest value + 1 (0: no value); its high, its largest value. A plain
+    loop: ~75 us per million jobs, less than map/compress passes over the same blocks.
+    """
     lo = -math.inf if pred.lo is None else pred.lo
     hi = math.inf if pred.hi is None else pred.hi
     whole: list[int] = []
@@ -62,28 +88,64 @@ async def _zone_range_bitmap(ctx: QueryContext, pred: Range) -> str | None:
         (whole if lo <= low - 1 and high <= hi else straddling).append(b)
     if not cost.zone_map_pays(len(straddling)):
         return None
-    block_bytes = zone_size // 8
-    bits = bytearray(len(highs) * block_bytes)
-    for b in whole:
-        bits[b * block_bytes : (b + 1) * block_bytes] = b"\xff" * block_bytes
-    pipe = ctx.redis.pipeline(transaction=False)
-    for b in straddling:
-        pipe.getrange(pred.column, b * zone_size * 8, (b + 1) * zone_size * 8 - 1)
-    # Nullable columns hold value + 1 (0 for null, which no range admits).
-    shift = 1 if pred.nullable else 0
-    low_stored, high_stored = max(lo + shift, shift), hi + shift
-    for b, raw in zip(straddling, await pipe.execute(), strict=True):
-        base = b * zone_size
-        for j in [j for j, v in enumerate(i64s(raw)) if low_stored <= v <= high_stored]:
-            h = base + j
-            bits[h >> 3] |= 0x80 >> (h & 7)
+    return _Blocks(whole, straddling, min(len(highs), len(lows)))
+
+
+async def _zone_bitmap(ctx: QueryContext, classified: list[tuple[Range, _Blocks]]) -> str:
+    """The jobs in every one of these zone-map ranges, as one bitmap.
+
+    Only the blocks every range touches can hold a match: those whole in every range are set whole,
+    those straddling some range get the AND of those ranges' matches (read from the columns), and
+    only the span from the first such block to the last is written (a date window spans a few
+    blocks; two open bounds, start after and end before, meet in a few). AND-ing with the ranges'
+    having-value bitmaps then drops whole blocks' jobs without a value (null start or end) and
+    unused handles.
+    """
     dest = ctx.temp()
+    touched = set.intersection(*[{*bl.whole, *bl.straddling} for _, bl in classified])
+    if not touched:
+        return dest  # never written: the empty bitmap
+    zone_size, block_bytes = indexes.ZONE_SIZE, indexes.ZONE_SIZE // 8
+    straddles = [(pred, b) for pred, bl in classified for b in bl.straddling if b in touched]
+    partial: dict[int, int] = {}
+    if straddles:
+        pipe = ctx.redis.pipeline(transaction=False)
+        for pred, b in straddles:
+            pipe.getrange(pred.column, b * zone_size * 8, (b + 1) * zone_size * 8 - 1)
+        for (pred, b), raw in zip(straddles, await pipe.execute(), strict=True):
+            partial[b] = partial.get(b, -1) & _straddling_bits(pred, raw)
+    whole, empty = b"\xff" * block_bytes, bytes(block_bytes)
+    first, last = min(touched), max(touched)
+    span = b"".join(
+        (partial[b].to_bytes(block_bytes, "big") if b in partial else whole) if b in touched else empty
+        for b in range(first, last + 1)
+    )
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.set(dest, bytes(bits), px=TEMP_TTL_MS)
-    # Whole blocks include their jobs without a value (null start or end) and unused handles: drop them.
-    pipe.bitop("AND", dest, dest, _having_value(ctx, pred))
+    pipe.setrange(dest, first * block_bytes, span)
+    # Zeros to the zone map's end (filled by Redis): BITOP is fast only over its sources' common length.
+    end = max(bl.size for _, bl in classified) * block_bytes
+    if end > (last + 1) * block_bytes:
+        pipe.setrange(dest, end - 1, b"\x00")
+    pipe.bitop("AND", dest, dest, *{_having_value(ctx, pred): None for pred, _ in classified})
+    pipe.pexpire(dest, TEMP_TTL_MS)
     await pipe.execute()
     return dest
+
+
+# Bit-packing a block's matches: a byte per handle (0 or 1) as ASCII digits, read as one binary number.
+_DIGITS = bytes.maketrans(b"\x00\x01", b"01")
+
+
+def _straddling_bits(pred: Range, raw: bytes) -> int:
+    """A straddling block's matches of a range, as the block's bits in one integer (handle 0 highest).
+
+    Nullable columns hold value + 1 (0 for null, which no range admits); past the column's end no job has a value.
+    """
+    shift = 1 if pred.nullable else 0
+    low = shift if pred.lo is None else max(pred.lo + shift, shift)
+    high = math.inf if pred.hi is None else pred.hi + shift
+    inside = bytes([low <= v <= high for v in i64s(raw)]).ljust(indexes.ZONE_SIZE, b"\x00")
+    return int(inside.translate(_DIGITS), 2)
 
 
 def _having_value(ctx: QueryContext, pred: Range) -> str:
@@ -107,12 +169,15 @@ async def _bsi_range_bitmap(ctx: QueryContext, pred: Range) -> str:
     result = parts[0] if len(parts) == 1 else await ctx.bitop("AND", parts)
     if scale == 1:
         return result
-    # The partial second at the boundary, read exactly from the sort set (a few jobs).
+    # The partial second at the boundary, read exactly from the sort set (a few jobs); within the
+    # other bound too (a closed range inside one second, or an empty one, has no whole second).
     boundary = ctx.temp()
+    top = math.inf if pred.hi is None else pred.hi
+    bottom = -math.inf if pred.lo is None else pred.lo
     if pred.lo is not None:
-        await range_into(ctx, boundary, pred.zset, "score", pred.lo, lo * scale - 1)
+        await range_into(ctx, boundary, pred.zset, "score", pred.lo, min(lo * scale - 1, top))
     if pred.hi is not None:
-        await range_into(ctx, boundary, pred.zset, "score", (hi + 1) * scale, pred.hi)
+        await range_into(ctx, boundary, pred.zset, "score", max((hi + 1) * scale, bottom), pred.hi)
     return await ctx.bitop("OR", [result, boundary])
 
 
