@@ -10,6 +10,7 @@ password nor read the TLS options, so the worker could not use a URL the API acc
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -30,3 +31,13 @@ def sync_client(url: str, **options: Any) -> redis.Redis:
     """A blocking client for ``url`` (the CLI's publisher and `jobreg up`)."""
     client: redis.Redis = redis.Redis.from_pool(redis.ConnectionPool.from_url(url, **options))
     return client
+
+
+def node_url(url: str, host: str, port: int) -> str:
+    """``url`` with its address replaced by ``host:port``: a cluster node reached with the same
+    scheme, credentials, database and TLS options as the node the URL names (every node of a
+    cluster shares them)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{address}" if userinfo else address))

@@ -5,18 +5,23 @@ Every partition's keys share one hash tag (registry/partition.py), so every scri
 of one partition goes to one node through a plain client: jobreg's store and query code runs unchanged
 on it (redis-py's cluster client refuses EVALSHA in pipelines; see docs/scaling.md). Code that works
 per partition asks the route for partition ``i``'s client each time instead of keeping one, so a
-cluster route can move a partition to another node (failover, reshard) behind it.
+cluster route can move a partition to another node (failover, reshard) behind it, or lets the route
+run the call (``route.call(i, fn)``), which on a cluster runs it again where the partition went.
+``registry/nodes.py`` has the cluster route and ``open_route``, which picks one of the two.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
 from registry.keys import Keys
 from registry.partition import Partitions
+
+T = TypeVar("T")
 
 
 class Route(Protocol):
@@ -27,6 +32,11 @@ class Route(Protocol):
 
     def client(self, i: int) -> aioredis.Redis:
         """The client serving partition ``i`` (0 .. partitions.count - 1)."""
+        ...
+
+    async def call(self, i: int, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """``fn(client(i))``; on a cluster, run again on the partition's master when it moved or
+        failed over (registry/nodes.py), so ``fn`` must be safe to repeat."""
         ...
 
     async def aclose(self) -> None: ...
@@ -41,6 +51,9 @@ class OneNode:
 
     def client(self, i: int) -> aioredis.Redis:
         return self.redis
+
+    async def call(self, i: int, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        return await fn(self.redis)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

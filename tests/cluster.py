@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,63 @@ class LocalCluster:
                 out.setdefault(int(master[1]), []).append((int(start), int(end)))
         return out
 
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes if n.process.poll() is None]
+
+    def master_of_slot(self, slot: int) -> Node:
+        """The master serving ``slot``, as a live node sees it."""
+        with self.live()[0].client() as c:
+            for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return next(n for n in self.nodes if n.port == int(master[1]))
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def kill(self, node: Node) -> None:
+        """``kill -9`` of one node (its replica, if any, is promoted after cluster-node-timeout)."""
+        node.process.kill()
+        node.process.wait()
+
+    def wait_for_failover(self, dead: Node, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until every live node reports cluster_state:ok and a slot map without ``dead``."""
+        deadline = time.monotonic() + timeout_s
+        while not _settled(self.live(), self.masters, without=dead.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover of {dead.address} within {timeout_s:.0f}s")
+            time.sleep(0.05)
+
+    def is_master(self, node: Node) -> bool:
+        with node.client() as c:
+            return bool(c.execute_command("ROLE")[0] == b"master")
+
+    def migrate_slot(
+        self, slot: int, target: Node, *, first: Sequence[str] = (), batch: int = 50, pause_s: float = 0.0
+    ) -> int:
+        """Move ``slot`` to the master ``target`` as an operator would (SETSLOT IMPORTING/MIGRATING,
+        MIGRATE of its keys, ``first`` ones first, then batches, SETSLOT NODE); the keys moved."""
+        source = self.master_of_slot(slot)
+        assert source is not target
+        with source.client() as src, target.client() as dst:
+            source_id, target_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (src, dst))
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            moved, todo = 0, [k for k in first if src.exists(k)]
+            while True:
+                if not todo:
+                    todo = [k.decode() for k in src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)]
+                    if not todo:
+                        break
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10_000, "KEYS", *todo)
+                moved, todo = moved + len(todo), []
+                time.sleep(pause_s)
+            # The target first: from then on it serves the slot, and the source redirects to it.
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.live():
+            if node not in (source, target) and self.is_master(node):
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return moved
+
     def stop(self) -> None:
         if self.stopped:
             return
@@ -118,8 +175,9 @@ def _ping(node: Node) -> bool:
         return False
 
 
-def _settled(nodes: list[Node], masters: int) -> bool:
-    """Every node reports cluster_state:ok and the same slot map, with ``masters`` masters."""
+def _settled(nodes: list[Node], masters: int, without: int | None = None) -> bool:
+    """Every node reports cluster_state:ok and the same slot map, with ``masters`` masters (none of
+    them on port ``without``)."""
     maps = []
     for node in nodes:
         with node.client() as c:
@@ -129,7 +187,8 @@ def _settled(nodes: list[Node], masters: int) -> bool:
                 return False
             slots = c.execute_command("CLUSTER", "SLOTS")
             maps.append(sorted((int(s), int(e), int(m[1]), len(rest)) for s, e, m, *rest in slots))
-    return all(m == maps[0] for m in maps) and len({port for *_, port, _ in maps[0]}) == masters
+    ports = {port for *_, port, _ in maps[0]}
+    return all(m == maps[0] for m in maps) and len(ports) == masters and without not in ports
 
 
 def _wait(condition: object, what: str, deadline: float) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from registry.domain.model import Job, JobDetail
 from registry.keys import Keys
@@ -26,6 +28,26 @@ from registry.store import record
 
 # The job shape a renderer gives (registry/store/record.py: the list's Job, the single job's JobDetail).
 _J = TypeVar("_J", bound=Job)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reloading(
+    method: Callable[Concatenate[Executor, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Executor, _P], Coroutine[Any, Any, _R]]:
+    """Run ``method`` again, once, after NOSCRIPT: the server lost its script cache since the
+    scripts were loaded (restarted, SCRIPT FLUSH, a replica promoted at the same address), and
+    pipelined EVALSHAs do not reload by themselves. Queries only write temporary keys: safe to repeat."""
+
+    @wraps(method)
+    async def run(self: Executor, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except NoScriptError:
+            self.scripts.forget()
+            return await method(self, *args, **kwargs)
+
+    return run
 
 
 class Listing(msgspec.Struct, kw_only=True):
@@ -53,6 +75,7 @@ class Executor:
     def _context(self) -> QueryContext:
         return QueryContext(self.redis, self.keys, self.settings, self.scripts)
 
+    @_reloading
     async def run(self, plan: Plan) -> Page:
         """The plan's exact total and page of job ids, in order, and the change log's position read
         at or before the page's first read (the page's records too when its one call read them)."""
@@ -96,6 +119,7 @@ class Executor:
         jobs = [job for job in rendered if job is not None]
         return Listing(total=page.total, jobs=jobs, strategy=page.strategy, position=page.position)
 
+    @_reloading
     async def counts(self, plan: Plan) -> Counts:
         """Exact counts by status and origin of the jobs the plan's filters match (ordering and paging ignored)."""
         if plan.empty:
@@ -108,6 +132,7 @@ class Executor:
         async with self._context() as ctx:
             return await run_counts(ctx, plan, sizes)
 
+    @_reloading
     async def total(self, plan: Plan) -> int:
         """The exact number of jobs the plan's filters match (ordering and paging ignored)."""
         if plan.empty:
@@ -128,6 +153,7 @@ class Executor:
         """These jobs in full (results link and sequence included); None for unknown or not-yet-created ones."""
         return await self._rendered(record.render_detail, job_ids)
 
+    @_reloading
     async def _rendered(
         self, render: Callable[[bytes, str, int], _J | None], job_ids: Sequence[str]
     ) -> list[_J | None]:

@@ -72,6 +72,10 @@ class Scripts:
             await self.redis.script_load(script.script)
         self._loaded = True
 
+    def forget(self) -> None:
+        """The server lost its script cache: ``load`` loads every script again."""
+        self._loaded = False
+
     async def _call(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
 

@@ -16,8 +16,16 @@ BITCOUNT and counter, the shape of a query's per-partition count. Paths:
   master that serves their slot, one non-transactional pipeline per master, the pipelines awaited
   together (redis-py's cluster pipeline refuses ``EVALSHA``, so this is done by hand from
   ``CLUSTER SLOTS``).
+- ``route-pipelines``: the same through jobreg's ``ClusterRoute`` (registry/nodes.py): each
+  partition's client from ``route.client(i)``, one pipeline per distinct client (master).
+- ``route-calls``: one ``route.call(i, ...)`` per partition (a single EVALSHA each, with the
+  route's MOVED/failover handling around it), all awaited together.
 - ``standalone-pipeline``: all P calls in one pipeline to one standalone redis-server (the same
   partitioned layout without a cluster), and ``standalone-one``: one call (today, P = 1).
+
+Then the route's recovery costs: a map refresh (``route.refresh()``: CLUSTER SLOTS from a node,
+parsed, partitions repointed) and a call sent to the wrong master (a stale map: the MOVED reply,
+the slot repointed, the call run again) next to the same call on a fresh map.
 
 Rounds are run in interleaved blocks so every path sees the same machine load. Printed per path:
 p50/p99 of one scatter (sequential rounds) and scatters per second with --concurrency in flight.
@@ -38,6 +46,8 @@ import redis.asyncio as aioredis
 
 from registry import partition
 from registry.keys import Keys
+from registry.nodes import ClusterRoute, open_route
+from registry.partition import Partitions, tag_slot
 from tests.cluster import LocalCluster, local_cluster
 from tests.conftest import start_redis_server
 
@@ -64,8 +74,12 @@ def _fill(client: redis.Redis, tags: list[str], bits: int) -> None:
 class Paths:
     """Every path's scatter for ``partitions`` partitions, with its clients."""
 
-    def __init__(self, cluster: LocalCluster, standalone_url: str, partitions: int, sha: str) -> None:
+    def __init__(
+        self, cluster: LocalCluster, standalone_url: str, partitions: int, sha: str, route: ClusterRoute
+    ) -> None:
+        self.route = route
         self.tags = partition.tags("bench", partitions)
+        self.keys = [_keys(t) for t in self.tags]  # built once, as node-pipelines' grouping is
         self.sha = sha
         self.cl = aioredis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
         self.nodes = {n.port: aioredis.Redis(port=n.port) for n in cluster.nodes}
@@ -90,6 +104,27 @@ class Paths:
         parts = await asyncio.gather(*(one(port, calls) for port, calls in self.by_node.items()))
         return [r for part in parts for r in part]
 
+    async def route_pipelines(self) -> list[Any]:
+        groups: dict[int, tuple[aioredis.Redis, list[list[str]]]] = {}
+        for i, keys in enumerate(self.keys):
+            client = self.route.client(i)
+            groups.setdefault(id(client), (client, []))[1].append(keys)
+
+        async def one(client: aioredis.Redis, calls: list[list[str]]) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for keys in calls:
+                pipe.evalsha(self.sha, 2, *keys)
+            return list(await pipe.execute())
+
+        parts = await asyncio.gather(*(one(c, calls) for c, calls in groups.values()))
+        return [r for part in parts for r in part]
+
+    async def route_calls(self) -> list[Any]:
+        def call(keys: list[str]) -> Callable[[aioredis.Redis], Awaitable[Any]]:
+            return lambda client: client.evalsha(self.sha, 2, *keys)  # type: ignore[return-value]
+
+        return list(await asyncio.gather(*(self.route.call(i, call(k)) for i, k in enumerate(self.keys))))
+
     async def standalone_pipeline(self) -> list[Any]:
         pipe = self.standalone.pipeline(transaction=False)
         for t in self.tags:
@@ -104,6 +139,8 @@ class Paths:
             "cluster-gather": self.cluster_gather,
             "cluster-serial": self.cluster_serial,
             "node-pipelines": self.node_pipelines,
+            "route-pipelines": self.route_pipelines,
+            "route-calls": self.route_calls,
             "standalone-pipeline": self.standalone_pipeline,
             "standalone-one": self.standalone_one,
         }
@@ -150,7 +187,9 @@ async def measure(cluster: LocalCluster, standalone_url: str, args: argparse.Nam
         for node in cluster.nodes:
             with node.client() as nc:
                 nc.script_load(COUNT)
-        paths = Paths(cluster, standalone_url, p, sha)
+        route = await open_route(cluster.url, Partitions("bench", p))
+        assert isinstance(route, ClusterRoute)
+        paths = Paths(cluster, standalone_url, p, sha, route)
         named = paths.named()
         want = await paths.standalone_pipeline()
         for name, scatter in named.items():  # every path answers the same (and warms up)
@@ -173,7 +212,36 @@ async def measure(cluster: LocalCluster, standalone_url: str, args: argparse.Nam
             xs = sorted(lat[name])
             p50, p99 = statistics.median(xs) * 1e3, xs[int(0.99 * (len(xs) - 1))] * 1e3
             print(f"{name:<22}{p50:>9.3f}{p99:>9.3f}{statistics.median(rate[name]):>12.0f}")
+        await recovery_costs(route, paths.sha, args.rounds // 10)
+        await route.aclose()
         await paths.close()
+
+
+async def recovery_costs(route: ClusterRoute, sha: str, rounds: int) -> None:
+    """p50 ms of a map refresh, and of one call on a fresh map vs on a stale one (MOVED, repoint, again)."""
+    keys = route.partitions.keys[0]
+    slot, right = tag_slot(keys.tag), route.owner(0)
+    wrong = next(route.owner(i) for i in range(route.partitions.count) if route.owner(i) != right)
+    assert right is not None and wrong is not None
+
+    def one(client: aioredis.Redis) -> Awaitable[Any]:
+        return client.evalsha(sha, 2, keys.all, keys.seq)  # type: ignore[return-value]
+
+    timed: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        start = time.perf_counter()
+        await route.refresh()
+        timed["refresh (CLUSTER SLOTS)"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await route.call(0, one)
+        timed["call, fresh map"].append(time.perf_counter() - start)
+        route._point(slot, wrong)
+        start = time.perf_counter()
+        await route.call(0, one)
+        timed["call, stale map (MOVED)"].append(time.perf_counter() - start)
+        assert route.owner(0) == right
+    for name, xs in timed.items():
+        print(f"{name:<28}{statistics.median(xs) * 1e3:>9.3f} ms p50  ({len(xs)} rounds)")
 
 
 def main() -> None:
