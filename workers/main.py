@@ -28,9 +28,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.connection import async_client, async_pool
 from registry.keys import Keys
-from registry.route import OneNode, Route
+from registry.nodes import connect, key_url
+from registry.route import Route
 from registry.settings import Settings, load_settings
-from registry.store import layout, partitions
+from registry.store import layout
 from workers.consumer import UNREACHABLE, Consumer
 from workers.housekeeping import prune_consumers, reclaim, trim_stream
 from workers.router import Router
@@ -46,15 +47,16 @@ MAX_RESTART_BACKOFF_S = 5.0
 OUTAGE = (*UNREACHABLE, WatchError)
 
 
-def _arq_pool(settings: Settings, queue_name: str) -> ArqRedis:
+def _arq_pool(settings: Settings, queue_name: str, url: str | None = None) -> ArqRedis:
     """arq's client, from the same URL and through the same path as every other client.
 
     Not ``RedisSettings.from_dsn``: it kept a percent-encoded password encoded and ignored
     ``rediss://`` options, so the worker failed where the API connected. A few quick retries per
     command absorb a blip; longer outages (start-up included) end arq's run and ``serve`` restarts it.
+    ``url``: the server of the queue's slot on a cluster (``arq_url``); JOBREG_REDIS_URL by default.
     """
     pool = async_pool(
-        settings.redis_url,
+        url or settings.redis_url,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -89,38 +91,36 @@ class Host:
         """Partition 0's consumer (the registry's only one when P = 1)."""
         return self.consumers[0] if self.consumers else None
 
-    async def make_route(self, redis: aioredis.Redis) -> Route:
-        """The partitions (P read, or stamped at a registry's first start) and the client of each.
-
-        A standalone Redis: every partition on it. The cluster route (issue 14) replaces this, passing
-        ``cluster=True`` so that a new registry gets the cluster's default P.
-        """
-        return OneNode(redis, await partitions.load(redis, self.settings.prefix, self.settings.partitions))
-
-    async def startup(self, ctx: dict[str, Any]) -> None:
-        """arq's on_startup: start the consumer loops (once; arq calls this again after an outage restart)."""
-        if self.tasks:
-            return
-        self.redis = self.redis or async_client(
-            self.settings.redis_url,
+    async def make_route(self) -> Route:
+        """The partitions (P read, or stamped at a registry's first start) and the client of each: every
+        partition on a standalone server, or each on its master of a cluster (registry/nodes.py)."""
+        return await connect(
+            self.settings,
             # Above the blocking read's own timeout, so only a dead connection trips it.
             socket_timeout=self.settings.block_ms / 1000 + 10,
             socket_connect_timeout=5,
             # No health_check_interval: it makes redis-py recurse without end on reconnecting
             # (redis/redis-py#3745); a dead connection fails the next command and the loop retries.
         )
+
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        """arq's on_startup: start the consumer loops (once; arq calls this again after an outage restart)."""
+        if self.tasks:
+            return
         # A stored P other than the setting, or a store of another layout (any partition's), ends the
         # worker (exit status 3) before it writes anything; a store that is down ends arq's run here
-        # and `serve` retries, with this same client.
-        route = self.route = self.route or await self.make_route(self.redis)
-        for i, keys in enumerate(route.partitions.keys):
-            await layout.ensure(route.client(i), keys)
-        # Dead letters go to the contract's one stream, through the workers' own client.
+        # and `serve` retries.
+        route = self.route = self.route or await self.make_route()
+        keys = Keys(self.settings.prefix)
+        # The contract's streams are served by their own slots' masters (one server off a cluster).
+        self.redis, dead = route.key_client(keys.ingress), route.key_client(keys.dead)
+        for i, k in enumerate(route.partitions.keys):
+            await layout.ensure(route.client(i), k)
         self.consumers = [
-            Consumer(route.client(i), self.settings, k, dead=self.redis) for i, k in enumerate(route.partitions.keys)
+            Consumer(route.client(i), self.settings, k, dead=dead) for i, k in enumerate(route.partitions.keys)
         ]
         if route.partitions.count > 1:
-            self.consumers.append(Router(self.redis, self.settings, route))
+            self.consumers.append(Router(self.redis, self.settings, route, dead=dead))
         for consumer in self.consumers:
             task = asyncio.create_task(consumer.run(), name=f"jobreg-consumer {consumer.keys.events}")
             task.add_done_callback(_log_crash)
@@ -128,7 +128,7 @@ class Host:
 
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         """arq's on_shutdown: stop the consumers after their batch, close the client. Safe to call twice."""
-        consumers, tasks, client = self.consumers, self.tasks, self.redis
+        consumers, tasks, route = self.consumers, self.tasks, self.route
         self.consumers, self.tasks, self.redis, self.route = [], [], None, None
         for consumer in consumers:
             consumer.stop()
@@ -144,8 +144,8 @@ class Host:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        if client is not None:
-            await client.aclose()
+        if route is not None:
+            await route.aclose()
 
     async def reclaim(self, ctx: dict[str, Any]) -> int:
         """Cron job: per stream, dead-letter stuck entries, then claim and process idle ones of dead consumers."""
@@ -185,8 +185,23 @@ async def _log_store(redis: Any, log_func: Any) -> None:
     log_func("store does not answer INFO (the embedded fakeredis); carrying on")
 
 
-def build_worker(settings: Settings, host: Host) -> arq.worker.Worker:
-    """An arq Worker for these settings whose hooks and cron jobs are ``host``'s."""
+async def arq_url(settings: Settings) -> str:
+    """The URL of the server holding arq's keys: JOBREG_REDIS_URL, or on a cluster the master of the
+    slot of ``{<prefix>}`` (arq has no cluster support; every arq key carries that tag, registry/keys.py).
+    An unreachable store gives JOBREG_REDIS_URL: arq's start-up waits for it as before."""
+    try:
+        route = await connect(settings, stamp=False, socket_connect_timeout=5)
+    except (RedisError, OSError):
+        return settings.redis_url
+    try:
+        return key_url(route, settings.redis_url, Keys(settings.prefix).arq_queue)
+    finally:
+        await route.aclose()
+
+
+def build_worker(settings: Settings, host: Host, url: str | None = None) -> arq.worker.Worker:
+    """An arq Worker for these settings whose hooks and cron jobs are ``host``'s; ``url``: arq's server
+    (``arq_url``; JOBREG_REDIS_URL by default)."""
     keys = Keys(settings.prefix)
     every = max(1, min(60, settings.housekeeping_interval_s))
     return arq.worker.Worker(
@@ -203,7 +218,7 @@ def build_worker(settings: Settings, host: Host) -> arq.worker.Worker:
         ],
         on_startup=host.startup,
         on_shutdown=host.shutdown,
-        redis_pool=_arq_pool(settings, keys.arq_queue),
+        redis_pool=_arq_pool(settings, keys.arq_queue, url),
         queue_name=keys.arq_queue,
         # SIGTERM/SIGINT cancel arq's run and call on_stop, which ends `serve`.
         handle_signals=True,
@@ -267,7 +282,7 @@ def run_worker(settings: Settings) -> None:
         # fakeredis cannot. arq offers no hook for that log line, so for that store only, replace it.
         arq.worker.log_redis_info = _log_store  # type: ignore[attr-defined]
     host = Host(settings)
-    worker = build_worker(settings, host)
+    worker = build_worker(settings, host, loop.run_until_complete(arq_url(settings)))
     loop.run_until_complete(serve(worker, host))
 
 
