@@ -67,11 +67,12 @@ async def _layout_gate(request: Request[Any, Any, Any]) -> None:
     """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood,
     and learn the registry's stored P before the first store request is answered."""
     path = request.url.path
+    # The servers first (on a cluster the layout lives on its tag's master), then the layout.
+    if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
+        await _learn_partitions(request.app)
     if path.startswith(STORE_ROUTES):
         services: Services = request.app.state.services
         await services.layout.check()
-    if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
-        await _learn_partitions(request.app)
 
 
 async def _learn_partitions(app: Litestar) -> None:

@@ -59,6 +59,9 @@ class Keys:
         # arq's queue (and, with its ':health-check' suffix, health key) for the worker host. Under the
         # prefix's tag, like the cron names (arq_job), so every arq key is in one Redis Cluster slot.
         self.arq_queue = f"{{{prefix}}}:arq"
+        # arq's sorted set of aborted jobs, which arq names `arq:abort` whatever the queue; its worker
+        # module global is pointed here (workers/main.py), as arq's own name would be another slot.
+        self.arq_abort = f"{{{prefix}}}:arq:abort"
         self.seq = f"{tag}:seq"
         # Fixed-width array: bytes [16*h, 16*h+16) hold the uuid of handle h.
         self.uuids = f"{tag}:uuids"

@@ -204,6 +204,10 @@ def build_worker(settings: Settings, host: Host, url: str | None = None) -> arq.
     (``arq_url``; JOBREG_REDIS_URL by default)."""
     keys = Keys(settings.prefix)
     every = max(1, min(60, settings.housekeeping_interval_s))
+    # arq's one key not named after the queue or a job (a constant, `arq:abort`): a worker ZREMs it in the
+    # same MULTI as the queue, which a cluster refuses across slots. Aborts are off (allow_abort_jobs), so
+    # the set stays empty; naming it under the queue's tag keeps every arq command in one slot.
+    arq.worker.abort_jobs_ss = keys.arq_abort  # type: ignore[attr-defined]
     return arq.worker.Worker(
         cron_jobs=[
             # arq keys job records by name, so the names carry our prefix.
