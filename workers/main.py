@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import arq.worker
 import redis.asyncio as aioredis
@@ -28,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.connection import async_client, async_pool
 from registry.keys import Keys
-from registry.nodes import connect, key_url
+from registry.nodes import ClusterRoute, connect, key_url
 from registry.route import Route
 from registry.settings import Settings, load_settings
 from registry.store import layout
@@ -40,6 +41,8 @@ log = logging.getLogger("jobreg.worker")
 
 # After stop(), the consumer finishes its batch; a blocked read returns within block_ms.
 SHUTDOWN_GRACE_S = 30.0
+# Consumers restarted on a cluster's new master: one stuck on the failed one is cancelled after this.
+FOLLOW_GRACE_S = 5.0
 # Outages of any length: arq's run is restarted after a back-off growing up to this.
 MAX_RESTART_BACKOFF_S = 5.0
 # What ends arq's run when Redis goes away. arq handles a WatchError from a lost race itself; one that
@@ -85,6 +88,7 @@ class Host:
         self.consumers: list[Consumer] = []  # one per partition, then the router (P > 1)
         self.tasks: list[asyncio.Task[None]] = []
         self._can_trim: bool | None = None  # None: not probed yet
+        self.follower: asyncio.Task[None] | None = None  # on a cluster: follows failovers (follow)
 
     @property
     def consumer(self) -> Consumer | None:
@@ -111,11 +115,17 @@ class Host:
         # worker (exit status 3) before it writes anything; a store that is down ends arq's run here
         # and `serve` retries.
         route = self.route = self.route or await self.make_route()
+        for i, k in enumerate(route.partitions.keys):
+            await layout.ensure(route.client(i), k)
+        self._start(route)
+        if isinstance(route, ClusterRoute):
+            self.follower = asyncio.create_task(self._follow_forever(route), name="jobreg-follow")
+
+    def _start(self, route: Route) -> None:
+        """One consumer per partition on its server, and with more than one partition the router; each run."""
         keys = Keys(self.settings.prefix)
         # The contract's streams are served by their own slots' masters (one server off a cluster).
         self.redis, dead = route.key_client(keys.ingress), route.key_client(keys.dead)
-        for i, k in enumerate(route.partitions.keys):
-            await layout.ensure(route.client(i), k)
         self.consumers = [
             Consumer(route.client(i), self.settings, k, dead=dead) for i, k in enumerate(route.partitions.keys)
         ]
@@ -126,24 +136,50 @@ class Host:
             task.add_done_callback(_log_crash)
             self.tasks.append(task)
 
+    def _placed(self, route: Route) -> list[int]:
+        """Which client each consumer should use now, and its dead-letter client (ids, comparable)."""
+        keys = Keys(self.settings.prefix)
+        wanted = [route.client(i) for i in range(route.partitions.count)]
+        if route.partitions.count > 1:
+            wanted.append(route.key_client(keys.ingress))
+        return [id(c) for c in wanted] + [id(route.key_client(keys.dead))]
+
+    async def follow(self) -> bool:
+        """On a cluster, after a failover or a reshard: re-read the slot map and, when a partition or a
+        contract stream is served by another master now, restart the consumers on the new masters (each
+        re-reads what it had pending: nothing is lost). Whether they were restarted."""
+        route = self.route
+        if not isinstance(route, ClusterRoute) or not self.consumers:
+            return False
+        await route.refresh()
+        current = [id(c.redis) for c in self.consumers] + [id(self.consumers[0].dead_letterer.dead)]
+        if current == self._placed(route):
+            return False
+        log.warning("a master changed (failover or reshard): restarting the consumers on the new ones")
+        consumers, tasks = self.consumers, self.tasks
+        self.consumers, self.tasks = [], []
+        await _stop(consumers, tasks, FOLLOW_GRACE_S)
+        self._start(route)
+        return True
+
+    async def _follow_forever(self, route: ClusterRoute) -> None:
+        # A task of its own, not an arq cron job: arq's server may be the master that failed.
+        every = max(1, self.settings.housekeeping_interval_s)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.follow()
+            except (RedisError, OSError) as exc:  # no node answered: the next round tries again
+                log.warning("cannot read the cluster's slot map: %s", exc)
+
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         """arq's on_shutdown: stop the consumers after their batch, close the client. Safe to call twice."""
-        consumers, tasks, route = self.consumers, self.tasks, self.route
-        self.consumers, self.tasks, self.redis, self.route = [], [], None, None
-        for consumer in consumers:
-            consumer.stop()
-        if tasks:
-            try:
-                await asyncio.wait_for(
-                    asyncio.shield(asyncio.gather(*tasks, return_exceptions=True)),
-                    SHUTDOWN_GRACE_S + self.settings.block_ms / 1000,
-                )
-            except TimeoutError:
-                # Anything read but unacknowledged stays pending and is re-read on restart.
-                log.warning("consumers did not stop in time; cancelling them")
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        consumers, tasks, route, follower = self.consumers, self.tasks, self.route, self.follower
+        self.consumers, self.tasks, self.redis, self.route, self.follower = [], [], None, None, None
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await _stop(consumers, tasks, SHUTDOWN_GRACE_S + self.settings.block_ms / 1000)
         if route is not None:
             await route.aclose()
 
@@ -171,6 +207,22 @@ class Host:
             await prune_consumers(c.redis, self.settings, keep=c.name, keys=c.keys)
             removed += await trim_stream(c.redis, self.settings, keys=c.keys)
         return removed
+
+
+async def _stop(consumers: list[Consumer], tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Stop the consumers after their batch; cancel those still running after ``grace_s``."""
+    for consumer in consumers:
+        consumer.stop()
+    if not tasks:
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.gather(*tasks, return_exceptions=True)), grace_s)
+    except TimeoutError:
+        # Anything read but unacknowledged stays pending and is re-read on restart.
+        log.warning("consumers did not stop in time; cancelling them")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _answers_info(redis: aioredis.Redis) -> bool:
@@ -251,8 +303,27 @@ async def serve(worker: arq.worker.Worker, host: Host) -> None:
                 log.warning("arq's run ended: redis unavailable (%s); restarting it in %.1fs", exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), backoff)
+                await _repoint_arq(worker, host)
     finally:
         await _close(worker, host)
+
+
+async def _repoint_arq(worker: arq.worker.Worker, host: Host) -> None:
+    """On a cluster, point arq's pool at the master serving its keys' slot now (after a failover, another);
+    read from the worker's route, which knows every node, not only the one JOBREG_REDIS_URL names."""
+    route = host.route
+    if not isinstance(route, ClusterRoute):
+        return
+    with contextlib.suppress(RedisError, OSError):
+        await route.refresh()
+    where = urlsplit(key_url(route, host.settings.redis_url, Keys(host.settings.prefix).arq_queue))
+    kwargs = worker.pool.connection_pool.connection_kwargs
+    if (kwargs.get("host"), kwargs.get("port")) != (where.hostname, where.port):
+        log.warning("arq's keys are served by %s:%s now", where.hostname, where.port)
+        kwargs.update(host=where.hostname, port=where.port)
+        # Connections keep the address they were made with: drop them, new ones take the pool's.
+        await worker.pool.connection_pool.disconnect()
+        worker.pool.connection_pool.reset()
 
 
 async def _close(worker: arq.worker.Worker, host: Host) -> None:
