@@ -323,7 +323,7 @@ async def _repoint_arq(worker: arq.worker.Worker, host: Host) -> None:
         kwargs.update(host=where.hostname, port=where.port)
         # Connections keep the address they were made with: drop them, new ones take the pool's.
         await worker.pool.connection_pool.disconnect()
-        worker.pool.connection_pool.reset()
+        worker.pool.connection_pool.reset()  # type: ignore[no-untyped-call]
 
 
 async def _close(worker: arq.worker.Worker, host: Host) -> None:
