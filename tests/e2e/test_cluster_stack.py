@@ -17,6 +17,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
+from pasqal_cloud.endpoints import Endpoints
+from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+from pasqal_cloud.utils.constants import JobStatus
+from pasqal_cloud.utils.filters import JobFilters, PaginationParams
 
 from api.app import create_app
 from registry.keys import Keys
@@ -28,6 +32,7 @@ from registry.store.partitions import CLUSTER_DEFAULT
 from registry.wire.publisher import Publisher
 from tests.cluster import LocalCluster, local_cluster
 from tests.conftest import free_port
+from tests.e2e.test_sdk import StaticToken, params_of
 from tests.harness import decode_all, healthy, jobreg, spawn, stop, wait_for
 from tests.integration.test_scatter import load
 from tests.reference import Reference, make_traffic, random_query
@@ -110,6 +115,21 @@ def same_page(
         if job["id"] in standalone:
             assert without_order(job) == without_order(standalone[job["id"]])
             assert standalone[job["id"]]["creation_order"] == orders[1][job["id"]]
+
+
+async def sdk_lists(url: str, ref: Reference, orders: dict[str, int], projects: list[str]) -> None:
+    """The real pasqal-cloud SDK lists the cluster's jobs as the reference does (auth is off: any token does)."""
+    sdk = PasqalCloudClient(token_provider=StaticToken("any"), endpoints=Endpoints(core=url))
+    for filters, offset, limit in (
+        ({"project_id": projects[0]}, 0, 100),
+        ({"project_id": projects[-1], "status": [JobStatus.DONE, JobStatus.ERROR]}, 5, 20),
+        ({"project_id": projects[1], "min_runs": 10, "user_id": ["alice", "bob"]}, 0, 50),
+    ):
+        page = PaginationParams(offset=offset, limit=limit)
+        resp = await asyncio.to_thread(sdk.get_jobs, filters=JobFilters(**filters), pagination_params=page)
+        want_total, want_ids = ref.query(params_of(filters, offset, limit), orders)
+        assert (resp.total, [j.id for j in resp.results]) == (want_total, want_ids), filters
+        assert want_total > 0, filters
 
 
 async def token_chain(get: Any, params: list[tuple[str, str]]) -> list[str]:
@@ -203,6 +223,8 @@ async def test_a_cluster_registry_answers_as_a_standalone_one(
                 got, want = await http.get(JOBS, params=params), await local.get(JOBS, params=params)
                 assert got.status_code == want.status_code == 200, (params, got.text, want.text)
                 same_page(got.json(), want.json(), (orders, standalone), ref, params)
+
+            await sdk_lists(url, ref, orders, projects)
 
             chain = [*(("project_id", p) for p in projects), ("order_by", "runs"), ("limit", "23")]
             want_ids = ref.query([*chain, ("limit", "1000")], orders)[1]
