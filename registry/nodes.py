@@ -56,10 +56,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
@@ -173,6 +174,22 @@ async def connect(settings: Settings, *, stamp: bool = True, **client_options: A
     finally:
         await probe.aclose()
     return await open_route(url, parts, **client_options)
+
+
+def outside_client(route: Route, url: str, **client_options: Any) -> aioredis.Redis:
+    """A client for the keys outside the partitions (the contract's streams, the counters) for callers that
+    send one key, or one slot, per command (health, counters, dead letters): the route's one server, or on a
+    cluster redis-py's cluster client, which sends each command to its key's master. Typed as the plain
+    client: never give it a pipeline or a script spanning slots. Close it with ``close_outside``."""
+    if isinstance(route, ClusterRoute):
+        return cast(aioredis.Redis, RedisCluster.from_url(url, **client_options))
+    return route.key_client("")
+
+
+async def close_outside(route: Route, client: aioredis.Redis) -> None:
+    """Close ``outside_client``'s client if it is not the route's own."""
+    if isinstance(route, ClusterRoute):
+        await client.aclose()
 
 
 def key_url(route: Route, url: str, key: str) -> str:

@@ -132,6 +132,20 @@ async def sdk_lists(url: str, ref: Reference, orders: dict[str, int], projects: 
         assert want_total > 0, filters
 
 
+def cli_on_a_cluster(env: dict[str, str], ref: Reference, total: int) -> None:
+    """`jobreg dead-letters` and `jobreg top` read the dead-letter stream, the counters and every partition."""
+    listed = jobreg("dead-letters", "list", "--json", "--count", "1000", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == ref.invalid
+    top = jobreg("top", "--once", "--interval", "0.1", env=env)
+    assert top.returncode == 0, top.stderr
+    assert f"{total:,}" in top.stdout, top.stdout
+    # Replay: a script in the events stream's slot, deletes in the dead stream's (still invalid: dead again).
+    replayed = jobreg("dead-letters", "replay", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.strip() == f"replayed {ref.invalid} entries"
+
+
 async def token_chain(get: Any, params: list[tuple[str, str]]) -> list[str]:
     ids: list[str] = []
     r = await get(JOBS, params=params)
@@ -195,6 +209,7 @@ async def test_a_cluster_registry_answers_as_a_standalone_one(
         # The dead-letter stream (its own slot) through the API: every invalid entry, once.
         dead = (await http.get("/api/v2/dead-letters", params={"limit": 100})).json()
         assert dead["pagination"]["total"] == len(dead["data"]) == ref.invalid
+        cli_on_a_cluster(env, ref, len(standalone) + 1)
         # The CLI's job is there; the comparison below leaves it out through its filters and counts.
         r = await http.get(f"{JOBS}/{extra}")
         assert r.status_code == 200, r.text

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import msgspec
 import redis
 
-from registry.connection import async_client, sync_client
+from registry.connection import sync_client
 from registry.errors import AuthConfigError, InvalidEvent
 from registry.keys import Keys
 from registry.ops.text import printable
@@ -135,12 +135,14 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
 
 def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
 
+    from registry.nodes import close_outside, connect, outside_client
     from registry.wire import deadletter
 
     async def go() -> int:
-        client = async_client(
-            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S}
+        # On a cluster the dead-letter stream and the events stream are two slots: each command to its own.
+        route = await connect(settings, stamp=False, **options)
+        client = outside_client(route, settings.redis_url, **options)
         keys = Keys(settings.prefix)
         try:
             if ns.action == "replay":
@@ -159,7 +161,8 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
                     print(f"{d.id}  source={printable(d.source_id)}  error={printable(d.error)}")
             return 0
         finally:
-            await client.aclose()
+            await close_outside(route, client)
+            await route.aclose()
 
     return asyncio.run(go())
 
