@@ -16,7 +16,6 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,7 +39,7 @@ from registry.connection import async_client
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.nodes import connect, key_url
+from registry.nodes import connect, key_url, outside_client
 from registry.partition import Partitions
 from registry.query.page_token import PageTokens
 from registry.query.scatter import Scatter
@@ -94,7 +93,7 @@ async def _learn_partitions(app: Litestar) -> None:
         # A cluster: the keys outside the partitions (the contract's streams, the counters) through a
         # cluster client (single-key commands only, each sent to its slot's master); the layout and
         # page-token keys, under the prefix's tag, through that slot's master.
-        app.state.cluster = (route, RedisCluster.from_url(settings.redis_url, **CLIENT_OPTIONS))
+        app.state.cluster = (route, outside_client(route, settings.redis_url, **CLIENT_OPTIONS))
         tagged = route.key_client(services.keys.partitions)
         services = dataclasses.replace(
             services,
