@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from litestar import Litestar, Request
@@ -38,13 +39,13 @@ from registry.connection import async_client
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
+from registry.nodes import connect, key_url, outside_client
 from registry.partition import Partitions
 from registry.query.page_token import PageTokens
 from registry.query.scatter import Scatter
-from registry.route import OneNode
+from registry.route import OneNode, Route
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
-from registry.store.partitions import stored as stored_partitions
 
 log = logging.getLogger("jobreg.api")
 
@@ -65,40 +66,60 @@ async def _layout_gate(request: Request[Any, Any, Any]) -> None:
     """Raise LayoutMismatch (a 503, see api/errors.py) for a store route while the layout is not understood,
     and learn the registry's stored P before the first store request is answered."""
     path = request.url.path
+    # The servers first (on a cluster the layout lives on its tag's master), then the layout.
+    if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
+        await _learn_partitions(request.app)
     if path.startswith(STORE_ROUTES):
         services: Services = request.app.state.services
         await services.layout.check()
-    if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
-        await _learn_partitions(request.app)
 
 
 async def _learn_partitions(app: Litestar) -> None:
     """Serve the registry's stored P (registry/store/partitions.py; stamped by the workers or `jobreg api` at
-    its first start): read once, when the store first answers, so an API started while Redis is down
-    never serves a partitioned registry as one partition. A RedisError here is a 503 like any other."""
+    its first start) on the servers that hold it: read once, when the store first answers, so an API started
+    while Redis is down never serves a partitioned registry as one partition, nor a cluster as one server.
+    A RedisError here is a 503 like any other."""
     services: Services = app.state.services
     live: Live = app.state.live
-    parts = await stored_partitions(services.redis, services.settings.prefix)
-    if parts.count != services.executor.partitions.count:
-        # No request has used the old services yet (this gate runs first), so no feed has started.
-        route = OneNode(services.redis, parts)
-        app.state.services = dataclasses.replace(services, executor=Scatter(route, services.settings))
-        feeds = change_feeds(services.settings, parts)
-        app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
+    settings = services.settings
+    route = await connect(settings, stamp=False, **CLIENT_OPTIONS)
+    if isinstance(route, OneNode):  # a standalone server: the lifespan's client serves everything
+        await route.aclose()
+        route = OneNode(services.redis, route.partitions)
+        if route.partitions.count == services.executor.partitions.count:
+            app.state.partitions_known = True
+            return
+    else:
+        # A cluster: the keys outside the partitions (the contract's streams, the counters) through a
+        # cluster client (single-key commands only, each sent to its slot's master); the layout and
+        # page-token keys, under the prefix's tag, through that slot's master.
+        app.state.cluster = (route, outside_client(route, settings.redis_url, **CLIENT_OPTIONS))
+        tagged = route.key_client(services.keys.partitions)
+        services = dataclasses.replace(
+            services,
+            redis=cast(aioredis.Redis, app.state.cluster[1]),
+            layout=LayoutGate(tagged, services.keys),
+            page_tokens=PageTokens(tagged, services.keys),
+        )
+    # No request has used the old services yet (this gate runs first), so no feed has started.
+    app.state.services = dataclasses.replace(services, executor=Scatter(route, settings))
+    feeds = change_feeds(settings, route)
+    app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
     app.state.partitions_known = True
 
 
-def change_feeds(settings: Settings, parts: Partitions) -> tuple[ChangeFeed, ...]:
-    """One change feed per partition's change log, each with its own blocking connection (registry/live/feed.py)."""
+def change_feeds(settings: Settings, route: Route) -> tuple[ChangeFeed, ...]:
+    """One change feed per partition's change log, each with its own blocking connection (registry/live/feed.py)
+    to the server of its partition (on a cluster, its master when the API learnt the route)."""
     return tuple(
         ChangeFeed(
-            lambda: redis_client(settings.redis_url),
+            functools.partial(redis_client, key_url(route, settings.redis_url, keys.changes)),
             keys,
             # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
             block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
             count=min(1000, settings.change_log_retention),
         )
-        for keys in parts.keys
+        for keys in route.partitions.keys
     )
 
 
@@ -108,14 +129,16 @@ BEARER_SCHEME = SecurityScheme(
 )
 
 
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "retry": Retry(NoBackoff(), 1),
+    "retry_on_error": [RedisConnectionError],
+}
+
+
 def redis_client(url: str) -> aioredis.Redis:
-    return async_client(
-        url,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError],
-    )
+    return async_client(url, **CLIENT_OPTIONS)
 
 
 def create_app(
@@ -150,12 +173,13 @@ def create_app(
         # stored one learnt before the first store request (one partition until then).
         route = OneNode(client, Partitions(settings.prefix, partitions or 1))
         app.state.partitions_known = partitions is not None
+        app.state.cluster = None  # (route, cluster client) once a cluster is learnt
         app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):
             await gate.check()
-        feeds = change_feeds(settings, route.partitions)
+        feeds = change_feeds(settings, route)
         app.state.live = Live(feeds[0], live_metrics, streams, feeds)
         publishing = asyncio.create_task(process_metrics.publish_forever()) if sibling else None
         try:
@@ -166,6 +190,9 @@ def create_app(
             for feed in app.state.live.feeds:
                 await feed.close()
             await client.aclose()
+            if app.state.cluster is not None:
+                for part in app.state.cluster:
+                    await part.aclose()
 
     app = Litestar(
         route_handlers=[

@@ -56,8 +56,12 @@ class Keys:
         self.dead_sources = f"{dead}:sources"
         # Replay is re-publish, then delete the copy: dead-letter id -> the re-published entry's id.
         self.replayed = f"{ev}:replayed"
-        # arq's queue (and, with its ':health-check' suffix, health key) for the worker host.
-        self.arq_queue = f"{prefix}:arq"
+        # arq's queue (and, with its ':health-check' suffix, health key) for the worker host. Under the
+        # prefix's tag, like the cron names (arq_job), so every arq key is in one Redis Cluster slot.
+        self.arq_queue = f"{{{prefix}}}:arq"
+        # arq's sorted set of aborted jobs, which arq names `arq:abort` whatever the queue; its worker
+        # module global is pointed here (workers/main.py), as arq's own name would be another slot.
+        self.arq_abort = f"{{{prefix}}}:arq:abort"
         self.seq = f"{tag}:seq"
         # Fixed-width array: bytes [16*h, 16*h+16) hold the uuid of handle h.
         self.uuids = f"{tag}:uuids"
@@ -141,8 +145,9 @@ class Keys:
         return names
 
     def arq_job(self, name: str) -> str:
-        """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the prefix."""
-        return f"{self.prefix}:{name}"
+        """An arq function/cron name; arq keys job records by it (``arq:job:<name>:<ms>``), so it carries the
+        prefix, as a hash tag: on a cluster those keys share the queue's slot, served by one master."""
+        return f"{{{self.prefix}}}:{name}"
 
     def temp(self) -> str:
         return f"{self._t}:tmp:{_uuid.uuid4().hex}"

@@ -56,10 +56,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
@@ -69,6 +70,8 @@ from registry.connection import async_client, node_url
 from registry.keys import Keys
 from registry.partition import Partitions, tag_slot
 from registry.route import OneNode, Route
+from registry.settings import Settings
+from registry.store import partitions
 
 T = TypeVar("T")
 Address = tuple[str, int]
@@ -136,6 +139,65 @@ async def open_route(url: str, partitions: Partitions, *, give_up_s: float = GIV
         await route.aclose()
         raise
     return route
+
+
+async def connect(settings: Settings, *, stamp: bool = True, **client_options: Any) -> Route:
+    """The one way a process connects to its registry: the route to the stored partitions.
+
+    ``JOBREG_REDIS_URL`` names a standalone server or any node of a cluster (asked with one ``INFO
+    cluster``). P is read through the client serving ``{<prefix>}:partitions`` (on a cluster, the master
+    of its slot) and, with ``stamp``, stamped at a registry's first start (``JOBREG_PARTITIONS``, or the
+    default: 1 standalone, 16 on a cluster; a disagreeing setting raises PartitionsMismatch). Tools that
+    must not decide P (the CLI's publish, migrate, dead letters) pass ``stamp=False``: the stored P, or 1.
+    """
+    url, prefix, key = settings.redis_url, settings.prefix, Keys(settings.prefix).partitions
+
+    async def read_p(client: aioredis.Redis, cluster: bool) -> Partitions:
+        if stamp:
+            return await partitions.load(client, prefix, settings.partitions, cluster=cluster)
+        return await partitions.stored(client, prefix)
+
+    client = async_client(url, **client_options)
+    try:
+        clustered = await cluster_enabled(client)
+        if not clustered:
+            return OneNode(client, await read_p(client, False))
+    except BaseException:
+        await client.aclose()
+        raise
+    await client.aclose()
+    # A first route only to find the stored P's master (the map read once); then the route to the partitions.
+    probe = ClusterRoute(url, Partitions(prefix, 1), **client_options)
+    try:
+        await probe.refresh()
+        parts = await probe.call_key(key, lambda c: read_p(c, True))
+    finally:
+        await probe.aclose()
+    return await open_route(url, parts, **client_options)
+
+
+def outside_client(route: Route, url: str, **client_options: Any) -> aioredis.Redis:
+    """A client for the keys outside the partitions (the contract's streams, the counters) for callers that
+    send one key, or one slot, per command (health, counters, dead letters): the route's one server, or on a
+    cluster redis-py's cluster client, which sends each command to its key's master. Typed as the plain
+    client: never give it a pipeline or a script spanning slots. Close it with ``close_outside``."""
+    if isinstance(route, ClusterRoute):
+        return cast(aioredis.Redis, RedisCluster.from_url(url, **client_options))
+    return route.key_client("")
+
+
+async def close_outside(route: Route, client: aioredis.Redis) -> None:
+    """Close ``outside_client``'s client if it is not the route's own."""
+    if isinstance(route, ClusterRoute):
+        await client.aclose()
+
+
+def key_url(route: Route, url: str, key: str) -> str:
+    """A URL naming the server that serves ``key`` now: ``url`` itself off a cluster (for a client that
+    must be built from a URL, such as arq's pool)."""
+    if isinstance(route, ClusterRoute):
+        return node_url(url, *route.key_address(key))
+    return url
 
 
 async def _nothing(client: aioredis.Redis) -> None:
@@ -209,11 +271,15 @@ class ClusterRoute:
     def key_client(self, key: str) -> aioredis.Redis:
         """The client of the master serving ``key``'s slot: for keys outside the partitions (the
         contract's ``<prefix>:events``, ``{<prefix>}:partitions``, arq's queue)."""
+        return self._node(self.key_address(key))
+
+    def key_address(self, key: str) -> Address:
+        """(host, port) of the master serving ``key``'s slot, as far as the route knows."""
         slot = key_slot(key.encode())
         master = next((r.master for r in self._ranges if r.first <= slot <= r.last), None)
         if master is None:
             raise RedisConnectionError(f"no master is known for slot {slot} yet")
-        return self._node(master)
+        return master
 
     async def call(self, i: int, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """``fn(client of partition i)``, run again on the partition's master after a move or a

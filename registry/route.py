@@ -39,6 +39,15 @@ class Route(Protocol):
         failed over (registry/nodes.py), so ``fn`` must be safe to repeat."""
         ...
 
+    def key_client(self, key: str) -> aioredis.Redis:
+        """The client serving ``key``, a key outside the partitions (the contract's streams, the stored P,
+        the page-token key, arq's queue): on a cluster the master of its slot."""
+        ...
+
+    async def call_key(self, key: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """``fn(key_client(key))``, run again as ``call`` does on a cluster."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -53,6 +62,12 @@ class OneNode:
         return self.redis
 
     async def call(self, i: int, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        return await fn(self.redis)
+
+    def key_client(self, key: str) -> aioredis.Redis:
+        return self.redis
+
+    async def call_key(self, key: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         return await fn(self.redis)
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import arq.worker
 import redis.asyncio as aioredis
@@ -28,9 +29,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.connection import async_client, async_pool
 from registry.keys import Keys
-from registry.route import OneNode, Route
+from registry.nodes import ClusterRoute, connect, key_url
+from registry.route import Route
 from registry.settings import Settings, load_settings
-from registry.store import layout, partitions
+from registry.store import layout
 from workers.consumer import UNREACHABLE, Consumer
 from workers.housekeeping import prune_consumers, reclaim, trim_stream
 from workers.router import Router
@@ -39,6 +41,8 @@ log = logging.getLogger("jobreg.worker")
 
 # After stop(), the consumer finishes its batch; a blocked read returns within block_ms.
 SHUTDOWN_GRACE_S = 30.0
+# Consumers restarted on a cluster's new master: one stuck on the failed one is cancelled after this.
+FOLLOW_GRACE_S = 5.0
 # Outages of any length: arq's run is restarted after a back-off growing up to this.
 MAX_RESTART_BACKOFF_S = 5.0
 # What ends arq's run when Redis goes away. arq handles a WatchError from a lost race itself; one that
@@ -46,15 +50,16 @@ MAX_RESTART_BACKOFF_S = 5.0
 OUTAGE = (*UNREACHABLE, WatchError)
 
 
-def _arq_pool(settings: Settings, queue_name: str) -> ArqRedis:
+def _arq_pool(settings: Settings, queue_name: str, url: str | None = None) -> ArqRedis:
     """arq's client, from the same URL and through the same path as every other client.
 
     Not ``RedisSettings.from_dsn``: it kept a percent-encoded password encoded and ignored
     ``rediss://`` options, so the worker failed where the API connected. A few quick retries per
     command absorb a blip; longer outages (start-up included) end arq's run and ``serve`` restarts it.
+    ``url``: the server of the queue's slot on a cluster (``arq_url``); JOBREG_REDIS_URL by default.
     """
     pool = async_pool(
-        settings.redis_url,
+        url or settings.redis_url,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -83,69 +88,100 @@ class Host:
         self.consumers: list[Consumer] = []  # one per partition, then the router (P > 1)
         self.tasks: list[asyncio.Task[None]] = []
         self._can_trim: bool | None = None  # None: not probed yet
+        self.follower: asyncio.Task[None] | None = None  # on a cluster: follows failovers (follow)
 
     @property
     def consumer(self) -> Consumer | None:
         """Partition 0's consumer (the registry's only one when P = 1)."""
         return self.consumers[0] if self.consumers else None
 
-    async def make_route(self, redis: aioredis.Redis) -> Route:
-        """The partitions (P read, or stamped at a registry's first start) and the client of each.
-
-        A standalone Redis: every partition on it. The cluster route (issue 14) replaces this, passing
-        ``cluster=True`` so that a new registry gets the cluster's default P.
-        """
-        return OneNode(redis, await partitions.load(redis, self.settings.prefix, self.settings.partitions))
-
-    async def startup(self, ctx: dict[str, Any]) -> None:
-        """arq's on_startup: start the consumer loops (once; arq calls this again after an outage restart)."""
-        if self.tasks:
-            return
-        self.redis = self.redis or async_client(
-            self.settings.redis_url,
+    async def make_route(self) -> Route:
+        """The partitions (P read, or stamped at a registry's first start) and the client of each: every
+        partition on a standalone server, or each on its master of a cluster (registry/nodes.py)."""
+        return await connect(
+            self.settings,
             # Above the blocking read's own timeout, so only a dead connection trips it.
             socket_timeout=self.settings.block_ms / 1000 + 10,
             socket_connect_timeout=5,
             # No health_check_interval: it makes redis-py recurse without end on reconnecting
             # (redis/redis-py#3745); a dead connection fails the next command and the loop retries.
         )
+
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        """arq's on_startup: start the consumer loops (once; arq calls this again after an outage restart)."""
+        if self.tasks:
+            return
         # A stored P other than the setting, or a store of another layout (any partition's), ends the
         # worker (exit status 3) before it writes anything; a store that is down ends arq's run here
-        # and `serve` retries, with this same client.
-        route = self.route = self.route or await self.make_route(self.redis)
-        for i, keys in enumerate(route.partitions.keys):
-            await layout.ensure(route.client(i), keys)
-        # Dead letters go to the contract's one stream, through the workers' own client.
+        # and `serve` retries.
+        route = self.route = self.route or await self.make_route()
+        for i, k in enumerate(route.partitions.keys):
+            await layout.ensure(route.client(i), k)
+        self._start(route)
+        if isinstance(route, ClusterRoute):
+            self.follower = asyncio.create_task(self._follow_forever(route), name="jobreg-follow")
+
+    def _start(self, route: Route) -> None:
+        """One consumer per partition on its server, and with more than one partition the router; each run."""
+        keys = Keys(self.settings.prefix)
+        # The contract's streams are served by their own slots' masters (one server off a cluster).
+        self.redis, dead = route.key_client(keys.ingress), route.key_client(keys.dead)
         self.consumers = [
-            Consumer(route.client(i), self.settings, k, dead=self.redis) for i, k in enumerate(route.partitions.keys)
+            Consumer(route.client(i), self.settings, k, dead=dead) for i, k in enumerate(route.partitions.keys)
         ]
         if route.partitions.count > 1:
-            self.consumers.append(Router(self.redis, self.settings, route))
+            self.consumers.append(Router(self.redis, self.settings, route, dead=dead))
         for consumer in self.consumers:
             task = asyncio.create_task(consumer.run(), name=f"jobreg-consumer {consumer.keys.events}")
             task.add_done_callback(_log_crash)
             self.tasks.append(task)
 
+    def _placed(self, route: Route) -> list[int]:
+        """Which client each consumer should use now, and its dead-letter client (ids, comparable)."""
+        keys = Keys(self.settings.prefix)
+        wanted = [route.client(i) for i in range(route.partitions.count)]
+        if route.partitions.count > 1:
+            wanted.append(route.key_client(keys.ingress))
+        return [id(c) for c in wanted] + [id(route.key_client(keys.dead))]
+
+    async def follow(self) -> bool:
+        """On a cluster, after a failover or a reshard: re-read the slot map and, when a partition or a
+        contract stream is served by another master now, restart the consumers on the new masters (each
+        re-reads what it had pending: nothing is lost). Whether they were restarted."""
+        route = self.route
+        if not isinstance(route, ClusterRoute) or not self.consumers:
+            return False
+        await route.refresh()
+        current = [id(c.redis) for c in self.consumers] + [id(self.consumers[0].dead_letterer.dead)]
+        if current == self._placed(route):
+            return False
+        log.warning("a master changed (failover or reshard): restarting the consumers on the new ones")
+        consumers, tasks = self.consumers, self.tasks
+        self.consumers, self.tasks = [], []
+        await _stop(consumers, tasks, FOLLOW_GRACE_S)
+        self._start(route)
+        return True
+
+    async def _follow_forever(self, route: ClusterRoute) -> None:
+        # A task of its own, not an arq cron job: arq's server may be the master that failed.
+        every = max(1, self.settings.housekeeping_interval_s)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.follow()
+            except (RedisError, OSError) as exc:  # no node answered: the next round tries again
+                log.warning("cannot read the cluster's slot map: %s", exc)
+
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         """arq's on_shutdown: stop the consumers after their batch, close the client. Safe to call twice."""
-        consumers, tasks, client = self.consumers, self.tasks, self.redis
-        self.consumers, self.tasks, self.redis, self.route = [], [], None, None
-        for consumer in consumers:
-            consumer.stop()
-        if tasks:
-            try:
-                await asyncio.wait_for(
-                    asyncio.shield(asyncio.gather(*tasks, return_exceptions=True)),
-                    SHUTDOWN_GRACE_S + self.settings.block_ms / 1000,
-                )
-            except TimeoutError:
-                # Anything read but unacknowledged stays pending and is re-read on restart.
-                log.warning("consumers did not stop in time; cancelling them")
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-        if client is not None:
-            await client.aclose()
+        consumers, tasks, route, follower = self.consumers, self.tasks, self.route, self.follower
+        self.consumers, self.tasks, self.redis, self.route, self.follower = [], [], None, None, None
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await _stop(consumers, tasks, SHUTDOWN_GRACE_S + self.settings.block_ms / 1000)
+        if route is not None:
+            await route.aclose()
 
     async def reclaim(self, ctx: dict[str, Any]) -> int:
         """Cron job: per stream, dead-letter stuck entries, then claim and process idle ones of dead consumers."""
@@ -173,6 +209,22 @@ class Host:
         return removed
 
 
+async def _stop(consumers: list[Consumer], tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Stop the consumers after their batch; cancel those still running after ``grace_s``."""
+    for consumer in consumers:
+        consumer.stop()
+    if not tasks:
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.gather(*tasks, return_exceptions=True)), grace_s)
+    except TimeoutError:
+        # Anything read but unacknowledged stays pending and is re-read on restart.
+        log.warning("consumers did not stop in time; cancelling them")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _answers_info(redis: aioredis.Redis) -> bool:
     try:
         return "redis_version" in await redis.info(section="server")
@@ -185,10 +237,29 @@ async def _log_store(redis: Any, log_func: Any) -> None:
     log_func("store does not answer INFO (the embedded fakeredis); carrying on")
 
 
-def build_worker(settings: Settings, host: Host) -> arq.worker.Worker:
-    """An arq Worker for these settings whose hooks and cron jobs are ``host``'s."""
+async def arq_url(settings: Settings) -> str:
+    """The URL of the server holding arq's keys: JOBREG_REDIS_URL, or on a cluster the master of the
+    slot of ``{<prefix>}`` (arq has no cluster support; every arq key carries that tag, registry/keys.py).
+    An unreachable store gives JOBREG_REDIS_URL: arq's start-up waits for it as before."""
+    try:
+        route = await connect(settings, stamp=False, socket_connect_timeout=5)
+    except (RedisError, OSError):
+        return settings.redis_url
+    try:
+        return key_url(route, settings.redis_url, Keys(settings.prefix).arq_queue)
+    finally:
+        await route.aclose()
+
+
+def build_worker(settings: Settings, host: Host, url: str | None = None) -> arq.worker.Worker:
+    """An arq Worker for these settings whose hooks and cron jobs are ``host``'s; ``url``: arq's server
+    (``arq_url``; JOBREG_REDIS_URL by default)."""
     keys = Keys(settings.prefix)
     every = max(1, min(60, settings.housekeeping_interval_s))
+    # arq's one key not named after the queue or a job (a constant, `arq:abort`): a worker ZREMs it in the
+    # same MULTI as the queue, which a cluster refuses across slots. Aborts are off (allow_abort_jobs), so
+    # the set stays empty; naming it under the queue's tag keeps every arq command in one slot.
+    arq.worker.abort_jobs_ss = keys.arq_abort  # type: ignore[attr-defined]
     return arq.worker.Worker(
         cron_jobs=[
             # arq keys job records by name, so the names carry our prefix.
@@ -203,7 +274,7 @@ def build_worker(settings: Settings, host: Host) -> arq.worker.Worker:
         ],
         on_startup=host.startup,
         on_shutdown=host.shutdown,
-        redis_pool=_arq_pool(settings, keys.arq_queue),
+        redis_pool=_arq_pool(settings, keys.arq_queue, url),
         queue_name=keys.arq_queue,
         # SIGTERM/SIGINT cancel arq's run and call on_stop, which ends `serve`.
         handle_signals=True,
@@ -232,8 +303,27 @@ async def serve(worker: arq.worker.Worker, host: Host) -> None:
                 log.warning("arq's run ended: redis unavailable (%s); restarting it in %.1fs", exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), backoff)
+                await _repoint_arq(worker, host)
     finally:
         await _close(worker, host)
+
+
+async def _repoint_arq(worker: arq.worker.Worker, host: Host) -> None:
+    """On a cluster, point arq's pool at the master serving its keys' slot now (after a failover, another);
+    read from the worker's route, which knows every node, not only the one JOBREG_REDIS_URL names."""
+    route = host.route
+    if not isinstance(route, ClusterRoute):
+        return
+    with contextlib.suppress(RedisError, OSError):
+        await route.refresh()
+    where = urlsplit(key_url(route, host.settings.redis_url, Keys(host.settings.prefix).arq_queue))
+    kwargs = worker.pool.connection_pool.connection_kwargs
+    if (kwargs.get("host"), kwargs.get("port")) != (where.hostname, where.port):
+        log.warning("arq's keys are served by %s:%s now", where.hostname, where.port)
+        kwargs.update(host=where.hostname, port=where.port)
+        # Connections keep the address they were made with: drop them, new ones take the pool's.
+        await worker.pool.connection_pool.disconnect()
+        worker.pool.connection_pool.reset()  # type: ignore[no-untyped-call]
 
 
 async def _close(worker: arq.worker.Worker, host: Host) -> None:
@@ -267,7 +357,7 @@ def run_worker(settings: Settings) -> None:
         # fakeredis cannot. arq offers no hook for that log line, so for that store only, replace it.
         arq.worker.log_redis_info = _log_store  # type: ignore[attr-defined]
     host = Host(settings)
-    worker = build_worker(settings, host)
+    worker = build_worker(settings, host, loop.run_until_complete(arq_url(settings)))
     loop.run_until_complete(serve(worker, host))
 
 

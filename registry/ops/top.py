@@ -15,10 +15,10 @@ from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 
-from registry.connection import async_client
 from registry.domain.model import Origin, Status
 from registry.keys import Keys
 from registry.live.changes import decode_entries
+from registry.nodes import close_outside, connect, outside_client
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.metrics import read_worker_counters
 from registry.ops.screen import Line, Screen, Term, bold, plain, wrap
@@ -26,9 +26,8 @@ from registry.ops.text import printable
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.query.spec import Counts, JobQuery
-from registry.route import OneNode, Route
+from registry.route import Route
 from registry.settings import Settings
-from registry.store import partitions
 
 CLEAR = "\x1b[H\x1b[2J"
 LATEST = 12  # changes shown when the output is not a terminal (on one, as many as fit)
@@ -230,10 +229,12 @@ async def run_top(
     view fits the window and is coloured (unless NO_COLOR is set); elsewhere it is plain text.
     """
     out = out or sys.stdout
-    redis = async_client(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    options: dict[str, Any] = {"socket_connect_timeout": 3, "socket_timeout": 5}
+    # The partitions on their servers (a cluster's masters), the streams and counters through their own.
+    route = await connect(settings, stamp=False, **options)
+    redis = outside_client(route, settings.redis_url, **options)
     keys = Keys(settings.prefix)
-    executor = Executor(redis, keys, settings)
-    route = OneNode(redis, await partitions.stored(redis, settings.prefix))
+    executor = Executor(route.client(0), keys, settings)
     term = Term.of(out) if not once else None
     before: Sample | None = None
     shown = 0
@@ -264,4 +265,5 @@ async def run_top(
         if term:
             out.write(term.restore())
             out.flush()
-        await redis.aclose()
+        await close_outside(route, redis)
+        await route.aclose()

@@ -334,7 +334,7 @@ async def test_health_counters_top_and_migrate_read_every_partition(
     assert len(frame.latest) == 5 and len({c.job_id for c in frame.latest}) == 5
 
     # Every partition's layout is current: `jobreg migrate` says so (and stamps nothing else).
-    assert await _migrate_partitions(aredis, parts.keys, None) == 0
+    assert await _migrate_partitions(OneNode(aredis, parts), None) == 0
     assert "nothing to do" in capsys.readouterr().out
 
 

@@ -12,10 +12,11 @@ from typing import Any, TextIO
 import msgspec
 import redis
 
-from registry.connection import async_client, sync_client
+from registry.connection import sync_client
 from registry.errors import AuthConfigError, InvalidEvent
 from registry.keys import Keys
 from registry.ops.text import printable
+from registry.route import Route
 from registry.settings import Settings
 
 # Fail fast when the store is down: a CLI command should say so within seconds, not hang.
@@ -54,20 +55,22 @@ async def _refuse_other_layout(settings: Settings) -> None:
 
     A store that does not answer yet is the API's to check once it does (its requests answer 503 until then).
     """
-    from redis.asyncio import Redis as AsyncRedis
+    from registry.nodes import connect
+    from registry.store import layout
 
-    from registry.store import layout, partitions
-
-    client = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
         # P first (stamped here at a registry's first start, refused when the setting disagrees), then
-        # every partition's layout.
-        for keys in (await partitions.load(client, settings.prefix, settings.partitions)).keys:
-            await layout.ensure(client, keys)
+        # every partition's layout, each on its server (registry/nodes.py: a cluster's masters).
+        route = await connect(settings, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    except redis.RedisError:
+        return
+    try:
+        for i, keys in enumerate(route.partitions.keys):
+            await layout.ensure(route.client(i), keys)
     except redis.RedisError:
         pass
     finally:
-        await client.aclose()
+        await route.aclose()
 
 
 def cmd_worker(settings: Settings, ns: argparse.Namespace) -> int:
@@ -95,11 +98,26 @@ def _client(settings: Settings) -> redis.Redis:
     return sync_client(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S)
 
 
+def _on_cluster(client: redis.Redis) -> bool:
+    """Whether ``client``'s server is a Redis Cluster node (a server without the section is not)."""
+    try:
+        info: dict[str, Any] = client.info("cluster")  # type: ignore[assignment]
+        return str(info.get("cluster_enabled", "0")) == "1"
+    except redis.ResponseError:
+        return False
+
+
 def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
     from registry.store.partitions import stored_sync
     from registry.wire.publisher import Publisher
 
     client = _client(settings)
+    if _on_cluster(client):
+        # Every XADD is one key: redis-py's cluster client sends each to its slot's master.
+        client.close()
+        client = redis.RedisCluster.from_url(
+            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
     try:
         # Straight to the job's partition stream when the registry has several.
         publisher = Publisher(client, partitions=stored_sync(client, settings.prefix))
@@ -117,12 +135,14 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
 
 def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
 
+    from registry.nodes import close_outside, connect, outside_client
     from registry.wire import deadletter
 
     async def go() -> int:
-        client = async_client(
-            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S}
+        # On a cluster the dead-letter stream and the events stream are two slots: each command to its own.
+        route = await connect(settings, stamp=False, **options)
+        client = outside_client(route, settings.redis_url, **options)
         keys = Keys(settings.prefix)
         try:
             if ns.action == "replay":
@@ -141,7 +161,8 @@ def cmd_dead_letters(settings: Settings, ns: argparse.Namespace) -> int:
                     print(f"{d.id}  source={printable(d.source_id)}  error={printable(d.error)}")
             return 0
         finally:
-            await client.aclose()
+            await close_outside(route, client)
+            await route.aclose()
 
     return asyncio.run(go())
 
@@ -184,28 +205,27 @@ class ProgressBar:
 
 
 def cmd_migrate(settings: Settings, ns: argparse.Namespace) -> int:
-    from redis.asyncio import Redis as AsyncRedis
-
-    from registry.store import partitions
+    from registry.nodes import connect
 
     async def go() -> int:
-        client = AsyncRedis.from_url(
-            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        # The stored P, each partition on its server (a cluster's masters, registry/nodes.py).
+        route = await connect(
+            settings, stamp=False, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
         )
         try:
             # Each partition's layout is stamped and moved on its own (a killed run resumes partition by partition).
-            parts = await partitions.stored(client, settings.prefix)
-            return await _migrate_partitions(client, parts.keys, ns.batch)
+            return await _migrate_partitions(route, ns.batch)
         finally:
-            await client.aclose()
+            await route.aclose()
 
     return asyncio.run(go())
 
 
-async def _migrate_partitions(client: Any, partition_keys: tuple[Keys, ...], batch: int | None) -> int:
+async def _migrate_partitions(route: Route, batch: int | None) -> int:
     from registry.store import layout, migrate
 
-    states = [await layout.read(client, keys) for keys in partition_keys]
+    partition_keys = route.partitions.keys
+    states = [await layout.read(route.client(i), keys) for i, keys in enumerate(partition_keys)]
     if all(state.refusal() is None for state in states):
         print(f"jobreg migrate: the store already holds layout {states[0].version}: nothing to do")
         return 0
@@ -219,7 +239,7 @@ async def _migrate_partitions(client: Any, partition_keys: tuple[Keys, ...], bat
             continue
         if len(partition_keys) > 1:
             print(f"jobreg migrate: partition {i} of {len(partition_keys)} ({keys.tag})", file=sys.stderr)
-        outcome = await migrate.migrate(client, keys, batch or migrate.DEFAULT_BATCH, ProgressBar(sys.stderr))
+        outcome = await migrate.migrate(route.client(i), keys, batch or migrate.DEFAULT_BATCH, ProgressBar(sys.stderr))
     print(
         f"jobreg migrate: the store now holds layout {outcome.target} "
         f"(from {oldest}, in {time.monotonic() - started:.1f} s)"

@@ -1,0 +1,113 @@
+"""A `jobreg worker` process on a Redis Cluster rides out a master's failover (issue 14): its consumers and
+arq's pool move to the promoted replica, and every event published before and after is applied."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from registry.keys import Keys
+from registry.nodes import open_route
+from registry.partition import Partitions
+from registry.store.partitions import CLUSTER_DEFAULT
+from tests.cluster import LocalCluster, local_cluster
+from tests.harness import assert_partitions_match, spawn, stop, wait_for
+from tests.reference import Reference, make_traffic
+from workers.main import MAX_RESTART_BACKOFF_S
+
+pytestmark = pytest.mark.slow
+
+P = CLUSTER_DEFAULT
+
+
+def _prefix_off_the_url_node(cluster: LocalCluster) -> str:
+    """A prefix whose own tag (the stored P, arq's keys) is served by a master other than the URL's node:
+    the one to kill, so that arq and the partitions on it must move while the URL's node stays up."""
+    while True:
+        prefix = f"f{os.urandom(3).hex()}"
+        if cluster.node_of(Keys(prefix).partitions) is not cluster.nodes[0]:
+            return prefix
+
+
+async def _applied(url: str, prefix: str, ref: Reference, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        route = await open_route(url, Partitions(prefix, P))
+        try:
+            await assert_partitions_match(route.client(0), route.partitions, ref, route)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                print(log.read_text(errors="replace")[-5000:])
+                raise
+        finally:
+            await route.aclose()
+        await asyncio.sleep(0.5)
+
+
+async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
+        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
+    with local_cluster(masters=3, replicas=1) as cluster:
+        prefix = _prefix_off_the_url_node(cluster)
+        keys = Keys(prefix)
+        env = {
+            **os.environ,
+            "JOBREG_REDIS_URL": cluster.url,
+            "JOBREG_PREFIX": prefix,
+            "JOBREG_BLOCK_MS": "100",
+            "JOBREG_HOUSEKEEPING_INTERVAL_S": "1",
+            "JOBREG_LOG_LEVEL": "INFO",
+        }
+        log = tmp_path / "worker.log"
+        worker = spawn(["worker"], env, log)
+        try:
+            traffic = make_traffic(random.Random(5), 200)
+            before, after = Reference(), Reference()
+            half = len(traffic) // 2
+            for entry in traffic[:half]:
+                before.add(entry)
+            for entry in traffic:
+                after.add(entry)
+            with redis.RedisCluster.from_url(cluster.url) as client:
+                for entry in traffic[:half]:
+                    client.xadd(keys.ingress, dict(entry))  # type: ignore[arg-type]
+            await _applied(cluster.url, prefix, before, 60, log)
+
+            victim = cluster.node_of(keys.partitions)
+            with victim.client() as c:  # a replica still in its first sync cannot take over: wait for it
+                for _ in range(30):
+                    if c.execute_command("WAIT", 1, 1000) == 1:
+                        break
+                else:
+                    raise AssertionError("the victim's replica did not catch up")
+            cluster.kill(victim)
+            await asyncio.to_thread(cluster.wait_for_failover, victim)
+            with redis.RedisCluster.from_url(cluster.url) as client:
+                for entry in traffic[half:]:
+                    client.xadd(keys.ingress, dict(entry))  # type: ignore[arg-type]
+            await _applied(cluster.url, prefix, after, 90, log)
+            # And its runs stay up there: no run ends after it was repointed (the back-off is at most 5 s).
+            await asyncio.sleep(MAX_RESTART_BACKOFF_S + 2)
+            text = log.read_text(errors="replace")
+            assert "arq's run ended" not in text[text.index("arq's keys are served by") :], text[-3000:]
+            assert worker.poll() is None, log.read_text(errors="replace")[-5000:]
+            assert "restarting the consumers on the new ones" in log.read_text(errors="replace")
+            # arq's run ended with its master; restarted (with a growing back-off) on the promoted replica.
+            await asyncio.to_thread(
+                wait_for, lambda: "arq's keys are served by" in log.read_text(errors="replace"), 30, "arq repointed"
+            )
+            # And its runs stay up there: no run ends after it was repointed (the back-off is at most 5 s).
+            await asyncio.sleep(MAX_RESTART_BACKOFF_S + 2)
+            text = log.read_text(errors="replace")
+            assert "arq's run ended" not in text[text.index("arq's keys are served by") :], text[-3000:]
+            assert worker.poll() is None
+        finally:
+            stop(worker)
