@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from registry.settings import Settings
 from registry.store import record
 from registry.store.partitions import CLUSTER_DEFAULT
 from registry.wire.publisher import Publisher
-from tests.cluster import LocalCluster, local_cluster
+from tests.cluster import LocalCluster, three_masters
 from tests.conftest import free_port
 from tests.e2e.test_sdk import StaticToken, params_of
 from tests.harness import decode_all, healthy, jobreg, spawn, stop, wait_for
@@ -41,12 +40,7 @@ JOBS = "/api/v2/jobs"
 P = CLUSTER_DEFAULT  # a new registry on a cluster, JOBREG_PARTITIONS unset
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
-    with local_cluster(masters=3) as c:
-        yield c
+cluster = pytest.fixture(scope="module", name="cluster")(three_masters)
 
 
 def _log_tail(logs: Path) -> str:

@@ -5,8 +5,6 @@ P read or stamped on the master of `{<prefix>}`'s slot)."""
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -17,15 +15,9 @@ from registry.keys import Keys
 from registry.nodes import ClusterRoute, close_outside, connect, outside_client
 from registry.route import OneNode
 from registry.settings import Settings, load_settings
-from tests.cluster import LocalCluster, local_cluster
+from tests.cluster import LocalCluster, three_masters
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
-        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
-    with local_cluster(masters=3) as c:
-        yield c
+cluster = pytest.fixture(scope="module", name="cluster")(three_masters)
 
 
 async def test_on_a_standalone_server_nothing_changes(aredis: aioredis.Redis, settings: Settings) -> None:
