@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from tests.benchmarks import harness, loadgen
+from tests.benchmarks.ingest import commands
 from tests.benchmarks.pg_only import percentile
 from tests.benchmarks.workload import Query
 
@@ -77,6 +78,8 @@ class Phase:
     max_backlog: int = 0
     drain_s: float = 0.0
     final_backlog: int = 0
+    # Redis's own time per command over the period and the drain: (calls, µs); a script's includes its commands'.
+    commands: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def cpu(self) -> dict[str, float]:
@@ -153,7 +156,7 @@ def measure(
     start_at.value = time.time() + 0.2
     go.set()
     time.sleep(max(0.0, start_at.value - time.time()))
-    before = cpu.read()
+    before, commands_before = cpu.read(), commands(r)
     max_backlog = 0
     stop = threading.Event()
 
@@ -174,7 +177,7 @@ def measure(
     drain_s = time.perf_counter() - ended
     stop.set()
     watcher.join()
-    after = cpu.read()
+    after, commands_after = cpu.read(), commands(r)
     for proc in procs:
         proc.join()
     wall = outcomes["queries"].wall_s
@@ -188,6 +191,10 @@ def measure(
         max_backlog=max_backlog,
         drain_s=drain_s if eps > 0 else 0.0,
         final_backlog=backlog,
+        commands={
+            name: (calls - commands_before.get(name, (0, 0))[0], us - commands_before.get(name, (0, 0))[1])
+            for name, (calls, us) in commands_after.items()
+        },
     )
 
 
@@ -246,7 +253,15 @@ def report(idle: Phase, loaded: Phase, qps: float, eps: float) -> bool:
             f"{_gen_cpu(phase.queries):>12}  {_gen_cpu(phase.publisher):>9}"
         )
     print(_costs(idle, loaded))
+    for name, phase in (("idle", idle), ("loaded", loaded)):
+        print(f"  Redis time by command, {name} (s over the period and drain): {_top_commands(phase)}")
     return ok
+
+
+def _top_commands(phase: Phase, n: int = 10) -> str:
+    """The commands Redis spent most time in (INFO commandstats; EVALSHA includes its scripts' commands)."""
+    top = sorted(phase.commands.items(), key=lambda kv: -kv[1][1])[:n]
+    return ", ".join(f"{name} {us / 1e6:.2f} s ({calls:,})" for name, (calls, us) in top if us > 0) or "-"
 
 
 def run(
