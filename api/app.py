@@ -39,7 +39,7 @@ from registry.connection import async_client
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.nodes import connect, key_url, outside_client
+from registry.nodes import ClusterRoute, connect, key_url, outside_client
 from registry.partition import Partitions
 from registry.query.page_token import PageTokens
 from registry.query.scatter import Scatter
@@ -94,6 +94,8 @@ async def _learn_partitions(app: Litestar) -> None:
         # cluster client (single-key commands only, each sent to its slot's master); the layout and
         # page-token keys, under the prefix's tag, through that slot's master.
         app.state.cluster = (route, outside_client(route, settings.redis_url, **CLIENT_OPTIONS))
+        if isinstance(route, ClusterRoute):
+            app.state.follower = asyncio.create_task(_follow(route, settings.housekeeping_interval_s))
         tagged = route.key_client(services.keys.partitions)
         services = dataclasses.replace(
             services,
@@ -106,6 +108,16 @@ async def _learn_partitions(app: Litestar) -> None:
     feeds = change_feeds(settings, route)
     app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
     app.state.partitions_known = True
+
+
+async def _follow(route: ClusterRoute, every_s: float) -> None:
+    """Re-read the slot map every ``every_s``: the scatter asks ``route.client(i)`` on each call, so after a
+    failover or a reshard the partitions' reads go to their new masters from the next refresh on (the
+    worker's follower does the same for its consumers). A map no node answers is left to the next round."""
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(RedisError, OSError):
+            await route.refresh()
 
 
 def change_feeds(settings: Settings, route: Route) -> tuple[ChangeFeed, ...]:
@@ -174,6 +186,7 @@ def create_app(
         route = OneNode(client, Partitions(settings.prefix, partitions or 1))
         app.state.partitions_known = partitions is not None
         app.state.cluster = None  # (route, cluster client) once a cluster is learnt
+        app.state.follower = None  # the task following the cluster's slot map (_follow)
         app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).
@@ -185,8 +198,9 @@ def create_app(
         try:
             yield
         finally:
-            if publishing is not None:
-                publishing.cancel()
+            for task in (publishing, app.state.follower):
+                if task is not None:
+                    task.cancel()
             for feed in app.state.live.feeds:
                 await feed.close()
             await client.aclose()

@@ -1,5 +1,6 @@
 """A `jobreg worker` process on a Redis Cluster rides out a master's failover (issue 14): its consumers and
-arq's pool move to the promoted replica, and every event published before and after is applied."""
+arq's pool move to the promoted replica, and every event published before and after is applied; a `jobreg
+api` process beside it answers for every partition again once its slot map is re-read (api/app.py _follow)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -18,7 +20,8 @@ from registry.nodes import open_route
 from registry.partition import Partitions
 from registry.store.partitions import CLUSTER_DEFAULT
 from tests.cluster import LocalCluster, local_cluster
-from tests.harness import assert_partitions_match, spawn, stop, wait_for
+from tests.conftest import free_port
+from tests.harness import assert_partitions_match, healthy, spawn, stop, wait_for
 from tests.reference import Reference, make_traffic
 from workers.main import MAX_RESTART_BACKOFF_S
 
@@ -52,6 +55,15 @@ async def _applied(url: str, prefix: str, ref: Reference, timeout_s: float, log:
         await asyncio.sleep(0.5)
 
 
+def _listed(base: str) -> int | None:
+    """The API's total over every partition (a scatter to all of them), or None while it cannot answer."""
+    try:
+        resp = httpx.get(f"{base}/api/v2/jobs", params={"limit": 10}, timeout=5)
+    except httpx.TransportError:
+        return None
+    return int(resp.json()["pagination"]["total"]) if resp.status_code == 200 else None
+
+
 async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None and not os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
         pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
@@ -68,6 +80,9 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
         }
         log = tmp_path / "worker.log"
         worker = spawn(["worker"], env, log)
+        port = free_port()
+        api_log, base = tmp_path / "api.log", f"http://127.0.0.1:{port}"
+        api = spawn(["api", "--host", "127.0.0.1", "--port", str(port), "--no-auth"], env, api_log)
         try:
             traffic = make_traffic(random.Random(5), 200)
             before, after = Reference(), Reference()
@@ -80,6 +95,8 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
                 for entry in traffic[:half]:
                     client.xadd(keys.ingress, dict(entry))  # type: ignore[arg-type]
             await _applied(cluster.url, prefix, before, 60, log)
+            await asyncio.to_thread(wait_for, lambda: healthy(base), 30, "API up")
+            assert _listed(base) == len(before.jobs())  # every partition answers (and the token key is read)
 
             victim = cluster.node_of(keys.partitions)
             with victim.client() as c:  # a replica still in its first sync cannot take over: wait for it
@@ -94,6 +111,10 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
                 for entry in traffic[half:]:
                     client.xadd(keys.ingress, dict(entry))  # type: ignore[arg-type]
             await _applied(cluster.url, prefix, after, 90, log)
+            # The API's follower re-reads the map every second here: the failed master's partitions answer again.
+            await asyncio.to_thread(
+                wait_for, lambda: _listed(base) == len(after.jobs()), 30, "the API answering for every partition"
+            )
             # And its runs stay up there: no run ends after it was repointed (the back-off is at most 5 s).
             await asyncio.sleep(MAX_RESTART_BACKOFF_S + 2)
             text = log.read_text(errors="replace")
@@ -110,4 +131,5 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
             assert "arq's run ended" not in text[text.index("arq's keys are served by") :], text[-3000:]
             assert worker.poll() is None
         finally:
+            stop(api)
             stop(worker)
