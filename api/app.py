@@ -95,7 +95,9 @@ async def _learn_partitions(app: Litestar) -> None:
         # page-token keys, under the prefix's tag, through that slot's master.
         app.state.cluster = (route, outside_client(route, settings.redis_url, **CLIENT_OPTIONS))
         if isinstance(route, ClusterRoute):
-            app.state.follower = asyncio.create_task(_follow(route, settings.housekeeping_interval_s))
+            # The scatter asks route.client(i) per call: after a failover or a reshard, the partitions' reads
+            # go to their new masters from the route's next refresh on.
+            app.state.follower = asyncio.create_task(route.follow(settings.housekeeping_interval_s))
         tagged = route.key_client(services.keys.partitions)
         services = dataclasses.replace(
             services,
@@ -108,16 +110,6 @@ async def _learn_partitions(app: Litestar) -> None:
     feeds = change_feeds(settings, route)
     app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
     app.state.partitions_known = True
-
-
-async def _follow(route: ClusterRoute, every_s: float) -> None:
-    """Re-read the slot map every ``every_s``: the scatter asks ``route.client(i)`` on each call, so after a
-    failover or a reshard the partitions' reads go to their new masters from the next refresh on (the
-    worker's follower does the same for its consumers). A map no node answers is left to the next round."""
-    while True:
-        await asyncio.sleep(every_s)
-        with contextlib.suppress(RedisError, OSError):
-            await route.refresh()
 
 
 def change_feeds(settings: Settings, route: Route) -> tuple[ChangeFeed, ...]:
@@ -186,7 +178,7 @@ def create_app(
         route = OneNode(client, Partitions(settings.prefix, partitions or 1))
         app.state.partitions_known = partitions is not None
         app.state.cluster = None  # (route, cluster client) once a cluster is learnt
-        app.state.follower = None  # the task following the cluster's slot map (_follow)
+        app.state.follower = None  # the task following the cluster's slot map (ClusterRoute.follow)
         app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
         # Stamps an empty registry's layout now; a store that is down, or holds another layout, is
         # (re)checked on each request until it passes (see _layout_gate).

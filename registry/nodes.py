@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections import Counter
@@ -72,6 +73,8 @@ from registry.partition import Partitions, tag_slot
 from registry.route import OneNode, Route
 from registry.settings import Settings
 from registry.store import partitions
+
+log = logging.getLogger("jobreg.nodes")
 
 T = TypeVar("T")
 Address = tuple[str, int]
@@ -344,6 +347,19 @@ class ClusterRoute:
         if client is None:
             client = self._nodes[address] = async_client(node_url(self.url, *address), **self._options)
         return client
+
+    async def follow(self, every_s: float, then: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Until cancelled: re-read the slot map every ``every_s`` seconds (at least 1), then run ``then`` (what
+        a holder of clients taken from the old map must redo). Callers that ask ``client(i)`` per call need
+        nothing more; a round no node answers is logged and left to the next one."""
+        while True:
+            await asyncio.sleep(max(1.0, every_s))
+            try:
+                await self.refresh()
+                if then is not None:
+                    await then()
+            except (RedisError, OSError) as exc:
+                log.warning("cannot read the cluster's slot map: %s", exc)
 
     async def refresh(self) -> None:
         """Read the slot map from the first node that answers and point every partition at its master."""

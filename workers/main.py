@@ -119,7 +119,9 @@ class Host:
             await layout.ensure(route.client(i), k)
         self._start(route)
         if isinstance(route, ClusterRoute):
-            self.follower = asyncio.create_task(self._follow_forever(route), name="jobreg-follow")
+            self.follower = asyncio.create_task(
+                route.follow(self.settings.housekeeping_interval_s, self.follow), name="jobreg-follow"
+            )
 
     def _start(self, route: Route) -> None:
         """One consumer per partition on its server, and with more than one partition the router; each run."""
@@ -145,13 +147,13 @@ class Host:
         return [id(c) for c in wanted] + [id(route.key_client(keys.dead))]
 
     async def follow(self) -> bool:
-        """On a cluster, after a failover or a reshard: re-read the slot map and, when a partition or a
-        contract stream is served by another master now, restart the consumers on the new masters (each
-        re-reads what it had pending: nothing is lost). Whether they were restarted."""
+        """On a cluster, each time the route re-read the slot map (``ClusterRoute.follow``, a task of its own,
+        not an arq cron job: arq's server may be the master that failed): when a partition or a contract
+        stream is served by another master now, restart the consumers on the new masters (each re-reads what
+        it had pending: nothing is lost). Whether they were restarted."""
         route = self.route
         if not isinstance(route, ClusterRoute) or not self.consumers:
             return False
-        await route.refresh()
         current = [id(c.redis) for c in self.consumers] + [id(self.consumers[0].dead_letterer.dead)]
         if current == self._placed(route):
             return False
@@ -161,16 +163,6 @@ class Host:
         await _stop(consumers, tasks, FOLLOW_GRACE_S)
         self._start(route)
         return True
-
-    async def _follow_forever(self, route: ClusterRoute) -> None:
-        # A task of its own, not an arq cron job: arq's server may be the master that failed.
-        every = max(1, self.settings.housekeeping_interval_s)
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.follow()
-            except (RedisError, OSError) as exc:  # no node answered: the next round tries again
-                log.warning("cannot read the cluster's slot map: %s", exc)
 
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         """arq's on_shutdown: stop the consumers after their batch, close the client. Safe to call twice."""

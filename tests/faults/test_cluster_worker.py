@@ -1,6 +1,6 @@
 """A `jobreg worker` process on a Redis Cluster rides out a master's failover (issue 14): its consumers and
 arq's pool move to the promoted replica, and every event published before and after is applied; a `jobreg
-api` process beside it answers for every partition again once its slot map is re-read (api/app.py _follow)."""
+api` process beside it answers for every partition again once its slot map is re-read (ClusterRoute.follow)."""
 
 from __future__ import annotations
 
@@ -115,10 +115,6 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
             await asyncio.to_thread(
                 wait_for, lambda: _listed(base) == len(after.jobs()), 30, "the API answering for every partition"
             )
-            # And its runs stay up there: no run ends after it was repointed (the back-off is at most 5 s).
-            await asyncio.sleep(MAX_RESTART_BACKOFF_S + 2)
-            text = log.read_text(errors="replace")
-            assert "arq's run ended" not in text[text.index("arq's keys are served by") :], text[-3000:]
             assert worker.poll() is None, log.read_text(errors="replace")[-5000:]
             assert "restarting the consumers on the new ones" in log.read_text(errors="replace")
             # arq's run ended with its master; restarted (with a growing back-off) on the promoted replica.
