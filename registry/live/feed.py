@@ -99,7 +99,10 @@ class ChangeFeed:
     One reader per process, however many watchers: Redis sees one blocked client, and a
     change is decoded (and rendered) once. When a read times out with nothing new (or
     fails), every subscriber is ticked, which is what paces the watchers' heartbeats
-    without a timer per watcher.
+    without a timer per watcher. A read that fails on the store drops the connection; the next
+    one is built by the factory after ``locate`` (on a cluster: the partition's master now, after
+    a failover or a reshard) and reads on from the feed's position (docs/scaling.md, "The watch
+    across a failover and a reshard").
     """
 
     def __init__(
