@@ -143,11 +143,11 @@ def feed_metrics(feeds: Iterable[ChangeFeed]) -> Iterator[Metric]:
     nodes: dict[str, int] = {}
     for feed in feeds:
         part = str(feed.partition)
-        subscribers.add_metric([part, feed.node], feed.subscribers)
         reads.add_metric([part], feed.reads)
         reconnects.add_metric([part], feed.reconnects)
         lost.add_metric([part], feed.lost)
-        if feed.node:
+        if feed.node:  # a feed starts with its process's first watch: no node (and no subscriber) before
+            subscribers.add_metric([part, feed.node], feed.subscribers)
             nodes[feed.node] = nodes.get(feed.node, 0) + 1
     for node, n in sorted(nodes.items()):
         on_node.add_metric([node], n)
