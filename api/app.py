@@ -39,11 +39,11 @@ from registry.connection import async_client
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.live.feed import ChangeFeed
-from registry.nodes import ClusterRoute, connect, key_url, outside_client
+from registry.nodes import ClusterRoute, connect, locate, outside_client, partition_url
 from registry.partition import Partitions
 from registry.query.page_token import PageTokens
 from registry.query.scatter import Scatter
-from registry.route import OneNode, Route
+from registry.route import OneNode, OnKey, Route
 from registry.settings import Settings
 from registry.store.layout import LayoutGate
 
@@ -98,32 +98,43 @@ async def _learn_partitions(app: Litestar) -> None:
             # The scatter asks route.client(i) per call: after a failover or a reshard, the partitions' reads
             # go to their new masters from the route's next refresh on.
             app.state.follower = asyncio.create_task(route.follow(settings.housekeeping_interval_s))
-        tagged = route.key_client(services.keys.partitions)
+        # Through the route at each use, not a client of the master at start: a first check or a first
+        # page token after a failover of the prefix's master goes to the promoted replica.
+        keys = services.keys
         services = dataclasses.replace(
             services,
             redis=cast(aioredis.Redis, app.state.cluster[1]),
-            layout=LayoutGate(tagged, services.keys),
-            page_tokens=PageTokens(tagged, services.keys),
+            layout=LayoutGate(OnKey(route, keys.layout), keys),
+            page_tokens=PageTokens(OnKey(route, keys.page_token_key), keys),
         )
     # No request has used the old services yet (this gate runs first), so no feed has started.
     app.state.services = dataclasses.replace(services, executor=Scatter(route, settings))
     feeds = change_feeds(settings, route)
+    live.metrics.feeds = feeds
     app.state.live = dataclasses.replace(live, feed=feeds[0], feeds=feeds)
     app.state.partitions_known = True
 
 
+def _feed_client(route: Route, url: str, i: int) -> aioredis.Redis:
+    return redis_client(partition_url(route, url, i))
+
+
 def change_feeds(settings: Settings, route: Route) -> tuple[ChangeFeed, ...]:
     """One change feed per partition's change log, each with its own blocking connection (registry/live/feed.py)
-    to the server of its partition (on a cluster, its master when the API learnt the route)."""
+    to the server of its partition. On a cluster a feed whose read fails (its master died, or its slot moved:
+    MOVED) has the route find the partition's master (``locate``), connects there and reads on from its position."""
+    cluster = isinstance(route, ClusterRoute)
     return tuple(
         ChangeFeed(
-            functools.partial(redis_client, key_url(route, settings.redis_url, keys.changes)),
+            functools.partial(_feed_client, route, settings.redis_url, i),
             keys,
             # Idle reads time out at least twice per heartbeat period: they pace the heartbeats.
             block_ms=max(50, min(1000, int(settings.watch_heartbeat_s * 500))),
             count=min(1000, settings.change_log_retention),
+            locate=functools.partial(locate, route, i) if cluster else None,
+            partition=i,
         )
-        for keys in route.partitions.keys
+        for i, keys in enumerate(route.partitions.keys)
     )
 
 
@@ -184,7 +195,7 @@ def create_app(
         # (re)checked on each request until it passes (see _layout_gate).
         with contextlib.suppress(RedisError, LayoutMismatch):
             await gate.check()
-        feeds = change_feeds(settings, route)
+        feeds = live_metrics.feeds = change_feeds(settings, route)
         app.state.live = Live(feeds[0], live_metrics, streams, feeds)
         publishing = asyncio.create_task(process_metrics.publish_forever()) if sibling else None
         try:

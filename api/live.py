@@ -31,6 +31,7 @@ from registry.live.watch import Bookmark, Watch
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.text import printable
 from registry.query.spec import JobQuery
+from registry.route import OnPartition
 
 log = logging.getLogger("jobreg.api.live")
 
@@ -212,8 +213,9 @@ class LiveController(Controller):
         watches = [
             Watch(
                 live.feeds[i] if live.feeds else live.feed,
-                route.client(i) if count > 1 else services.redis,
-                route.partitions.keys[i] if count > 1 else services.keys,
+                # The catch-up reads through the route: on a cluster, the partition's master at each read.
+                OnPartition(route, i),
+                route.partitions.keys[i],
                 query,
                 heartbeat_s=settings.watch_heartbeat_s,
                 buffer=settings.watch_buffer,

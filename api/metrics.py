@@ -18,6 +18,7 @@ from api.auth import CurrentPrincipal
 from api.services import LiveMetrics, ServicesDep
 from api.siblings import Summed
 from registry.domain.model import EventType
+from registry.live.feed import ChangeFeed
 from registry.ops.health import PipelineHealth, pipeline_health
 from registry.ops.metrics import LATENCY_BUCKETS, WorkerCollector, read_worker_counters, without_created
 from registry.query.spec import JobQuery
@@ -110,11 +111,47 @@ class ProcessCounters(Collector):
             sent.add_metric([kind], m.kinds.get(kind, 0))
         yield sent
         yield CounterMetricFamily("jobreg_watch_gone", "Watches told their resume point is gone.", value=m.watch_gone)
+        yield from feed_metrics(m.feeds)
         yield CounterMetricFamily(
             "jobreg_requests_shed",
             "Requests answered 503 at once because their API process had api_max_in_flight in progress.",
             value=self.in_flight.shed,
         )
+
+
+def feed_metrics(feeds: Iterable[ChangeFeed]) -> Iterator[Metric]:
+    """The live view per partition and per node (issue 14): each change feed's subscribers (by partition and the
+    node it reads from now: sum by node for a node's load), its reads and reconnects (by partition: a counter
+    keeps its series when a failover or a reshard moves the feed), and how many feeds read from each node."""
+    subscribers = GaugeMetricFamily(
+        "jobreg_change_feed_subscribers", "Watches following a partition's change feed.", labels=["partition", "node"]
+    )
+    on_node = GaugeMetricFamily("jobreg_change_feeds", "Change feeds reading from each node.", labels=["node"])
+    reads = CounterMetricFamily(
+        "jobreg_change_feed_reads", "Change log reads that brought changes.", labels=["partition"]
+    )
+    reconnects = CounterMetricFamily(
+        "jobreg_change_feed_reconnects",
+        "Change feed connections rebuilt after a failed read (on a cluster, at the partition's master then).",
+        labels=["partition"],
+    )
+    lost = CounterMetricFamily(
+        "jobreg_change_feed_lost",
+        "Reconnects that found a partition's change log behind changes already delivered (lost in a failover).",
+        labels=["partition"],
+    )
+    nodes: dict[str, int] = {}
+    for feed in feeds:
+        part = str(feed.partition)
+        reads.add_metric([part], feed.reads)
+        reconnects.add_metric([part], feed.reconnects)
+        lost.add_metric([part], feed.lost)
+        if feed.node:  # a feed starts with its process's first watch: no node (and no subscriber) before
+            subscribers.add_metric([part, feed.node], feed.subscribers)
+            nodes[feed.node] = nodes.get(feed.node, 0) + 1
+    for node, n in sorted(nodes.items()):
+        on_node.add_metric([node], n)
+    yield from (subscribers, on_node, reads, reconnects, lost)
 
 
 class Scrape(Collector):

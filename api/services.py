@@ -42,6 +42,9 @@ class LiveMetrics:
     watch_events_sent: int = 0
     watch_gone: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    # This process's change feeds, one per partition (set where they are built, api/app.py): /metrics reports
+    # each one's subscribers, reads and reconnects, labelled by partition and by the node it reads from.
+    feeds: tuple[ChangeFeed, ...] = ()
 
 
 @dataclass(frozen=True)

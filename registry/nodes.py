@@ -203,6 +203,25 @@ def key_url(route: Route, url: str, key: str) -> str:
     return url
 
 
+def partition_url(route: Route, url: str, i: int) -> str:
+    """A URL naming the server that serves partition ``i`` now, as far as the route knows: ``url`` itself off a
+    cluster (for a client of its own, such as a change feed's blocking reader)."""
+    if isinstance(route, ClusterRoute):
+        owner = route.owner(i)
+        if owner is None:
+            raise RedisConnectionError(f"no master is known for partition {i} yet")
+        return node_url(url, *owner)
+    return url
+
+
+async def locate(route: Route, i: int) -> None:
+    """Return once partition ``i``'s server answers for it: the route follows a MOVED, a failover (map read
+    again, with back-off) or a migration (waits for it) as ``call`` does, so ``partition_url`` names the
+    partition's master afterwards. Raises the route's last error after its ``give_up_s``."""
+    changes = route.partitions.keys[i].changes
+    await route.call(i, lambda client: client.exists(changes))
+
+
 async def _nothing(client: aioredis.Redis) -> None:
     return None
 

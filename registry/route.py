@@ -77,3 +77,48 @@ class OneNode:
 def each(route: Route) -> list[tuple[aioredis.Redis, Keys]]:
     """(client, keys) of every partition, in partition order: what a scatter runs one call on each of."""
     return [(route.client(i), keys) for i, keys in enumerate(route.partitions.keys)]
+
+
+class Caller(Protocol):
+    """Runs ``fn`` on the client serving one thing (a partition, a key) at the time of the call."""
+
+    async def __call__(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T: ...
+
+
+@dataclass(frozen=True)
+class Direct:
+    """Every call on one client (a standalone server, or a test's)."""
+
+    redis: aioredis.Redis
+
+    async def __call__(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        return await fn(self.redis)
+
+
+@dataclass(frozen=True)
+class OnPartition:
+    """Every call on partition ``i``'s server now, through the route: on a cluster, a holder of this (a watch's
+    catch-up reads) follows the partition through a failover or a reshard, where a client kept from the
+    start would stay on the old master."""
+
+    route: Route
+    i: int
+
+    async def __call__(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        return await self.route.call(self.i, fn)
+
+
+@dataclass(frozen=True)
+class OnKey:
+    """Every call on ``key``'s server now, through the route (the layout and page-token keys: the prefix's tag)."""
+
+    route: Route
+    key: str
+
+    async def __call__(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        return await self.route.call_key(self.key, fn)
+
+
+def as_caller(target: aioredis.Redis | Caller) -> Caller:
+    """``target`` as a Caller: a client is called directly."""
+    return Direct(target) if isinstance(target, aioredis.Redis) else target

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -98,7 +99,10 @@ class ChangeFeed:
     One reader per process, however many watchers: Redis sees one blocked client, and a
     change is decoded (and rendered) once. When a read times out with nothing new (or
     fails), every subscriber is ticked, which is what paces the watchers' heartbeats
-    without a timer per watcher.
+    without a timer per watcher. A read that fails on the store drops the connection; the next
+    one is built by the factory after ``locate`` (on a cluster: the partition's master now, after
+    a failover or a reshard) and reads on from the feed's position (docs/scaling.md, "The watch
+    across a failover and a reshard").
     """
 
     def __init__(
@@ -108,9 +112,15 @@ class ChangeFeed:
         *,
         block_ms: int = 1000,
         count: int = 1000,
+        locate: Callable[[], Awaitable[object]] | None = None,
+        partition: int = 0,
     ) -> None:
+        # Called at each (re)connect: on a cluster it builds a client of the partition's master *then*
+        # (api/app.py change_feeds), after ``locate`` (the route following a MOVED or a failover) found it.
         self._factory = redis_factory
+        self._locate = locate
         self.keys = keys
+        self.partition = partition
         self.block_ms = block_ms
         self.count = count
         self.position: Position | None = None
@@ -120,6 +130,9 @@ class ChangeFeed:
         self._redis: aioredis.Redis | None = None
         self._closed = False
         self.reads = 0  # XREAD replies with at least one change
+        self.reconnects = 0  # clients dropped after a failed read, and built again (on a cluster: at the master then)
+        self.lost = 0  # reconnects that found the log behind the feed's position (changes lost in a failover)
+        self.node = ""  # "host:port" the feed reads from (its last client's), for /metrics
 
     @property
     def subscribers(self) -> int:
@@ -167,22 +180,72 @@ class ChangeFeed:
 
     async def _run(self) -> None:
         backoff = 0.0
-        self._redis = self._factory()
         while not self._closed:
             try:
+                redis = self._redis
+                if redis is None:
+                    redis = self._redis = self._connect()
+                    if self.position is not None:
+                        await self._check_log(redis)
                 if self.position is None:
-                    self.position = await current_position(self._redis, self.keys)
+                    self.position = await current_position(redis, self.keys)
                     self._started.set()
-                await self._step(self._redis)
+                await self._step(redis)
                 backoff = 0.0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._tick_all()
                 backoff = min(MAX_BACKOFF_S, backoff * 2 or 0.1)
-                level = logging.WARNING if isinstance(exc, RedisError | OSError) else logging.ERROR
-                log.log(level, "change feed read failed (%s); retrying in %.1fs", exc, backoff)
+                store = isinstance(exc, RedisError | OSError)
+                log.log(
+                    logging.WARNING if store else logging.ERROR,
+                    "change feed of partition %d read failed on %s (%s); retrying in %.1fs",
+                    *(self.partition, self.node or "?", exc, backoff),
+                )
                 await asyncio.sleep(backoff)
+                if store:
+                    await self._reconnect()
+
+    def _connect(self) -> aioredis.Redis:
+        redis = self._factory()
+        kwargs = redis.connection_pool.connection_kwargs
+        self.node = f"{kwargs['host']}:{kwargs.get('port', 6379)}" if "host" in kwargs else str(kwargs.get("path", ""))
+        return redis
+
+    async def _reconnect(self) -> None:
+        """Drop the client after a store error, and learn where the partition is served now: the next turn
+        builds a client there (its master may have failed over, or its slot moved: MOVED) and reads on
+        from the feed's position."""
+        redis, self._redis = self._redis, None
+        self.reconnects += 1
+        if redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await redis.aclose()
+        if self._locate is not None:
+            # Gives up (and is tried again after the next failed read) when no node answers for long.
+            with contextlib.suppress(RedisError, OSError):
+                await self._locate()
+
+    async def _check_log(self, redis: aioredis.Redis) -> None:
+        """After a reconnect: whether the log still reaches the feed's position. It does not when the
+        server now serving it lost its last changes (a replica promoted before it had copied them:
+        replication is asynchronous; or a server restarted without them). New changes may then get
+        positions at or below ones already delivered, and a watcher that was sent the lost ones holds
+        a resume point the log no longer has: every subscriber re-reads from its own position, where
+        the retention check ends a watch that is ahead of the log (ResumeGone: list again), and the
+        feed goes on from the log's end."""
+        info = log_info(await _xinfo(redis, self.keys.changes))
+        assert self.position is not None
+        if info.last < self.position:
+            log.warning(
+                "the change log of partition %d ends at %s, before the feed's %s: changes were lost (failover?)",
+                *(self.partition, format_position(info.last), format_position(self.position)),
+            )
+            self.lost += 1
+            self.position = info.last
+            for sub in self._subs:
+                sub.overflow()
 
     async def _step(self, redis: aioredis.Redis) -> None:
         assert self.position is not None

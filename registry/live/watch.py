@@ -14,6 +14,7 @@ from registry.live.changes import Change, Position, format_position, read_after
 from registry.live.feed import ChangeFeed, Overflow, Subscription
 from registry.query.match import has_filters, matches
 from registry.query.spec import JobQuery
+from registry.route import Caller, as_caller
 
 
 class Kind(enum.StrEnum):
@@ -63,7 +64,7 @@ class Watch:
     def __init__(
         self,
         feed: ChangeFeed,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | Caller,
         keys: Keys,
         query: JobQuery,
         *,
@@ -73,7 +74,9 @@ class Watch:
         max_bytes: int | None = None,
     ) -> None:
         self.feed = feed
-        self.redis = redis
+        # Runs the catch-up reads: a client, or on a cluster the partition's master at each read
+        # (registry/route.py OnPartition), so a watch opened before a failover reads from the promoted replica.
+        self.via = as_caller(redis)
         self.keys = keys
         self.query = query
         self.filtered = has_filters(query)
@@ -125,7 +128,8 @@ class Watch:
         """Read the next chunk of the log between the watcher's position and the subscription's start."""
         assert self._sub is not None
         count = self._read_count
-        got = await read_after(self.redis, self.keys, self.position, self._sub.start, count)
+        after, until = self.position, self._sub.start
+        got = await self.via(lambda client: read_after(client, self.keys, after, until, count))
         self._pending = got
         # A short chunk means everything up to the subscription's start has been read.
         self._caught_up = len(got) < count

@@ -24,6 +24,7 @@ from registry.errors import InvalidQuery
 from registry.keys import Keys
 from registry.query.seek import Seek
 from registry.query.spec import JobQuery
+from registry.route import Caller, as_caller
 
 MAC_BYTES = 16
 KEY_BYTES = 32
@@ -46,18 +47,23 @@ def invalid(msg: str) -> InvalidQuery:
 class PageTokens:
     """Issues and opens page tokens with the registry's key (read from Redis once, made if missing)."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.redis = redis
+    def __init__(self, redis: aioredis.Redis | Caller, keys: Keys) -> None:
+        # A Caller (registry/route.py): on a cluster the key's master when it is first read, not the one at start.
+        self.via = as_caller(redis)
         self.keys = keys
         self._key: bytes | None = None
 
     async def _secret(self) -> bytes:
         if self._key is None:
-            await self.redis.set(self.keys.page_token_key, os.urandom(KEY_BYTES), nx=True)
-            key = await self.redis.get(self.keys.page_token_key)
-            assert key, "the page-token key was just set"
-            self._key = key
+            self._key = await self.via(self._read_or_make)
         return self._key
+
+    async def _read_or_make(self, redis: aioredis.Redis) -> bytes:
+        """The stored key, made first if missing (safe to repeat: SET NX keeps the first key made)."""
+        await redis.set(self.keys.page_token_key, os.urandom(KEY_BYTES), nx=True)
+        key = await redis.get(self.keys.page_token_key)
+        assert key, "the page-token key was just set"
+        return bytes(key)
 
     async def issue(self, seek: Seek, bound: bytes) -> str:
         body = _encode.encode(seek)

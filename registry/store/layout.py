@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from registry.errors import LayoutMismatch
 from registry.keys import Keys
 from registry.lua import source
+from registry.route import Caller, as_caller
 from registry.store.indexes import LAYOUT
 
 # Registries written before the version was stored hold this layout (the last unversioned one).
@@ -74,12 +75,13 @@ class LayoutGate:
     Once the layout is known good the check costs nothing; until then every caller asks again.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.redis = redis
+    def __init__(self, redis: aioredis.Redis | Caller, keys: Keys) -> None:
+        # A Caller (registry/route.py): on a cluster the layout key's master at each check, not the one at start.
+        self.via = as_caller(redis)
         self.keys = keys
         self.ok = False
 
     async def check(self) -> None:
         if not self.ok:
-            await ensure(self.redis, self.keys)
+            await self.via(lambda client: ensure(client, self.keys))
             self.ok = True
