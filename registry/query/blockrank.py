@@ -114,39 +114,34 @@ def window(blocks: Sequence[Block], first: int, last: int) -> Window:
     return Window(chosen, below, lo, hi)
 
 
-def _bits(bitmap: bytes, number: int) -> int:
-    """Block ``number``'s bits as one integer, handle 0 of the block highest."""
-    return int.from_bytes(bitmap[number * BLOCK_BYTES : (number + 1) * BLOCK_BYTES].ljust(BLOCK_BYTES, b"\0"), "big")
+# The set bits of each byte value, as offsets from the byte's first bit (the highest): a block's
+# matches are found a byte at a time, not a bit at a time (~700 matches a block at 1M jobs).
+_OFFSETS = tuple(tuple(k for k in range(8) if byte & (0x80 >> k)) for byte in range(256))
+
+
+def _handles(bitmap: bytes, number: int) -> list[int]:
+    """The offsets in block ``number`` (0 .. ZONE_SIZE - 1) of its set bits, in order."""
+    out: list[int] = []
+    data = bitmap[number * BLOCK_BYTES : (number + 1) * BLOCK_BYTES]
+    for at, byte in enumerate(data):
+        if byte:
+            base = at * 8
+            out += [base + k for k in _OFFSETS[byte]]
+    return out
 
 
 def block_rows(block: Block, bitmap: bytes, column: bytes, desc: bool, shift: int) -> list[tuple[int, int]]:
     """(value in the listing's direction, handle) of the block's matches: its F bits, their values read
     from the block's span of the order's column (``shift``: what the column adds to a value)."""
-    bits = _bits(bitmap, block.number)
     values = i64s(column)
-    first = block.number * ZONE_SIZE
-    out = []
-    while bits:
-        top = bits.bit_length() - 1
-        k = ZONE_SIZE - 1 - top  # handle 0 of the block is the highest bit
-        bits ^= 1 << top
-        v = (values[k] if k < len(values) else 0) - shift
-        out.append((-v if desc else v, first + k))
-    return out
+    first, sign, n = block.number * ZONE_SIZE, -1 if desc else 1, len(values)
+    return [(sign * ((values[k] if k < n else 0) - shift), first + k) for k in _handles(bitmap, block.number)]
 
 
 def handle_rows(block: Block, bitmap: bytes, partitions: int, desc: bool) -> list[tuple[int, int]]:
     """(creation_order in the listing's direction, handle) of a creation_order block's matches."""
-    bits = _bits(bitmap, block.number)
-    first = block.number * ZONE_SIZE
-    out = []
-    while bits:
-        top = bits.bit_length() - 1
-        bits ^= 1 << top
-        h = first + ZONE_SIZE - 1 - top
-        v = h * partitions + block.part
-        out.append((-v if desc else v, h))
-    return out
+    first, sign = block.number * ZONE_SIZE, -1 if desc else 1
+    return [(sign * ((first + k) * partitions + block.part), first + k) for k in _handles(bitmap, block.number)]
 
 
 def page_span(values: Sequence[int], below: int, first: int, last: int) -> tuple[int, int, int]:
