@@ -146,7 +146,8 @@ class Scatter(Partitioned):
                 f"scatter over {count} partitions: top {offset + limit} of each sort index, merged; {len(jobs)} records"
             )
             return Listing(total=total, jobs=jobs, strategy=how, position=None)
-        if offset + limit > TOP_MERGE_MAX and blockwise(first):
+        if blockwise(first):
+            # At any offset: a filtered top merge reads and renders offset + limit records of every partition.
             found = await block_page(self, plans, offset, limit)
             if found is not None:
                 jobs, total, how = found
