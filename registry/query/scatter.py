@@ -24,6 +24,7 @@ from registry.domain.model import Job, JobDetail
 from registry.live.changes import ORIGIN
 from registry.live.merged import format_vector
 from registry.query import seek as seeking
+from registry.query.blockpage import block_page, blockwise
 from registry.query.execute.counts import zero_counts
 from registry.query.executor import Executor, Listing
 from registry.query.merge import SortKey, Value, key_of, merge, renumber, row_value, sort_key, value_key
@@ -145,6 +146,13 @@ class Scatter(Partitioned):
                 f"scatter over {count} partitions: top {offset + limit} of each sort index, merged; {len(jobs)} records"
             )
             return Listing(total=total, jobs=jobs, strategy=how, position=None)
+        if blockwise(first):
+            # At any offset: a filtered top merge reads and renders offset + limit records of every partition.
+            found = await block_page(self, plans, offset, limit)
+            if found is not None:
+                jobs, total, how = found
+                how = f"scatter over {count} partitions ({len(plans)} asked): {how}"
+                return Listing(total=total, jobs=jobs, strategy=how, position=None)
         if offset + limit <= TOP_MERGE_MAX or not searchable(first):
             top = {i: msgspec.structs.replace(p, offset=0, limit=offset + limit) for i, p in plans.items()}
             pages = await asyncio.gather(*(self._listing(i, p) for i, p in top.items()))

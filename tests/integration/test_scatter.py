@@ -147,7 +147,14 @@ SWEEP_SHAPES = [
     [("order_by", "updated_at")],
     [("order_by", "id"), ("order_by_direction", "ASC")],
     [("order_by", "creation_order")],
+    # Filtered, read block by block at depth (registry/query/blockpage.py): ranged, nullable, unranged orders.
+    [("order_by", "updated_at"), ("status", "DONE"), ("status", "ERROR")],
+    [("order_by", "creation_order"), ("order_by_direction", "ASC"), ("origin", "CLIENT")],
+    [("order_by", "end_timestamp"), ("errors", "false"), ("order_by_direction", "ASC")],
+    [("order_by", "created_at"), ("order_by_direction", "ASC"), ("min_runs", "2")],
 ]
+# The filtered shapes above whose every page is read block by block (no nulls in their order).
+BLOCKWISE_SHAPES = SWEEP_SHAPES[9:10] + SWEEP_SHAPES[10:11] + SWEEP_SHAPES[12:13]
 
 
 @pytest.mark.parametrize("parts", [3, 5])
@@ -170,3 +177,5 @@ async def test_rank_search_at_every_depth(
             params = [*shape, ("offset", str(max(0, offset))), ("limit", str(rng.choice((1, 3, 10, 40))))]
             page, _, _ = await s.list_page(parse_params(params), None)
             assert (page.total, [j.id for j in page.jobs]) == ref.query(params, orders), (params, page.strategy)
+            if shape in BLOCKWISE_SHAPES and offset < total:
+                assert "block search" in page.strategy, (params, page.strategy)
