@@ -81,12 +81,20 @@ Timed = tuple[int, int, dict[str, str]]  # (occurred_at, generation order, field
 
 def tail_events(plan: Plan, unfinished: Sequence[Unfinished], n: int, rate: float, seed: int) -> list[dict[str, str]]:
     """``n`` events (XADD fields) of the tail load over the data of ``plan``, in ``occurred_at`` order."""
-    rng = random.Random(f"jobreg-bench-tail:{plan.seed}:{seed}")
     t0 = END_US + US_PER_S  # after every stored job's times
     span = int(n / rate * US_PER_S)
-    seq = itertools.count()
-    timed = _new_jobs(plan, rng, t0, span, rate * (1 - UPDATE_SHARE) / EVENTS_PER_JOB, seq)
-    timed += _updates(unfinished, rng, t0, span, int(n * UPDATE_SHARE), seq)
+    jobs_per_s = rate * (1 - UPDATE_SHARE) / EVENTS_PER_JOB
+    timed: list[Timed] = []
+    for attempt in range(5):
+        # A short burst sees fewer events per job (lifecycles past its end, large batches still filling):
+        # then again, with more jobs per second.
+        rng = random.Random(f"jobreg-bench-tail:{plan.seed}:{seed}:{attempt}")
+        seq = itertools.count()
+        timed = _new_jobs(plan, rng, t0, span, jobs_per_s, seq)
+        timed += _updates(unfinished, rng, t0, span, int(n * UPDATE_SHARE), seq)
+        if len(timed) >= n:
+            break
+        jobs_per_s *= 1.2 * n / max(len(timed), 1)
     timed.sort(key=lambda t: (t[0], t[1]))
     return [fields for _, _, fields in timed[:n]]
 
