@@ -145,11 +145,15 @@ def walk_alternative(plan: Plan, total: int, listed: int, first: int) -> tuple[L
 def walk_gives_up(left: int, scanned: int, matched: int, alternative: float) -> bool:
     """Whether a walk that read ``scanned`` entries and found ``matched`` matches (skipped ones included) stops
     for the alternative costing ``alternative``: its ``left`` matches still wanted, at the density seen so
-    far, would read more entries than that. The walk's estimate up front (walk_estimate) assumes matches
-    spread evenly along the order, which a filter whose matches sit at the far end of the order (a
-    project's old jobs in a time order that new jobs fill at its front) belies in the walk's first chunk:
-    no match there counts as one, so such a walk stops once ``left`` times what it read costs more."""
-    return left * scanned / max(matched, 1) > alternative
+    far, would read more entries than that (no match yet counts as one). The walk's estimate up front
+    (walk_estimate) assumes matches spread evenly along the order, which a filter whose matches sit at the
+    far end of the order (a project's old jobs in a time order that new jobs fill at its front) belies.
+
+    Not before the walk has read 1 / WALK_RISK of what the alternative costs, though: a barren stretch at
+    its start (the newest jobs at the front of updated_at, outside a date filter, then the matches densely)
+    is no proof that the rest is as sparse. So a walk that ends within that costs what it did, and one
+    that stops costs at most (1 + 1 / WALK_RISK) times the alternative, plus what the projection misjudged."""
+    return scanned * WALK_RISK >= alternative and left * scanned / max(matched, 1) > alternative
 
 
 def check_ranges(few: int, ranges: Sequence[Range], plan: Plan, listed: int, settings: Settings) -> bool:
