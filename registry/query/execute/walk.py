@@ -32,8 +32,8 @@ async def walk_segment(
     """Members set in every ``require`` bitmap and clear in every ``exclude`` one: ``need`` after ``skip``.
 
     With ``alternative`` (what reading the page another way costs, in sort-set entries: cost.walk_alternative),
-    None as soon as the matches' density seen so far says the rest of the walk would cost more
-    (cost.walk_gives_up): the walk samples the filter over its first chunk before committing to the rest.
+    None once the walk has read a share of that and the matches' density seen so far says the rest would
+    cost more (cost.walk_gives_up): it checks its estimate against what it finds instead of committing to it.
     ``seen``: (entries read, matches found) by an earlier part of this walk at this rank (PAGE's), counted in.
     """
     out: list[bytes] = []
