@@ -87,9 +87,9 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
 ) -> Page:
     """The page of a counted filter bitmap; ``resume`` continues a walk that stopped (if walking is chosen).
 
-    A walk of the filter's matches stops as soon as the density it finds says the rest would cost more
-    than the alternative (cost.walk_alternative: select over the order's BSI, or collect); that reads the
-    page instead. PAGE's walk (``resume``) is the first sample, unless the zone map moves the walk on.
+    A walk of the filter's matches stops once the density it finds says the rest would cost more than the
+    alternative (cost.walk_gives_up; cost.walk_alternative: select over the order's BSI, or collect); that
+    reads the page instead. PAGE's walk (``resume``) is the first sample, unless the zone map moves the walk on.
     """
     f, total, listed, first = c.f, c.total, c.listed, c.first
     source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
