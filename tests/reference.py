@@ -457,6 +457,29 @@ def make_traffic(
     return entries
 
 
+def far_end_traffic(rng: random.Random, entries: list[dict[str, str]], n_jobs: int) -> tuple[str, list[dict[str, str]]]:
+    """``entries`` with ``n_jobs`` jobs of a new project mixed in at random places: a filter whose matches
+    sit at the far end of every order taken DESC (and at its front ASC). They were created, started and
+    ended before any job of make_traffic's (BASE on), have the fewest runs and the smallest ids, and are
+    listed among the others (random handles, so no zone map sets them apart). Returns (project, entries)."""
+    sec = 1_000_000
+    base_us = (BASE - EPOCH) // timedelta(microseconds=1) - 30 * 86400 * sec
+    project, batch = _new_uuid(rng), _new_uuid(rng)
+    out = list(entries)
+    for i in range(n_jobs):
+        job_id = str(uuid.UUID(int=rng.getrandbits(100), version=4))  # leading zeros: the smallest ids
+        t = base_us + i * 60 * sec
+        created = {"type": "created", "batch_id": batch, "project_id": project, "user_id": "dave", "runs": "1"}
+        for ev, at in (
+            (created, t),
+            ({"type": "started"}, t + sec),
+            ({"type": rng.choice(TERMINAL_TYPES)}, t + 2 * sec),
+        ):
+            entry = {"event_id": _new_uuid(rng), "job_id": job_id, "occurred_at": _wire_time(rng, at), **ev}
+            out.insert(rng.randrange(len(out) + 1), entry)
+    return project, out
+
+
 def _malformed(rng: random.Random, ids: list[str]) -> dict[str, str]:
     """One entry that breaks section 1 in exactly one (unambiguous) way."""
     job_id = rng.choice(ids) if ids and rng.random() < 0.7 else _new_uuid(rng)

@@ -128,6 +128,34 @@ def walk_estimate(plan: Plan, total: int, listed: int, first: int, select_offset
     return (plan.offset + plan.limit) * spread
 
 
+def walk_alternative(plan: Plan, total: int, listed: int, first: int) -> tuple[Literal["top", "collect"], float]:
+    """How a page is read when its walk stops early (execute.walk.walk_segment), and what that costs in
+    sort-set entries: selecting the matches that can hold it over the order's bit-sliced index (top_pays's
+    cost, which does not depend on how the filter correlates with the order), else collecting every match."""
+    collect = total * COLLECT_COST
+    k = plan.offset + plan.limit
+    if plan.order_bsi is not None and k <= first and k <= TOP_MAX:
+        width = indexes.RUNS_BITS if plan.order_bsi == "runs" else indexes.SECOND_BITS
+        top = width * TOP_SLICE_OPS * bitop_cost(listed) + (k + TOP_STOP) * COLLECT_COST
+        if top < collect:
+            return "top", top
+    return "collect", collect
+
+
+def walk_gives_up(left: int, scanned: int, matched: int, alternative: float) -> bool:
+    """Whether a walk that read ``scanned`` entries and found ``matched`` matches (skipped ones included) stops
+    for the alternative costing ``alternative``: its ``left`` matches still wanted, at the density seen so
+    far, would read more entries than that (no match yet counts as one). The walk's estimate up front
+    (walk_estimate) assumes matches spread evenly along the order, which a filter whose matches sit at the
+    far end of the order (a project's old jobs in a time order that new jobs fill at its front) belies.
+
+    Not before the walk has read 1 / WALK_RISK of what the alternative costs, though: a barren stretch at
+    its start (the newest jobs at the front of updated_at, outside a date filter, then the matches densely)
+    is no proof that the rest is as sparse. So a walk that ends within that costs what it did, and one
+    that stops costs at most (1 + 1 / WALK_RISK) times the alternative, plus what the projection misjudged."""
+    return scanned * WALK_RISK >= alternative and left * scanned / max(matched, 1) > alternative
+
+
 def check_ranges(few: int, ranges: Sequence[Range], plan: Plan, listed: int, settings: Settings) -> bool:
     """Whether to check the jobs the other filters leave against the range columns.
 

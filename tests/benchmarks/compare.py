@@ -35,7 +35,7 @@ import httpx
 import redis
 from tqdm import tqdm
 
-from tests.benchmarks import harness, memory, pg, underload
+from tests.benchmarks import harness, memory, pg, tailload, underload
 from tests.benchmarks.datagen import bench_info, make_plan
 from tests.benchmarks.pg_only import percentile
 from tests.benchmarks.shapes import shapes
@@ -243,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep Redis's data in DIR; reuse it when it matches")
     parser.add_argument("--reuse", action="store_true", help="reuse PostgreSQL's table when it matches")
     parser.add_argument("--load-seconds", type=float, default=60, help="duration of the under-load run (0: skip)")
+    parser.add_argument(
+        "--load-shape", choices=tailload.LOAD_SHAPES, default="tail", help="the under-load run's events (underload)"
+    )
     parser.add_argument("--events-per-s", type=int, default=5000)
     parser.add_argument("--queries-per-s", type=int, default=200)
     parser.add_argument(
@@ -300,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.events_per_s,
                 args.queries_per_s,
                 args.load_seconds,
+                tailload.load_of(args.load_shape, plan, conn),
             )
         memory.report(r, harness.PREFIX, args.jobs, grown, per_key=not args.no_memory)
         size = pg.relation_bytes(conn)

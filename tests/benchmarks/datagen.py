@@ -148,6 +148,11 @@ def iso(us: int) -> str:
     return to_datetime(us).isoformat(timespec="microseconds")
 
 
+def us_of(text: str) -> int:
+    """An RFC 3339 string from :func:`iso` -> microseconds since the epoch (exact)."""
+    return (datetime.fromisoformat(text) - EPOCH) // timedelta(microseconds=1)
+
+
 # --------------------------------------------------------------------------- plan
 
 
@@ -343,7 +348,9 @@ def iter_jobs(plan: Plan, chunk_size: int = 10_000) -> Iterator[list[Job]]:
         yield chunk
 
 
-def _make_job(rng: random.Random, b: Batch, created: int, order: int, parent: str | None) -> Job:
+def _make_job(rng: random.Random, b: Batch, created: int, order: int, parent: str | None, horizon: int = END_US) -> Job:
+    """One job of batch ``b`` created at ``created``; its start and end never pass ``horizon`` (the
+    stored data's end; a later one for jobs generated past it, tests/benchmarks/tailload.py)."""
     status = STATUSES[_pick(rng, _STATUS_CUM)]
     runs = b.runs
     if rng.random() < 0.2:
@@ -361,14 +368,14 @@ def _make_job(rng: random.Random, b: Batch, created: int, order: int, parent: st
         status in ("ERROR", "CANCELED") and rng.random() < (0.25 if status == "ERROR" else 0.4)
     )
     if not never_started:
-        start = min(created + int(rng.lognormvariate(16.5, 1.5)), END_US)
+        start = min(created + int(rng.lognormvariate(16.5, 1.5)), horizon)
     if status in ("DONE", "ERROR", "CANCELED"):
         if start is None:
             end = created + int(rng.lognormvariate(17.0, 2.0))
         else:
             run_us = int(runs * 20_000 * rng.lognormvariate(0, 0.3) + rng.lognormvariate(15.4, 1))
             end = start + (run_us if status == "DONE" else int(run_us * rng.random()))
-        end = min(end, END_US)
+        end = min(end, horizon)
     errors: list[str] = []
     if status == "ERROR":
         errors = rng.sample(_ERROR_MESSAGES, rng.choice((1, 1, 1, 2, 3)))

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from tests.benchmarks.datagen import iter_jobs, job_events, make_plan
+from tests.benchmarks.tailload import Load, tail_events
 
 Params = list[tuple[str, str]]
 _TICK_S = 0.01
@@ -194,17 +195,30 @@ def _resp(args: Sequence[str | bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _xadd(stream: str, fields: dict[str, str]) -> bytes:
+    return _resp(["XADD", stream, "*", *(x for kv in fields.items() for x in kv)])
+
+
 def encoded_events(stream: str, n: int, seed: int) -> list[bytes]:
-    """``n`` events of fresh jobs (their whole lifecycles, in order), each an encoded XADD."""
+    """``n`` events of fresh jobs (their whole lifecycles, in order), each an encoded XADD: the ``spread``
+    load shape, a second plan whose projects are new and whose times spread over the stored range."""
     plan = make_plan(max(1000, n), seed)
     out: list[bytes] = []
     for chunk in iter_jobs(plan, chunk_size=1000):
         for job in chunk:
             for fields in job_events(job):
-                out.append(_resp(["XADD", stream, "*", *(x for kv in fields.items() for x in kv)]))
+                out.append(_xadd(stream, fields))
                 if len(out) == n:
                     return out
     return out
+
+
+def encoded_load(stream: str, load: Load, n: int, rate: float, seed: int) -> list[bytes]:
+    """``n`` events of ``load`` (tests/benchmarks/tailload.py), each an encoded XADD."""
+    if load.shape == "spread":
+        return encoded_events(stream, n, seed)
+    assert load.plan is not None
+    return [_xadd(stream, fields) for fields in tail_events(load.plan, load.unfinished, n, rate, seed)]
 
 
 class _Replies:
@@ -272,8 +286,8 @@ def child(
         go.wait()
         results.put((kind, run_queries(base, requests, rate, seconds, start_at.value)))
     else:
-        url, stream, seed = setup
-        events = encoded_events(stream, int(rate * seconds), seed)
+        url, stream, seed, load = setup
+        events = encoded_load(stream, load, int(rate * seconds), rate, seed)
         ready.set()
         go.wait()
         results.put((kind, run_publisher(url, events, rate, start_at.value)))

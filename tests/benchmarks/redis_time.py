@@ -102,22 +102,27 @@ def summary(paths: Sequence[str]) -> None:
     sides = {"A": runs[:half] or runs[:1], "B": runs[half:]}
     qs = list(runs[0])
     mean = {
-        s: {k: {q: statistics.mean(r[q][k] for r in rs) for q in qs} for k in ("redis", "wall", "max")}
+        s: {k: {q: statistics.mean(r[q][k] for r in rs) for q in qs} for k in ("redis", "wall", "max", "cmds")}
         for s, rs in sides.items()
     }
     for side, d in mean.items():
-        r, w, m = (list(d[k].values()) for k in ("redis", "wall", "max"))
+        r, w, m, c = (list(d[k].values()) for k in ("redis", "wall", "max", "cmds"))
         print(
             f"{side}: Redis ms/query mean {statistics.mean(r):.2f}"
             f" median {statistics.median(r):.2f} p90 {_pct(r, 0.9):.2f} p99 {_pct(r, 0.99):.1f} max {max(r):.1f};"
             f" wall mean {statistics.mean(w):.1f} median {statistics.median(w):.2f} max {max(w):.0f};"
-            f" slowest call {max(m):.2f} ms, queries with a call over 2 ms: {sum(x > 2 for x in m)}"
+            f" slowest call {max(m):.2f} ms, queries with a call over 2 ms: {sum(x > 2 for x in m)};"
+            # Commands per query (scripts' included) do not depend on the machine's load, unlike times.
+            f" commands/query mean {statistics.mean(c):,.0f} p90 {_pct(c, 0.9):,.0f} max {max(c):,.0f}"
         )
     a, b = sides["A"][0], sides["B"][0]
     changed = [q for q in qs if a[q]["plan"] != b[q]["plan"]]
     print(f"plans changed: {len(changed)}")
     for q in sorted(changed, key=lambda q: mean["B"]["redis"][q] - mean["A"]["redis"][q]):
-        print(f"  {mean['A']['redis'][q]:9.2f} -> {mean['B']['redis'][q]:8.2f} ms  {q}: {b[q]['plan']}")
+        print(
+            f"  {mean['A']['redis'][q]:9.2f} -> {mean['B']['redis'][q]:8.2f} ms, {mean['A']['cmds'][q]:,.0f} -> "
+            f"{mean['B']['cmds'][q]:,.0f} commands  {q}: {b[q]['plan']}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

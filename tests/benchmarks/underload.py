@@ -1,6 +1,8 @@
 """Under load: events/s published to the stream plus random queries/s, open loop, against idle.
 
-A publisher process XADDs fresh jobs' events at a fixed rate for ``seconds`` while one
+A publisher process XADDs events at a fixed rate (by default new jobs at the tail of the stored data and
+lifecycle steps of its unfinished jobs, as a backend publishes now; ``--load-shape spread`` for the former
+load, see :mod:`tests.benchmarks.tailload`) for ``seconds`` while one
 ``jobreg worker`` folds them; meanwhile another process sends queries of the random workload on
 schedule (open loop: a slow answer never delays the next request, and latency counts from the
 scheduled send time; see :mod:`tests.benchmarks.loadgen`). The same query stream is first run
@@ -12,7 +14,10 @@ generators, in seconds of CPU per second, per event and per query.
 Standalone (after ``compare`` loaded the data, or with ``--keep`` of a kept copy)::
 
     python -m tests.benchmarks.underload --jobs 1000000 --keep DIR --reuse --events-per-s 5000 \\
-        --queries-per-s 200 --seconds 60 [--api-processes N]
+        --queries-per-s 200 --seconds 60 [--api-processes N] [--load-shape tail|spread]
+
+A run mutates the kept data (the burst's jobs stay), and a second run of the same load on it republishes
+events already applied (no effect): run each on a fresh copy of the kept data.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from typing import Any
 
 import redis
 
-from tests.benchmarks import harness, loadgen
+from tests.benchmarks import harness, loadgen, tailload
 from tests.benchmarks.ingest import commands
 from tests.benchmarks.pg_only import percentile
+from tests.benchmarks.tailload import Load
 from tests.benchmarks.workload import Query
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -134,15 +140,16 @@ def measure(
     eps: float,
     seconds: float,
     pids: dict[str, int],
+    load: Load,
 ) -> Phase:
-    """One period of ``qps`` queries/s (and ``eps`` events/s when > 0) from separate processes."""
+    """One period of ``qps`` queries/s (and ``eps`` events/s of ``load`` when > 0) from separate processes."""
     r = redis.Redis.from_url(url)
     stream = _events_stream()
     ctx = multiprocessing.get_context("spawn")
     go, start_at, results = ctx.Event(), ctx.Value("d", 0.0), ctx.Queue()
     jobs: list[tuple[str, tuple[Any, ...], float]] = [("queries", (base, headers, [p for _, p in queries]), qps)]
     if eps > 0:
-        jobs.append(("publisher", (url, stream, 7), eps))
+        jobs.append(("publisher", (url, stream, 7, load), eps))
     readies = [ctx.Event() for _ in jobs]
     procs = [
         ctx.Process(target=loadgen.child, args=(kind, setup, rate, seconds, ready, go, start_at, results))
@@ -225,7 +232,7 @@ def _costs(idle: Phase, loaded: Phase) -> str:
     return text
 
 
-def report(idle: Phase, loaded: Phase, qps: float, eps: float) -> bool:
+def report(idle: Phase, loaded: Phase, qps: float, eps: float, shape: str = "tail") -> bool:
     """Print the comparison; whether the issue's targets were met."""
     lat, idle_lat = loaded.queries.latencies_ms, idle.queries.latencies_ms
     idle_p99, loaded_p99 = percentile(idle_lat, 99), percentile(lat, 99)
@@ -235,7 +242,8 @@ def report(idle: Phase, loaded: Phase, qps: float, eps: float) -> bool:
     rate = pub.sent / pub.wall_s if pub else 0.0
     print(
         f"\nunder load ({'ok' if ok else 'MISS'}): {pub.sent if pub else 0:,} events at {rate:,.0f} events/s "
-        f"(asked {eps:,.0f}) + {qps:g} queries/s of the random workload, open loop, {loaded.seconds:.0f} s "
+        f"(asked {eps:,.0f}; load shape {shape}) + {qps:g} queries/s of the random workload, open loop, "
+        f"{loaded.seconds:.0f} s "
         f"(idle: same queries, {idle.seconds:.0f} s)\n"
         f"  query p50 {percentile(lat, 50):.2f} ms, p99 {loaded_p99:.2f} ms, max {max(lat):.1f} ms; "
         f"idle p50 {percentile(idle_lat, 50):.2f} ms, p99 {idle_p99:.2f} ms -> p99 {loaded_p99 / idle_p99:.2f}x idle "
@@ -273,17 +281,18 @@ def run(
     eps: int,
     qps: int,
     seconds: float,
+    load: Load,
 ) -> bool:
-    """Measure idle, then under load, and print the comparison; whether the targets were met."""
+    """Measure idle, then under ``load``, and print the comparison; whether the targets were met."""
     worker = harness.jobreg(["worker"], url)
     try:
         pids = {"worker": worker.pid, "api": api_pid}
         time.sleep(2)  # the worker creates its group and settles
-        idle = measure(url, base, headers, queries, qps, 0, max(10.0, seconds / 3), pids)
-        loaded = measure(url, base, headers, queries, qps, eps, seconds, pids)
+        idle = measure(url, base, headers, queries, qps, 0, max(10.0, seconds / 3), pids, load)
+        loaded = measure(url, base, headers, queries, qps, eps, seconds, pids, load)
     finally:
         harness.stop(worker)
-    return report(idle, loaded, qps, eps)
+    return report(idle, loaded, qps, eps, load.shape)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,6 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries-per-s", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--api-processes", type=int, help="JOBREG_API_PROCESSES for the API (default: its own)")
+    parser.add_argument(
+        "--load-shape",
+        choices=tailload.LOAD_SHAPES,
+        default="tail",
+        help="tail: new jobs after the stored ones, in its projects, and unfinished jobs moving on (default); "
+        "spread: the former load, new projects with times spread over the stored range (tests/benchmarks/tailload.py)",
+    )
     args = parser.parse_args(argv)
 
     plan = make_plan(args.jobs, args.data_seed)
@@ -312,11 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         harness.load_jobreg(r, server.url, plan, keep=args.keep is not None)
         conn = pg.connect(args.dsn)
         queries = workload(plan, harness.sample_job_ids(conn, plan), args.queries, args.seed)
+        load = tailload.load_of(args.load_shape, plan, conn)
         conn.close()
         api, base = harness.jobreg_api(server.url, processes=args.api_processes)
         harness.wait_http(base)
         headers = {"Authorization": f"Bearer {harness.admin_token()}"}
-        ok = run(server.url, base, api.pid, headers, queries, args.events_per_s, args.queries_per_s, args.seconds)
+        ok = run(server.url, base, api.pid, headers, queries, args.events_per_s, args.queries_per_s, args.seconds, load)
         return 0 if ok else 1
     finally:
         if api is not None:

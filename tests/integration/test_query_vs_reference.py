@@ -15,7 +15,7 @@ from registry.store import indexes, record
 from registry.store.projection import Projection
 from tests.harness import decode_all
 from tests.query_params import parse_params
-from tests.reference import Reference, make_traffic, random_query
+from tests.reference import Reference, far_end_traffic, make_traffic, random_query
 
 
 async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> dict[str, int]:
@@ -23,15 +23,17 @@ async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> 
 
 
 @pytest.mark.parametrize(
-    ("collect_threshold", "select_offset", "zone_size", "one_call_budget"),
+    ("collect_threshold", "select_offset", "zone_size", "one_call_budget", "far_end"),
     [
-        (0, 5000, 1024, 1000),
-        (3000, 5000, 1024, 1000),
-        (0, 0, 1024, 1000),
-        (0, 5000, 8, 1000),
-        (3000, 5000, 8, 1000),
-        (0, 5000, 1024, 0),
-        (0, 5000, 1024, 3),
+        (0, 5000, 1024, 1000, 0),
+        (3000, 5000, 1024, 1000, 0),
+        (0, 0, 1024, 1000, 0),
+        (0, 5000, 8, 1000, 0),
+        (3000, 5000, 8, 1000, 0),
+        (0, 5000, 1024, 0, 0),
+        (0, 5000, 1024, 3, 0),
+        (0, 5000, 1024, 3, 150),
+        (0, 5000, 1024, 0, 150),
     ],
     ids=[
         "bitmaps-and-walks",
@@ -41,6 +43,8 @@ async def creation_orders(r: aioredis.Redis, keys: Keys, job_ids: list[str]) -> 
         "candidates-small-zones",
         "chunked-only",
         "one-call-resumed",
+        "far-end-one-call-resumed",
+        "far-end-chunked",
     ],
 )
 async def test_random_queries_match_reference(
@@ -51,6 +55,7 @@ async def test_random_queries_match_reference(
     select_offset: int,
     zone_size: int,
     one_call_budget: int,
+    far_end: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Small zones make the scans cross many blocks (and stop early) even on a few hundred jobs;
@@ -58,6 +63,9 @@ async def test_random_queries_match_reference(
     monkeypatch.setattr(indexes, "ZONE_SIZE", zone_size)
     rng = random.Random(7 + collect_threshold + select_offset + zone_size)
     traffic = make_traffic(rng, 400)
+    # far_end: a project of that many jobs at the far end of every order taken DESC (its oldest times,
+    # fewest runs, smallest ids), named in half the queries: walks that find no match where they start.
+    far, traffic = far_end_traffic(rng, traffic, far_end) if far_end else ("", traffic)
     ref = Reference()
     for e in traffic:
         ref.add(e)
@@ -82,6 +90,8 @@ async def test_random_queries_match_reference(
     ex = Executor(aredis, keys, tuned)
     for _ in range(300):
         params = random_query(rng, ref)
+        if far and rng.random() < 0.5:
+            params = [("project_id", far), *params]
         want_total, want_ids = ref.query(params, orders)
         page = await ex.run(plan(parse_params(params), keys))
         assert (page.total, page.job_ids) == (want_total, want_ids), params

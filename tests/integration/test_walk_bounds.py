@@ -15,10 +15,11 @@ from registry.query import cost
 from registry.query.executor import Executor
 from registry.query.planner import plan
 from registry.settings import Settings
-from registry.store import indexes
-from tests.harness import project_traffic
+from registry.store import indexes, record
+from registry.store.projection import Projection
+from tests.harness import decode_all, project_traffic
 from tests.query_params import parse_params
-from tests.reference import Params, Reference, _wire_date
+from tests.reference import Params, Reference, _wire_date, far_end_traffic, make_traffic
 
 TIME_ORDERS = ("created_at", "updated_at", "start_timestamp", "end_timestamp")
 
@@ -134,4 +135,42 @@ async def test_candidates_checked_against_status_lists_or_ed_first_match_referen
                 page = await ex.run(plan(parse_params(params), keys))
                 assert (page.total, page.job_ids) == ref.query(params, orders), (params, page.strategy)
     assert decided[True] and decided[False], decided
+    assert not await aredis.keys(keys.temp_pattern()), "a temporary key outlived its query"
+
+
+@pytest.mark.parametrize("budget", [0, 3], ids=["chunked", "one-call-resumed"])
+async def test_walks_over_a_filter_at_the_far_end_of_the_order_stop_and_match_reference(
+    aredis: aioredis.Redis, settings: Settings, keys: Keys, budget: int
+) -> None:
+    """A filter whose matches sit at the far end of every order taken DESC (a project of the oldest jobs,
+    fewest runs, smallest ids, listed among the others so no zone map sets them apart) looks cheap to walk
+    (matches spread evenly, says the estimate); the walk samples its first chunk, finds no match, and
+    stops for the alternative (selection over the order's BSI, or collecting). Every page against the
+    reference, every order and direction, offsets from 0 to past the end, with and without other filters."""
+    rng = random.Random(41 + budget)
+    project, traffic = far_end_traffic(rng, make_traffic(rng, 500), 150)
+    ref = Reference()
+    for e in traffic:
+        ref.add(e)
+    projection = Projection(aredis, keys, set_to_bitmap_threshold=20, chunk=50)
+    await projection.apply(decode_all(traffic))
+    ids = list(ref.jobs())
+    orders = {j: h for j, h in zip(ids, await record.handles(aredis, keys, ids), strict=True) if h}
+    fields = {f: getattr(settings, f) for f in settings.__struct_fields__}
+    # No candidates and no collecting up front: every page is first walked, as at scale.
+    tuned = {"candidate_threshold": 0, "collect_threshold": 0, "walk_chunk": 7, "one_call_budget": budget}
+    ex = Executor(aredis, keys, Settings(**{**fields, **tuned}))
+    stopped: Counter[str] = Counter()
+    for filters in ([("project_id", project)], [("project_id", project), ("status", "DONE"), ("status", "ERROR")]):
+        total = ref.query(filters, orders)[0]
+        for order in ("created_at", "updated_at", "start_timestamp", "end_timestamp", "runs", "id"):
+            for direction in ("ASC", "DESC"):
+                for offset in {0, 1, total // 2, max(total - 2, 0), total + 1}:
+                    params = [*filters, ("order_by", order), ("order_by_direction", direction)]
+                    params += [("offset", str(offset)), ("limit", str(rng.choice((1, 5, 100))))]
+                    page = await ex.run(plan(parse_params(params), keys))
+                    assert (page.total, page.job_ids) == ref.query(params, orders), (params, page.strategy)
+                    if "walk stopped" in page.strategy:
+                        stopped["BSI" if "selected by counting" in page.strategy else "collected"] += 1
+    assert stopped["BSI"] and stopped["collected"], stopped
     assert not await aredis.keys(keys.temp_pattern()), "a temporary key outlived its query"

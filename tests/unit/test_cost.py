@@ -124,3 +124,22 @@ def test_members_indexed_by_bitmaps_alone_are_checked_as_bit_tests() -> None:
     # as set tests (SISMEMBER and a bit per value): 2 * 2 + 1.
     assert cost.pick_pays(p, users, sizes, 400 * 2 + cost.PRE_OR)
     assert not cost.pick_pays(p, users, {**sizes, **mixed}, 400 * 5 - 1)
+
+
+def test_a_walk_stops_once_the_density_it_sees_says_the_alternative_costs_less() -> None:
+    p = plan(JobQuery(errors=True, order_by=OrderBy.CREATED_AT, direction=Direction.DESC, limit=100), KEYS)
+    # 200,000 matches of a million: the page's 100 are expected within ~500 entries, so the walk is
+    # chosen; its alternative is selecting the top over the created BSI (34 slices, ~164 values read).
+    kind, alternative = cost.walk_alternative(p, 200_000, 1_000_000, 200_000)
+    assert kind == "top" and alternative < 200_000 * cost.COLLECT_COST
+    assert not cost.walk_gives_up(100, 2000, 400, alternative)  # as dense as expected: walk on
+    assert cost.walk_gives_up(100, 2000, 0, alternative)  # no match in two chunks: stop
+    assert cost.walk_gives_up(100, 2000, 10, alternative)  # 1 in 200: 20,000 entries more
+    assert not cost.walk_gives_up(1, 2000, 0, alternative)  # one match left: still cheaper to walk on
+    # A barren first chunk alone is no proof: the walk reads a quarter of the alternative's cost first.
+    assert not cost.walk_gives_up(100, 1000, 0, alternative)
+    assert alternative / cost.WALK_RISK > 1000
+    by_id = plan(JobQuery(errors=True, order_by=OrderBy.ID), KEYS)
+    assert cost.walk_alternative(by_id, 300, 1_000_000, 300) == ("collect", 300 * cost.COLLECT_COST)  # no BSI
+    nulls = plan(JobQuery(errors=True, order_by=OrderBy.END_TIMESTAMP), KEYS)
+    assert cost.walk_alternative(nulls, 9000, 1_000_000, 50)[0] == "collect"  # the page reaches the nulls

@@ -85,7 +85,12 @@ async def count(ctx: QueryContext, plan: Plan, f: str) -> Counted:
 async def read_page(  # noqa: C901  one decision ladder (count, order, offset depth) kept in reading order
     ctx: QueryContext, plan: Plan, c: Counted, *, no_filter: bool, resume: Resume | None = None
 ) -> Page:
-    """The page of a counted filter bitmap; ``resume`` continues a walk that stopped (if walking is chosen)."""
+    """The page of a counted filter bitmap; ``resume`` continues a walk that stopped (if walking is chosen).
+
+    A walk of the filter's matches stops once the density it finds says the rest would cost more than the
+    alternative (cost.walk_gives_up; cost.walk_alternative: select over the order's BSI, or collect); that
+    reads the page instead. PAGE's walk (``resume``) is the first sample, unless the zone map moves the walk on.
+    """
     f, total, listed, first = c.f, c.total, c.listed, c.first
     source = "all jobs" if no_filter else f"{len(plan.predicates)} filters as bitmaps"
     if plan.offset >= total:
@@ -97,13 +102,9 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
         page = await scan(ctx, plan, total, bitmap=f)
         return msgspec.structs.replace(page, strategy=f"{source}, counted; {page.strategy}")
     if strategy != "bitmap-handles" and not no_filter and cost.top_pays(plan, strategy, total, listed, first):
-        handles = await select_top(ctx, plan, f, first, listed)
-        how = f"{source}, counted; {len(handles)} selected by counting over the {plan.order_bsi} BSI"
-        page = await collect(ctx, plan, handles, [], how=how)
-        return Page(total=total, job_ids=page.job_ids, strategy=page.strategy)
+        return await _top_page(ctx, plan, c, f"{source}, counted")
     if strategy == "bitmap-collect":
-        handles = bit_positions(await ctx.redis.get(f) or b"", 0, total, False)
-        return await collect(ctx, plan, handles, [], how=f"{source}, counted")
+        return await _collect_page(ctx, plan, c, f"{source}, counted")
     if strategy == "bitmap-handles":
         data = await ctx.redis.get(f) or b""
         handles = bit_positions(data, plan.offset, plan.limit, plan.desc)
@@ -111,7 +112,8 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
         return Page(total=total, job_ids=await ids_of(ctx, handles), strategy=how)
     # Walk: the sort set for jobs with a value, then (nullable orders) the rest by id.
     assert plan.order_zset is not None
-    members: list[bytes] = []
+    alternative, alternative_cost = cost.walk_alternative(plan, total, listed, first)
+    members: list[bytes] | None = []
     skip, need = plan.offset, plan.limit
     how = f"{source}, counted; page by rank in the sort set"
     if resume is not None and (resume.phase == 2 or not cost.select_pays(plan, skip, ctx.settings)):
@@ -122,9 +124,23 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
             if want > 0:
                 # No match lies between where the walk stopped and the zone map's bound: jump there.
                 rank = max(resume.rank, await zone_start(ctx, plan, f, listed))
+                # PAGE's walk samples the density, unless the walk jumps past what it read.
+                seen = (resume.rank, plan.offset - resume.skip + len(members)) if rank == resume.rank else (0, 0)
                 if rank > resume.rank:
                     how += f", jumped to rank {rank} by the zone map"
-                members += await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], resume.skip, want, rank)
+                more = await walk_segment(
+                    ctx,
+                    plan.order_zset,
+                    plan.desc,
+                    [f],
+                    [],
+                    resume.skip,
+                    want,
+                    rank,
+                    alternative=alternative_cost,
+                    seen=seen,
+                )
+                members = None if more is None else members + more
         skip, rank = (resume.skip, resume.rank) if resume.phase == 2 else (0, 0)
     elif skip < first:
         if no_filter:
@@ -143,12 +159,36 @@ async def read_page(  # noqa: C901  one decision ladder (count, order, offset de
                 how = f"{source}, counted; start rank {rank} selected by counting over the {plan.order_bsi} BSI"
             # At most the matches left: the walk stops at the last one instead of reading on to the end.
             want = min(need, first - skip)
-            members = await walk_segment(ctx, plan.order_zset, plan.desc, [f], [], skip, want, rank)
+            members = await walk_segment(
+                ctx, plan.order_zset, plan.desc, [f], [], skip, want, rank, alternative=alternative_cost
+            )
         skip, rank = 0, 0
     else:
         skip, rank = skip - first, 0
+    if members is None:
+        how = f"{source}, counted; walk stopped (its matches sparser than the alternative's cost allows)"
+        if alternative == "top":
+            return await _top_page(ctx, plan, c, how)
+        return await _collect_page(ctx, plan, c, how)
     if len(members) < need and plan.nonnull is not None:
-        members += await walk_segment(
-            ctx, ctx.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members), rank
+        members += (
+            await walk_segment(
+                ctx, ctx.keys.sort("id"), plan.desc, [f], [plan.nonnull], skip, need - len(members), rank
+            )
+            or []
         )
     return Page(total=total, job_ids=[member_id(m) for m in members], strategy=how)
+
+
+async def _top_page(ctx: QueryContext, plan: Plan, c: Counted, source: str) -> Page:
+    """The page from the matches that can hold it, selected by counting over the order's bit-sliced index."""
+    handles = await select_top(ctx, plan, c.f, c.first, c.listed)
+    how = f"{source}; {len(handles)} selected by counting over the {plan.order_bsi} BSI"
+    page = await collect(ctx, plan, handles, [], how=how)
+    return Page(total=c.total, job_ids=page.job_ids, strategy=page.strategy)
+
+
+async def _collect_page(ctx: QueryContext, plan: Plan, c: Counted, how: str) -> Page:
+    """The page from every match, its order value read and sorted here."""
+    handles = bit_positions(await ctx.redis.get(c.f) or b"", 0, c.total, False)
+    return await collect(ctx, plan, handles, [], how=how)

@@ -25,13 +25,25 @@ async def walk_segment(
     skip: int,
     need: int,
     rank: int = 0,
-) -> list[bytes]:
-    """Members set in every ``require`` bitmap and clear in every ``exclude`` one: ``need`` after ``skip``."""
+    *,
+    alternative: float | None = None,
+    seen: tuple[int, int] = (0, 0),
+) -> list[bytes] | None:
+    """Members set in every ``require`` bitmap and clear in every ``exclude`` one: ``need`` after ``skip``.
+
+    With ``alternative`` (what reading the page another way costs, in sort-set entries: cost.walk_alternative),
+    None once the walk has read a share of that and the matches' density seen so far says the rest would
+    cost more (cost.walk_gives_up): it checks its estimate against what it finds instead of committing to it.
+    ``seen``: (entries read, matches found) by an earlier part of this walk at this rank (PAGE's), counted in.
+    """
     out: list[bytes] = []
+    scanned, matched = seen
+    start = rank
     while True:
         rank, exhausted, matches = await ctx.scripts.walk(
             zset, require, exclude, rank, ctx.settings.walk_chunk, desc, skip + need
         )
+        matched += len(matches)
         if skip:
             dropped = min(skip, len(matches))
             matches = matches[dropped:]
@@ -39,6 +51,9 @@ async def walk_segment(
         out += matches[: need - len(out)]
         if len(out) >= need or exhausted:
             return out
+        left = skip + need - len(out)
+        if alternative is not None and cost.walk_gives_up(left, scanned + rank - start, matched, alternative):
+            return None
 
 
 async def select_start(ctx: QueryContext, plan: Plan, f: str, count: int, skip: int) -> tuple[int, int]:
