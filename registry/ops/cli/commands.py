@@ -7,13 +7,14 @@ import asyncio
 import importlib
 import sys
 import time
+import uuid
 from typing import Any, TextIO
 
 import msgspec
 import redis
 
 from registry.connection import sync_client
-from registry.errors import AuthConfigError, InvalidEvent
+from registry.errors import AuthConfigError, InvalidEvent, NotDurable
 from registry.keys import Keys
 from registry.ops.text import printable
 from registry.route import Route
@@ -111,6 +112,8 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
     from registry.store.partitions import stored_sync
     from registry.wire.publisher import Publisher
 
+    # Chosen here, not by the publisher, so that a failure can name the id a retry must reuse.
+    event_id = ns.event_id or str(uuid.uuid4())
     client = _client(settings)
     if _on_cluster(client):
         # Every XADD is one key: redis-py's cluster client sends each to its slot's master.
@@ -120,13 +123,20 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
         )
     try:
         # Straight to the job's partition stream when the registry has several.
-        publisher = Publisher(client, partitions=stored_sync(client, settings.prefix))
-        entry = publisher.publish(
-            ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=ns.event_id, **dict(ns.field)
+        publisher = Publisher(
+            client,
+            partitions=stored_sync(client, settings.prefix),
+            replicas=ns.wait_replicas or 0,
+            wait_timeout_ms=ns.wait_timeout_ms,
         )
+        entry = publisher.publish(ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=event_id, **dict(ns.field))
     except InvalidEvent as exc:
         print(f"jobreg publish: invalid event: {printable(exc.reason)}", file=sys.stderr)
         return 2
+    except NotDurable as exc:
+        # The event id to reuse, so that publishing it again cannot count twice.
+        print(f"jobreg publish: not durable: {exc}; retry with --event-id {event_id}", file=sys.stderr)
+        return 1
     finally:
         client.close()
     print(entry)

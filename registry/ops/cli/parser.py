@@ -110,6 +110,15 @@ def build_parser(commands: dict[str, Command]) -> Parser:
         metavar="NAME=VALUE",
         help="batch_id, project_id, user_id, runs, origin, parent_id, variables, errors, results_link, sequence",
     )
+    pub.add_argument(
+        "--wait-replicas",
+        type=positive_int,
+        metavar="N",
+        help="after the XADD, WAIT for N replicas of its master to hold it; fail (exit 1) when fewer do",
+    )
+    pub.add_argument(
+        "--wait-timeout-ms", type=positive_int, default=1000, metavar="MS", help="how long WAIT waits (default 1000)"
+    )
     pub.set_defaults(func=commands["publish"])
 
     dead = sub.add_parser("dead-letters", parents=[where], help="list (or replay) dead-lettered entries")
