@@ -154,13 +154,25 @@ def _start_node(root: Path) -> Node:
     port, bus_port = free_port(), free_port()
     workdir = root / str(port)
     workdir.mkdir()
+    return _launch(port, bus_port, workdir)
+
+
+def restart(node: Node, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Start a killed node again on its ports with its nodes.conf (no data: it kept none). A master whose
+    slots were failed over rejoins as a replica of the promoted one and syncs from it."""
+    assert node.process.poll() is not None, "restart a node that was killed"
+    node.process = _launch(node.port, node.bus_port, node.workdir).process
+    _wait(lambda: _ping(node), f"redis-server on {node.port}", time.monotonic() + timeout_s)
+
+
+def _launch(port: int, bus_port: int, workdir: Path) -> Node:
     args = [
         *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
         *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
         *("--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"),
         *("--dir", str(workdir), "--save", "", "--appendonly", "no"),
     ]
-    with (workdir / "redis.log").open("wb") as log:
+    with (workdir / "redis.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     return Node(port, bus_port, proc, workdir)
 

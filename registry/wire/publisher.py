@@ -25,6 +25,7 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import RedisClusterException
 
 from registry.errors import NotDurable
 from registry.keys import Keys
@@ -242,7 +243,12 @@ class Publisher(_Lifecycle[str]):
         out: list[str] = [""] * len(events)
         pending: list[int] = []
         error: NotDurable | None = None
-        for node, (client, indexes) in self._by_node(streams).items():
+        try:
+            groups = self._by_node(streams)
+        except (redis.RedisError, RedisClusterException) as exc:  # a cluster whose map has holes, mid-failover
+            self._forget_map()
+            raise _failed("the cluster", exc, list(range(len(events))), self.replicas) from exc
+        for node, (client, indexes) in groups.items():
             try:
                 pipe = client.pipeline(transaction=False)
                 for i in indexes:
@@ -261,7 +267,7 @@ class Publisher(_Lifecycle[str]):
                 pending += indexes
                 error = error or _short(node, int(replies[-1]), self.replicas, self.wait_timeout_ms, indexes)
         if error is not None:
-            raise NotDurable(str(error), sorted(pending), error.acknowledged, self.replicas) from error
+            raise NotDurable(str(error), sorted(pending), error.acknowledged, self.replicas, out) from error
         return out
 
     def _by_node(self, streams: list[str]) -> dict[str, tuple[redis.Redis, list[int]]]:
@@ -279,7 +285,7 @@ class Publisher(_Lifecycle[str]):
         """After a failure on a cluster, read its slot map again (a failover or a move may be why), so
         that the retry goes to the slot's master now; a cluster that cannot answer yet is left for the retry."""
         if isinstance(self.redis, redis.RedisCluster):
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
                 self.redis.nodes_manager.initialize()
 
 
@@ -335,6 +341,9 @@ class AsyncPublisher(_Lifecycle[Awaitable[str]]):
             replies = await pipe.execute()
         except redis.RedisError as exc:
             raise _failed("the server", exc, indexes, self.replicas) from exc
+        out = [_entry_id(reply) for reply in replies[: len(events)]]
         if self.replicas and int(replies[-1]) < self.replicas:
-            raise _short("the server", int(replies[-1]), self.replicas, self.wait_timeout_ms, indexes)
-        return [_entry_id(reply) for reply in replies[: len(events)]]
+            short = _short("the server", int(replies[-1]), self.replicas, self.wait_timeout_ms, indexes)
+            short.entries = out
+            raise short
+        return out
