@@ -257,3 +257,30 @@ def three_masters() -> Iterator[LocalCluster]:
         pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
     with local_cluster(masters=3) as c:
         yield c
+
+
+def add_masters(cluster: LocalCluster, n: int) -> list[Node]:
+    """Start ``n`` empty masters and join them to ``cluster`` as an operator would (``redis-cli --cluster
+    add-node NEW EXISTING``); they serve no slot until slots move to them (registry/ops/rebalance.py)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    new = [_start_node(cluster.workdir) for _ in range(n)]
+    cluster.nodes.extend(new)
+    for node in new:
+        _wait(lambda node=node: _ping(node), f"redis-server on {node.port}", deadline)  # type: ignore[misc]
+        add = ["redis-cli", "--cluster", "add-node", node.address, cluster.nodes[0].address]
+        done = subprocess.run(add, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster add-node failed:\n{done.stdout}\n{done.stderr}")
+    total = len(cluster.live())
+
+    def known() -> bool:
+        for node in cluster.live():
+            with node.client() as c:
+                info = c.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if f"cluster_known_nodes:{total}" not in text or "cluster_state:ok" not in text:
+                    return False
+        return True
+
+    _wait(known, "every node knowing the new masters", deadline)
+    return new

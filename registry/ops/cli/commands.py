@@ -261,3 +261,40 @@ def cmd_redis_url(settings: Settings, ns: argparse.Namespace) -> int:
     # For `redis-cli -u "$(jobreg redis-url)"`: the URL itself, password included (the caller's own).
     print(settings.redis_url)
     return 0
+
+
+def cmd_cluster(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.ops import rebalance
+    from registry.store.partitions import stored_sync
+
+    client = _client(settings)
+    try:
+        if not _on_cluster(client):
+            print(f"jobreg cluster: {ns.action} needs a Redis Cluster; this server is standalone", file=sys.stderr)
+            return 2
+    finally:
+        client.close()
+    options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S}
+    with redis.RedisCluster.from_url(settings.redis_url, **options) as outside:
+        parts = stored_sync(outside, settings.prefix)
+    if parts.count == 1:
+        print("jobreg cluster: this registry has one partition: nothing can be spread", file=sys.stderr)
+        return 2
+    nodes = rebalance.Cluster(settings.redis_url, **options)
+
+    def moving(move: rebalance.Move) -> None:
+        print(f"moving {rebalance.describe(move)} ...", end="", flush=True)
+
+    def moved(done: rebalance.Done) -> None:
+        print(f" {done.keys} keys in {done.seconds:.2f} s", flush=True)
+
+    try:
+        moves = rebalance.rebalance(nodes, parts, batch=ns.batch, dry_run=ns.dry_run, on_move=moving, on_done=moved)
+    finally:
+        nodes.close()
+    if ns.dry_run:
+        for move in moves:
+            print(f"would move {rebalance.describe(move)}")
+    if not moves:
+        print("jobreg cluster: the partitions are spread evenly already: nothing to move")
+    return 0

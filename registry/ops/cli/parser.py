@@ -159,6 +159,18 @@ def build_parser(commands: dict[str, Command]) -> Parser:
     )
     mig.set_defaults(func=commands["migrate"])
 
+    clu = sub.add_parser(
+        "cluster",
+        parents=[where],
+        help="rebalance: spread the partitions over a cluster's masters (after adding some; docs/scaling.md)",
+    )
+    clu.add_argument("action", choices=["rebalance"])
+    clu.add_argument("--dry-run", action="store_true", help="print the moves, make none")
+    clu.add_argument(
+        "--batch", type=positive_int, default=100, help="keys per MIGRATE, bounding how long each blocks (default 100)"
+    )
+    clu.set_defaults(func=commands["cluster"])
+
     url = sub.add_parser("redis-url", parents=[where], help="print the Redis URL the other commands use")
     url.set_defaults(func=commands["redis-url"])
     return p
