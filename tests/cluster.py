@@ -264,16 +264,9 @@ def add_masters(cluster: LocalCluster, n: int) -> list[Node]:
     add-node NEW EXISTING``); they serve no slot until slots move to them (registry/ops/rebalance.py)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     new = [_start_node(cluster.workdir) for _ in range(n)]
-    cluster.nodes.extend(new)
-    for node in new:
-        _wait(lambda node=node: _ping(node), f"redis-server on {node.port}", deadline)  # type: ignore[misc]
-        add = ["redis-cli", "--cluster", "add-node", node.address, cluster.nodes[0].address]
-        done = subprocess.run(add, capture_output=True, text=True, timeout=START_TIMEOUT_S)
-        if done.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster add-node failed:\n{done.stdout}\n{done.stderr}")
-    total = len(cluster.live())
 
     def known() -> bool:
+        total = len([n for n in cluster.nodes if n.process.poll() is None])
         for node in cluster.live():
             with node.client() as c:
                 info = c.execute_command("CLUSTER", "INFO")
@@ -282,5 +275,13 @@ def add_masters(cluster: LocalCluster, n: int) -> list[Node]:
                     return False
         return True
 
-    _wait(known, "every node knowing the new masters", deadline)
+    for node in new:
+        _wait(lambda node=node: _ping(node), f"redis-server on {node.port}", deadline)  # type: ignore[misc]
+        add = ["redis-cli", "--cluster", "add-node", node.address, cluster.nodes[0].address]
+        done = subprocess.run(add, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster add-node failed:\n{done.stdout}\n{done.stderr}")
+        cluster.nodes.append(node)
+        # add-node refuses to run while the nodes disagree about the configuration: the next waits for this one.
+        _wait(known, "every node knowing the new master", deadline)
     return new

@@ -131,7 +131,7 @@ class Cluster:
         src, dst = self.client(source.address), self.client(target.address)
         _cmd(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
         _cmd(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
-        moved, todo = 0, [k for k in first if src.exists(k)]
+        moved, todo = 0, [k for k in first if _here(src, k)]
         while True:
             if not todo:
                 todo = [k.decode() for k in _cmd(src, "CLUSTER", "GETKEYSINSLOT", slot, batch)]
@@ -151,6 +151,16 @@ class Cluster:
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
+
+
+def _here(client: redis.Redis, key: str) -> bool:
+    """Whether ``key`` is on the migrating source (which answers ASK for a key it does not hold)."""
+    try:
+        return bool(client.exists(key))
+    except redis.ResponseError as exc:
+        if str(exc).startswith("ASK "):
+            return False
+        raise
 
 
 def _cmd(client: redis.Redis, *args: Any) -> Any:
