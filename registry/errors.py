@@ -73,3 +73,17 @@ class TooManyWatches(JobregError):
         super().__init__(reason)
         self.reason = reason
         self.per_caller = per_caller
+
+
+class NotDurable(JobregError):
+    """Published events the server did not confirm as durable: ``pending`` indexes (into the events given) of
+    those not written, or written but copied to fewer than the wanted replicas (``WAIT``). Publishing them
+    again is the fix and is harmless: an event's ``event_id`` makes a repeat a no-op in the fold."""
+
+    def __init__(
+        self, message: str, pending: list[int], acknowledged: int, wanted: int, entries: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.pending, self.acknowledged, self.wanted = pending, acknowledged, wanted
+        # The entry id each event got ("" where no reply came back): those not pending are published.
+        self.entries = entries or []

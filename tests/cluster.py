@@ -154,13 +154,25 @@ def _start_node(root: Path) -> Node:
     port, bus_port = free_port(), free_port()
     workdir = root / str(port)
     workdir.mkdir()
+    return _launch(port, bus_port, workdir)
+
+
+def restart(node: Node, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Start a killed node again on its ports with its nodes.conf (no data: it kept none). A master whose
+    slots were failed over rejoins as a replica of the promoted one and syncs from it."""
+    assert node.process.poll() is not None, "restart a node that was killed"
+    node.process = _launch(node.port, node.bus_port, node.workdir).process
+    _wait(lambda: _ping(node), f"redis-server on {node.port}", time.monotonic() + timeout_s)
+
+
+def _launch(port: int, bus_port: int, workdir: Path) -> Node:
     args = [
         *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
         *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
         *("--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"),
         *("--dir", str(workdir), "--save", "", "--appendonly", "no"),
     ]
-    with (workdir / "redis.log").open("wb") as log:
+    with (workdir / "redis.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     return Node(port, bus_port, proc, workdir)
 
@@ -245,3 +257,31 @@ def three_masters() -> Iterator[LocalCluster]:
         pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
     with local_cluster(masters=3) as c:
         yield c
+
+
+def add_masters(cluster: LocalCluster, n: int) -> list[Node]:
+    """Start ``n`` empty masters and join them to ``cluster`` as an operator would (``redis-cli --cluster
+    add-node NEW EXISTING``); they serve no slot until slots move to them (registry/ops/rebalance.py)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    new = [_start_node(cluster.workdir) for _ in range(n)]
+
+    def known() -> bool:
+        total = len([n for n in cluster.nodes if n.process.poll() is None])
+        for node in cluster.live():
+            with node.client() as c:
+                info = c.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if f"cluster_known_nodes:{total}" not in text or "cluster_state:ok" not in text:
+                    return False
+        return True
+
+    for node in new:
+        _wait(lambda node=node: _ping(node), f"redis-server on {node.port}", deadline)  # type: ignore[misc]
+        add = ["redis-cli", "--cluster", "add-node", node.address, cluster.nodes[0].address]
+        done = subprocess.run(add, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster add-node failed:\n{done.stdout}\n{done.stderr}")
+        cluster.nodes.append(node)
+        # add-node refuses to run while the nodes disagree about the configuration: the next waits for this one.
+        _wait(known, "every node knowing the new master", deadline)
+    return new

@@ -24,7 +24,7 @@ from arq.connections import ArqRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from registry.connection import async_client, async_pool
@@ -288,7 +288,9 @@ async def serve(worker: arq.worker.Worker, host: Host) -> None:
                 if stopping.is_set():  # arq's signal handler cancelled its run: a clean stop
                     return
                 raise
-            except OUTAGE as exc:
+            except (*OUTAGE, ResponseError) as exc:
+                if not _outage(exc):
+                    raise
                 if time.monotonic() - started > MAX_RESTART_BACKOFF_S:
                     backoff = 0.0  # a new outage after a healthy run starts the back-off afresh
                 backoff = min(MAX_RESTART_BACKOFF_S, backoff * 2 or 0.2)
@@ -298,6 +300,21 @@ async def serve(worker: arq.worker.Worker, host: Host) -> None:
                 await _repoint_arq(worker, host)
     finally:
         await _close(worker, host)
+
+
+def _outage(exc: BaseException) -> bool:
+    """Whether ``exc`` ends arq's run for a reason a restart on the right master fixes: Redis unreachable, or on
+    a cluster a reply saying its keys' slot is not served here now (every master answers CLUSTERDOWN between a
+    master's failure and its replica's promotion; READONLY, MOVED once the slot moved)."""
+    if isinstance(exc, (*OUTAGE, ReadOnlyError)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in (
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "MOVED",
+        "ASK",
+    )
 
 
 async def _repoint_arq(worker: arq.worker.Worker, host: Host) -> None:

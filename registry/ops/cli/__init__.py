@@ -16,6 +16,7 @@ from registry.errors import LayoutMismatch
 from registry.ops import logs
 from registry.ops.cli.commands import (
     cmd_api,
+    cmd_cluster,
     cmd_dead_letters,
     cmd_migrate,
     cmd_publish,
@@ -42,6 +43,7 @@ COMMANDS = {
     "top": cmd_top,
     "migrate": cmd_migrate,
     "redis-url": cmd_redis_url,
+    "cluster": cmd_cluster,
 }
 URL_SCHEMES = ("redis", "rediss", "unix")
 # Exit status of a command refused because of the store's layout (see registry/store/layout.py).

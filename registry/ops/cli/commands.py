@@ -7,13 +7,14 @@ import asyncio
 import importlib
 import sys
 import time
+import uuid
 from typing import Any, TextIO
 
 import msgspec
 import redis
 
 from registry.connection import sync_client
-from registry.errors import AuthConfigError, InvalidEvent
+from registry.errors import AuthConfigError, InvalidEvent, NotDurable
 from registry.keys import Keys
 from registry.ops.text import printable
 from registry.route import Route
@@ -111,6 +112,8 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
     from registry.store.partitions import stored_sync
     from registry.wire.publisher import Publisher
 
+    # Chosen here, not by the publisher, so that a failure can name the id a retry must reuse.
+    event_id = ns.event_id or str(uuid.uuid4())
     client = _client(settings)
     if _on_cluster(client):
         # Every XADD is one key: redis-py's cluster client sends each to its slot's master.
@@ -120,13 +123,20 @@ def cmd_publish(settings: Settings, ns: argparse.Namespace) -> int:
         )
     try:
         # Straight to the job's partition stream when the registry has several.
-        publisher = Publisher(client, partitions=stored_sync(client, settings.prefix))
-        entry = publisher.publish(
-            ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=ns.event_id, **dict(ns.field)
+        publisher = Publisher(
+            client,
+            partitions=stored_sync(client, settings.prefix),
+            replicas=ns.wait_replicas or 0,
+            wait_timeout_ms=ns.wait_timeout_ms,
         )
+        entry = publisher.publish(ns.type, ns.job_id, occurred_at=ns.occurred_at, event_id=event_id, **dict(ns.field))
     except InvalidEvent as exc:
         print(f"jobreg publish: invalid event: {printable(exc.reason)}", file=sys.stderr)
         return 2
+    except NotDurable as exc:
+        # The event id to reuse, so that publishing it again cannot count twice.
+        print(f"jobreg publish: not durable: {exc}; retry with --event-id {event_id}", file=sys.stderr)
+        return 1
     finally:
         client.close()
     print(entry)
@@ -250,4 +260,41 @@ async def _migrate_partitions(route: Route, batch: int | None) -> int:
 def cmd_redis_url(settings: Settings, ns: argparse.Namespace) -> int:
     # For `redis-cli -u "$(jobreg redis-url)"`: the URL itself, password included (the caller's own).
     print(settings.redis_url)
+    return 0
+
+
+def cmd_cluster(settings: Settings, ns: argparse.Namespace) -> int:
+    from registry.ops import rebalance
+    from registry.store.partitions import stored_sync
+
+    client = _client(settings)
+    try:
+        if not _on_cluster(client):
+            print(f"jobreg cluster: {ns.action} needs a Redis Cluster; this server is standalone", file=sys.stderr)
+            return 2
+    finally:
+        client.close()
+    options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S}
+    with redis.RedisCluster.from_url(settings.redis_url, **options) as outside:
+        parts = stored_sync(outside, settings.prefix)
+    if parts.count == 1:
+        print("jobreg cluster: this registry has one partition: nothing can be spread", file=sys.stderr)
+        return 2
+    nodes = rebalance.Cluster(settings.redis_url, **options)
+
+    def moving(move: rebalance.Move) -> None:
+        print(f"moving {rebalance.describe(move)} ...", end="", flush=True)
+
+    def moved(done: rebalance.Done) -> None:
+        print(f" {done.keys} keys in {done.seconds:.2f} s", flush=True)
+
+    try:
+        moves = rebalance.rebalance(nodes, parts, batch=ns.batch, dry_run=ns.dry_run, on_move=moving, on_done=moved)
+    finally:
+        nodes.close()
+    if ns.dry_run:
+        for move in moves:
+            print(f"would move {rebalance.describe(move)}")
+    if not moves:
+        print("jobreg cluster: the partitions are spread evenly already: nothing to move")
     return 0

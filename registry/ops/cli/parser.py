@@ -110,6 +110,15 @@ def build_parser(commands: dict[str, Command]) -> Parser:
         metavar="NAME=VALUE",
         help="batch_id, project_id, user_id, runs, origin, parent_id, variables, errors, results_link, sequence",
     )
+    pub.add_argument(
+        "--wait-replicas",
+        type=positive_int,
+        metavar="N",
+        help="after the XADD, WAIT for N replicas of its master to hold it; fail (exit 1) when fewer do",
+    )
+    pub.add_argument(
+        "--wait-timeout-ms", type=positive_int, default=1000, metavar="MS", help="how long WAIT waits (default 1000)"
+    )
     pub.set_defaults(func=commands["publish"])
 
     dead = sub.add_parser("dead-letters", parents=[where], help="list (or replay) dead-lettered entries")
@@ -149,6 +158,18 @@ def build_parser(commands: dict[str, Command]) -> Parser:
         "--batch", type=positive_int, help="jobs per Redis call, bounding how long each blocks (default 1024)"
     )
     mig.set_defaults(func=commands["migrate"])
+
+    clu = sub.add_parser(
+        "cluster",
+        parents=[where],
+        help="rebalance: spread the partitions over a cluster's masters (after adding some; docs/scaling.md)",
+    )
+    clu.add_argument("action", choices=["rebalance"])
+    clu.add_argument("--dry-run", action="store_true", help="print the moves, make none")
+    clu.add_argument(
+        "--batch", type=positive_int, default=100, help="keys per MIGRATE, bounding how long each blocks (default 100)"
+    )
+    clu.set_defaults(func=commands["cluster"])
 
     url = sub.add_parser("redis-url", parents=[where], help="print the Redis URL the other commands use")
     url.set_defaults(func=commands["redis-url"])
