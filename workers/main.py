@@ -89,6 +89,10 @@ class Host:
         self.tasks: list[asyncio.Task[None]] = []
         self._can_trim: bool | None = None  # None: not probed yet
         self.follower: asyncio.Task[None] | None = None  # on a cluster: follows failovers (follow)
+        # startup (arq calls it again after each outage restart), follow and shutdown each swap the consumer
+        # set across awaits: one at a time, or a restart during a follow's stop starts a second set of
+        # consumers beside the one the follow then starts (and a second follower).
+        self._swapping = asyncio.Lock()
 
     @property
     def consumer(self) -> Consumer | None:
@@ -109,8 +113,11 @@ class Host:
 
     async def startup(self, ctx: dict[str, Any]) -> None:
         """arq's on_startup: start the consumer loops (once; arq calls this again after an outage restart)."""
-        if self.tasks:
-            return
+        async with self._swapping:
+            if not self.tasks:
+                await self._first_start()
+
+    async def _first_start(self) -> None:
         # A stored P other than the setting, or a store of another layout (any partition's), ends the
         # worker (exit status 3) before it writes anything; a store that is down ends arq's run here
         # and `serve` retries.
@@ -118,7 +125,7 @@ class Host:
         for i, k in enumerate(route.partitions.keys):
             await layout.ensure(route.client(i), k)
         self._start(route)
-        if isinstance(route, ClusterRoute):
+        if isinstance(route, ClusterRoute) and self.follower is None:
             self.follower = asyncio.create_task(
                 route.follow(self.settings.housekeeping_interval_s, self.follow), name="jobreg-follow"
             )
@@ -151,27 +158,30 @@ class Host:
         not an arq cron job: arq's server may be the master that failed): when a partition or a contract
         stream is served by another master now, restart the consumers on the new masters (each re-reads what
         it had pending: nothing is lost). Whether they were restarted."""
-        route = self.route
-        if not isinstance(route, ClusterRoute) or not self.consumers:
-            return False
-        current = [id(c.redis) for c in self.consumers] + [id(self.consumers[0].dead_letterer.dead)]
-        if current == self._placed(route):
-            return False
-        log.warning("a master changed (failover or reshard): restarting the consumers on the new ones")
-        consumers, tasks = self.consumers, self.tasks
-        self.consumers, self.tasks = [], []
-        await _stop(consumers, tasks, FOLLOW_GRACE_S)
-        self._start(route)
-        return True
+        async with self._swapping:
+            route = self.route
+            if not isinstance(route, ClusterRoute) or not self.consumers:
+                return False
+            current = [id(c.redis) for c in self.consumers] + [id(self.consumers[0].dead_letterer.dead)]
+            if current == self._placed(route):
+                return False
+            log.warning("a master changed (failover or reshard): restarting the consumers on the new ones")
+            # The old set stays in self.tasks while it stops, so nothing else sees "no consumers" meanwhile.
+            await _stop(self.consumers, self.tasks, FOLLOW_GRACE_S)
+            self.consumers, self.tasks = [], []
+            self._start(route)
+            return True
 
     async def shutdown(self, ctx: dict[str, Any]) -> None:
         """arq's on_shutdown: stop the consumers after their batch, close the client. Safe to call twice."""
-        consumers, tasks, route, follower = self.consumers, self.tasks, self.route, self.follower
-        self.consumers, self.tasks, self.redis, self.route, self.follower = [], [], None, None, None
-        if follower is not None:
+        follower, self.follower = self.follower, None
+        if follower is not None:  # first, and awaited: a follow it is in the middle of ends before the stop
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
-        await _stop(consumers, tasks, SHUTDOWN_GRACE_S + self.settings.block_ms / 1000)
+        async with self._swapping:
+            consumers, tasks, route = self.consumers, self.tasks, self.route
+            self.consumers, self.tasks, self.redis, self.route = [], [], None, None
+            await _stop(consumers, tasks, SHUTDOWN_GRACE_S + self.settings.block_ms / 1000)
         if route is not None:
             await route.aclose()
 
