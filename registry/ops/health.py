@@ -39,6 +39,22 @@ async def group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple
     return int(await redis.xlen(stream)), 0
 
 
+async def backlog(redis: aioredis.Redis, keys: Keys, group: str, route: Route | None = None) -> tuple[int | None, int]:
+    """``group_backlog`` summed over the ingress stream and, on a registry of several partitions, every
+    partition's stream: an entry the router has routed but its partition has not yet applied is backlog
+    too. The ingress stream is read first, so an entry routed between two reads is counted in its partition.
+    """
+    lags: list[int | None] = []
+    pending = 0
+    for lag, waiting in [await group_backlog(redis, keys.ingress, group)] + [
+        await route.call(i, lambda c, k=k: group_backlog(c, k.events, group))  # type: ignore[misc]
+        for i, k in enumerate(route.partitions.keys if route is not None and route.partitions.count > 1 else ())
+    ]:
+        lags.append(lag)
+        pending += waiting
+    return (None if None in lags else sum(lag or 0 for lag in lags)), pending
+
+
 async def pipeline_health(redis: aioredis.Redis, keys: Keys, group: str, route: Route | None = None) -> PipelineHealth:
     """The pipeline's health; with a ``route`` of several partitions, summed over the ingress stream and
     every partition's stream and change log (``changes_position``: the latest change of any partition)."""
