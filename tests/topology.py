@@ -200,3 +200,11 @@ def changes_after(url: str, prefix: str, start: str) -> list[list[Position]]:
     after = _positions(start)
     assert after is not None, f"not a position: {start!r}"
     return [[p for p in log if p > a] for log, a in zip(change_logs(url, prefix), after, strict=True)]
+
+
+def commands_processed(client: redis.Redis) -> int:
+    """Commands the store has processed so far (summed over every node of a cluster)."""
+    if isinstance(client, redis.RedisCluster):
+        per_node = client.info("stats", target_nodes=redis.RedisCluster.ALL_NODES)
+        return sum(int(info["total_commands_processed"]) for info in per_node.values())
+    return int(client.info("stats")["total_commands_processed"])
