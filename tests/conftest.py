@@ -140,7 +140,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         # A standalone-only test of a module that runs on both topologies: its cluster run says why not.
         only = item.get_closest_marker("standalone_only")
         callspec = getattr(item, "callspec", None)
-        if only is not None and callspec is not None and callspec.params.get("store") == "cluster":
+        on_cluster = callspec is not None and CLUSTER in (
+            callspec.params.get("store"),
+            callspec.params.get("own_store"),
+        )
+        if only is not None and on_cluster:
             item.add_marker(pytest.mark.skip(reason=f"standalone only: {only.args[0] if only.args else ''}"))
 
 
@@ -166,7 +170,8 @@ def redis_cluster() -> Iterator[LocalCluster]:
         pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
     from tests.cluster import local_cluster  # it imports this module
 
-    with local_cluster(masters=3) as cluster:
+    # No replicas, no failover wanted: a long node timeout, so a CPU-starved node is not counted failed.
+    with local_cluster(masters=3, node_timeout_ms=30_000) as cluster:
         yield cluster
 
 
