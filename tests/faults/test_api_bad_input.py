@@ -28,14 +28,10 @@ from tests.faults.conftest import report
 from tests.harness import Cluster, cluster
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic
-from tests.topology import Store, standalone_only
+from tests.topology import Store
 
 EXAMPLES = 150  # per operation; the fuzzing budget of the default run
 FAST_S = 0.5
-
-# Written for both topologies, but its cluster run failed twice on this loaded 2-core machine (once at the API's
-# start-up, once in the schema fuzzing after 5 minutes) and was not diagnosed in time: left to a follow-up.
-pytestmark = standalone_only("its cluster run failed, not yet diagnosed (see tests/README.md)")
 
 
 @pytest.fixture(scope="module")
