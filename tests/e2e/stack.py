@@ -104,7 +104,7 @@ def running_stack(
         if not any(k.startswith("JOBREG_AUTH_") for k in (env or {})):
             api.append("--no-auth")
         stack.procs.append(spawn(api, full_env, logs / "api.log"))
-        wait_for(lambda: (stack.check_alive(), healthy(stack.url))[1], 30, "API up", stack.log_tail)
+        wait_for(lambda: (stack.check_alive(), healthy(stack.url))[1], 60, "API up", stack.log_tail)
         yield stack
     finally:
         for proc in stack.procs:

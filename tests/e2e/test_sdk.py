@@ -82,7 +82,7 @@ def live(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # 2 shared cores: 20 s fell short
         while True:
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
