@@ -28,7 +28,7 @@ from registry.auth.tokens import mint
 from registry.settings import Settings, load_settings
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic, random_query, render_job
-from tests.topology import Store, both_topologies, commands_processed, is_cluster_url, sync_client
+from tests.topology import Store, both_topologies, commands_processed, sync_client
 
 JOBS = "/api/v2/jobs"
 SECRET = "isolation-test-secret-" + "z" * 32
@@ -191,12 +191,6 @@ def test_many_projects_are_correct_and_quick(env: Env) -> None:
                 check_page(env, params, resp, mine)
         finally:
             env.client.app.state.services.executor.settings = env.settings
-    if is_cluster_url(env.settings.redis_url):
-        # A strict xfail, for the cluster run only: the answers above are right, but each request costs
-        # 3-6 s here, not < 2 s, since every one of the 16 partitions sizes and ORs the user's 305 projects
-        # (P x projects work per request; reported, left to the query side's owners).
-        assert worst >= 2.0, f"now quick on a cluster ({worst * 1000:.0f} ms): drop this xfail"
-        pytest.xfail(f"slowest request {worst * 1000:.0f} ms on a 16-partition cluster for a 305-project user")
     assert worst < 2.0, f"slowest request {worst * 1000:.0f} ms"
 
 
