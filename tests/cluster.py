@@ -150,7 +150,7 @@ class LocalCluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _start_node(root: Path) -> Node:
+def _start_node(root: Path, node_timeout_ms: int = 2000) -> Node:
     port, bus_port = free_port(), free_port()
     workdir = root / str(port)
     workdir.mkdir()
@@ -169,7 +169,7 @@ def _launch(port: int, bus_port: int, workdir: Path) -> Node:
     args = [
         *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
         *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
-        *("--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"),
+        *("--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms)),
         *("--dir", str(workdir), "--save", "", "--appendonly", "no"),
     ]
     with (workdir / "redis.log").open("ab") as log:
@@ -211,15 +211,19 @@ def _wait(condition: object, what: str, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def start_cluster(masters: int = 3, replicas: int = 0) -> LocalCluster:
-    """Start ``masters * (1 + replicas)`` cluster-enabled redis-servers and join them into one cluster."""
+def start_cluster(masters: int = 3, replicas: int = 0, node_timeout_ms: int = 2000) -> LocalCluster:
+    """Start ``masters * (1 + replicas)`` cluster-enabled redis-servers and join them into one cluster.
+
+    ``node_timeout_ms`` (``cluster-node-timeout``): how long a node may go unheard before the others count
+    it failed; 2 s makes the failover tests quick, while a long-lived cluster on a loaded machine wants more
+    (a node starved of CPU for 2 s is otherwise marked failed, and the cluster answers CLUSTERDOWN)."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         raise RuntimeError("redis-server and redis-cli must be on PATH")
     root = Path(tempfile.mkdtemp(prefix="jobreg-cluster-"))
     nodes: list[Node] = []
     cluster = LocalCluster(nodes, masters, replicas, root)
     try:
-        nodes += [_start_node(root) for _ in range(masters * (1 + replicas))]
+        nodes += [_start_node(root, node_timeout_ms) for _ in range(masters * (1 + replicas))]
         deadline = time.monotonic() + START_TIMEOUT_S
         for node in nodes:
             _wait(lambda node=node: _ping(node), f"redis-server on {node.port}", deadline)  # type: ignore[misc]
@@ -238,8 +242,8 @@ def start_cluster(masters: int = 3, replicas: int = 0) -> LocalCluster:
 
 
 @contextlib.contextmanager
-def local_cluster(masters: int = 3, replicas: int = 0) -> Iterator[LocalCluster]:
-    cluster = start_cluster(masters, replicas)
+def local_cluster(masters: int = 3, replicas: int = 0, node_timeout_ms: int = 2000) -> Iterator[LocalCluster]:
+    cluster = start_cluster(masters, replicas, node_timeout_ms)
     try:
         yield cluster
     finally:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a private redis-server per test session (fakeredis only when none can be started)."""
+"""Shared fixtures: a private redis-server per test session (fakeredis only when none can be started), and a
+local 3-master Redis Cluster per session for the modules that run on both topologies (tests/topology.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -20,6 +22,10 @@ import redis.asyncio as aioredis
 from registry import lua
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
+from tests.topology import CLUSTER, STANDALONE, TOPOLOGIES, Store, async_client
+
+if TYPE_CHECKING:
+    from tests.cluster import LocalCluster
 
 
 def free_port() -> int:
@@ -131,6 +137,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(SLOW_SUITES):
             item.add_marker(pytest.mark.slow)
+        # A standalone-only test of a module that runs on both topologies: its cluster run says why not.
+        only = item.get_closest_marker("standalone_only")
+        callspec = getattr(item, "callspec", None)
+        on_cluster = callspec is not None and CLUSTER in (
+            callspec.params.get("store"),
+            callspec.params.get("own_store"),
+        )
+        undiagnosed = item.get_closest_marker("cluster_xfail")
+        if undiagnosed is not None and on_cluster:
+            item.add_marker(pytest.mark.xfail(reason=f"on a cluster: {undiagnosed.args[0]}", strict=False))
+        if only is not None and on_cluster:
+            item.add_marker(pytest.mark.skip(reason=f"standalone only: {only.args[0] if only.args else ''}"))
 
 
 @pytest.fixture(scope="session")
@@ -146,11 +164,41 @@ def redis_server() -> Iterator[RedisServer]:
     shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """One local 3-master cluster for the whole session, started by the first test that runs on it."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if os.environ.get("JOBREG_TEST_REQUIRE_REDIS"):
+            pytest.fail("redis-server and redis-cli are required (JOBREG_TEST_REQUIRE_REDIS is set)")
+        pytest.skip("a local Redis Cluster needs redis-server and redis-cli")
+    from tests.cluster import local_cluster  # it imports this module
+
+    # No replicas, no failover wanted: a long node timeout, so a CPU-starved node is not counted failed.
+    with local_cluster(masters=3, node_timeout_ms=30_000) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session", params=TOPOLOGIES)
+def store(request: pytest.FixtureRequest) -> Store:
+    """The Redis of a test that runs on both topologies (``pytestmark = both_topologies``): the session's
+    standalone server, or its cluster. Session-scoped so pytest runs each topology's tests together."""
+    if request.param == STANDALONE:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return Store(STANDALONE, server.url, server=server)
+    cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+    return Store(CLUSTER, cluster.url, cluster=cluster)
+
+
 @pytest.fixture
-def settings(redis_server: RedisServer) -> Settings:
-    # A fresh prefix per test: tests never see each other's keys and never flush anything.
+def settings(request: pytest.FixtureRequest) -> Settings:
+    # A fresh prefix per test: tests never see each other's keys and never flush anything. On the
+    # test's topology when it runs on both, else on the session's standalone server.
+    if "store" in request.fixturenames:
+        url = request.getfixturevalue("store").url
+    else:
+        url = request.getfixturevalue("redis_server").url
     prefix = f"t{os.urandom(4).hex()}"
-    return load_settings({}, redis_url=redis_server.url, prefix=prefix)
+    return load_settings({}, redis_url=url, prefix=prefix)
 
 
 @pytest.fixture
@@ -160,6 +208,7 @@ def keys(settings: Settings) -> Keys:
 
 @pytest.fixture
 async def aredis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    # redis-py's cluster client on a cluster: single-key commands only (tests/topology.py).
+    client = async_client(settings.redis_url)
     yield client
     await client.aclose()

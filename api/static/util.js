@@ -66,7 +66,9 @@ export function formatDuration(ms) {
 
 // "as of 10:00:05 (3 s ago)" from a change-log position ("<ms>-<seq>", Redis's clock).
 export function asOf(position, now = Date.now()) {
-  const ms = Number(String(position || "").split("-")[0]);
+  // A partitioned registry's position is a vector of its partitions' `<ms>-<seq>` joined by "_": the
+  // latest of them is the time the view is as of (an empty partition's "0-0" is not).
+  const ms = Math.max(0, ...String(position || "").split("_").map((p) => Number(p.split("-")[0]) || 0));
   if (!ms) return "as of –";
   const ago = Math.max(0, Math.round((now - ms) / 1000));
   const rel = ago < 60 ? `${ago} s ago` : ago < 3600 ? `${Math.floor(ago / 60)} min ago` : `${Math.floor(ago / 3600)} h ago`;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -37,6 +39,23 @@ async def group_backlog(redis: aioredis.Redis, stream: str, group: str) -> tuple
             lag = info.get("lag")
             return (None if lag is None else int(lag)), int(info.get("pending") or 0)
     return int(await redis.xlen(stream)), 0
+
+
+async def _partition_backlog(client: aioredis.Redis, *, stream: str, group: str) -> tuple[int | None, int]:
+    return await group_backlog(client, stream, group)
+
+
+async def backlog(redis: aioredis.Redis, keys: Keys, group: str, route: Route | None = None) -> tuple[int | None, int]:
+    """``group_backlog`` summed over the ingress stream and, on a registry of several partitions, every
+    partition's stream: an entry the router has routed but its partition has not yet applied is backlog
+    too. The ingress stream is read first, so an entry routed between two reads is counted in its partition.
+    """
+    backlogs = [await group_backlog(redis, keys.ingress, group)]
+    if route is not None and route.partitions.count > 1:
+        for i, k in enumerate(route.partitions.keys):
+            backlogs.append(await route.call(i, partial(_partition_backlog, stream=k.events, group=group)))
+    lags = [lag for lag, _ in backlogs]
+    return (None if None in lags else sum(lag or 0 for lag in lags)), sum(waiting for _, waiting in backlogs)
 
 
 async def pipeline_health(redis: aioredis.Redis, keys: Keys, group: str, route: Route | None = None) -> PipelineHealth:

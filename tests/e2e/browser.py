@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from registry.wire.publisher import Publisher
-from tests.conftest import RedisServer
 from tests.e2e.stack import ROOT, Stack, running_stack
+from tests.topology import Store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -65,8 +65,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(redis_server, tmp_path, env={"JOBREG_WATCH_HEARTBEAT_S": "2"}) as s:
+def stack(store: Store, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(store, tmp_path, env={"JOBREG_WATCH_HEARTBEAT_S": "2"}) as s:
         yield s
 
 

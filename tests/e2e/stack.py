@@ -17,6 +17,7 @@ import redis
 from registry.keys import Keys
 from tests.conftest import RedisServer, free_port
 from tests.harness import healthy, spawn, stop, wait_for
+from tests.topology import Store, sync_client, watch_position
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,8 @@ class Stack:
         return Keys(self.prefix)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+        """A client for the registry's keys (redis-py's cluster client on a cluster: one key per command)."""
+        return sync_client(self.redis_url)
 
     def log_tail(self, n: int = 3000) -> str:
         return "\n".join(
@@ -69,16 +71,21 @@ class Stack:
                 time.sleep(0.05)
 
     def log_ids(self) -> list[str]:
+        """The change log's entry ids, on a registry of one partition (a standalone store)."""
         client = self.redis()
         try:
             return [entry_id.decode() for entry_id, _ in client.xrange(self.keys.changes)]  # type: ignore[union-attr]
         finally:
             client.close()
 
+    def position(self) -> str:
+        """Where a watch stands now: the id of its latest event (on a cluster, the partitions' vector)."""
+        return watch_position(self.redis_url, self.prefix)
+
 
 @contextmanager
 def running_stack(
-    redis_server: RedisServer, logs: Path, *, workers: int = 1, env: dict[str, Any] | None = None
+    redis_server: RedisServer | Store, logs: Path, *, workers: int = 1, env: dict[str, Any] | None = None
 ) -> Iterator[Stack]:
     prefix = f"live{os.urandom(3).hex()}"
     port = free_port()
@@ -97,7 +104,7 @@ def running_stack(
         if not any(k.startswith("JOBREG_AUTH_") for k in (env or {})):
             api.append("--no-auth")
         stack.procs.append(spawn(api, full_env, logs / "api.log"))
-        wait_for(lambda: (stack.check_alive(), healthy(stack.url))[1], 30, "API up", stack.log_tail)
+        wait_for(lambda: (stack.check_alive(), healthy(stack.url))[1], 60, "API up", stack.log_tail)
         yield stack
     finally:
         for proc in stack.procs:

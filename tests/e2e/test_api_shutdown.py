@@ -21,9 +21,12 @@ import pytest
 
 from tests.conftest import RedisServer, free_port, start_redis_server
 from tests.harness import ROOT, healthy, spawn, stop, wait_for
+from tests.topology import standalone_only
 
 GRACE_S = 2  # JOBREG_SHUTDOWN_GRACE_S: every API process must be gone within it
 WATCHERS = 4  # spread over both processes (they accept on one socket)
+
+pytestmark = standalone_only("kills its private redis-server under the API")
 
 
 def _children(pid: int) -> list[int]:

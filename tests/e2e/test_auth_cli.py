@@ -14,8 +14,9 @@ import pytest
 
 from registry.auth.tokens import Verifier
 from registry.settings import load_settings
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
 from tests.harness import jobreg
+from tests.topology import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "cli-test-shared-secret-" + "k" * 32
@@ -51,8 +52,8 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, s
         return proc.communicate()
 
 
-def test_api_refuses_to_start_without_auth(redis_server: RedisServer) -> None:
-    env = clean_env(JOBREG_REDIS_URL=redis_server.url)
+def test_api_refuses_to_start_without_auth(store: Store) -> None:
+    env = clean_env(JOBREG_REDIS_URL=store.url)
     done = jobreg("api", "--port", str(free_port()), env=env)
     assert done.returncode == 2
     assert "no authentication configured" in done.stderr and "--no-auth" in done.stderr
@@ -64,9 +65,9 @@ def test_api_refuses_to_start_without_auth(redis_server: RedisServer) -> None:
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
-def test_api_no_auth_warns_loudly_and_serves(redis_server: RedisServer) -> None:
+def test_api_no_auth_warns_loudly_and_serves(store: Store) -> None:
     port = free_port()
-    env = clean_env(JOBREG_REDIS_URL=redis_server.url, JOBREG_PREFIX=f"cli{os.urandom(3).hex()}")
+    env = clean_env(JOBREG_REDIS_URL=store.url, JOBREG_PREFIX=f"cli{os.urandom(3).hex()}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "registry.ops.cli", "api", "--port", str(port), "--no-auth"],
         env=env,

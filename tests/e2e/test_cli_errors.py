@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RedisServer
+from tests.topology import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -64,8 +64,8 @@ def test_a_password_in_the_url_is_never_printed() -> None:
     assert done.returncode == 1 and "s3cret" not in done.stderr and "***" in done.stderr, done.stderr
 
 
-def test_output_survives_a_closed_pipe(redis_server: RedisServer) -> None:
-    env = {**os.environ, "JOBREG_REDIS_URL": redis_server.url, "JOBREG_PREFIX": f"pipe{os.urandom(3).hex()}"}
+def test_output_survives_a_closed_pipe(store: Store) -> None:  # on both topologies (the only one here with a store)
+    env = {**os.environ, "JOBREG_REDIS_URL": store.url, "JOBREG_PREFIX": f"pipe{os.urandom(3).hex()}"}
     # `jobreg top --once | true`: the reader is gone before the frame is written.
     shell = f'{sys.executable} -m registry.ops.cli top --once --interval 0.3 | true; echo "rc=${{PIPESTATUS[0]}}" >&2'
     done = subprocess.run(["bash", "-c", shell], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)

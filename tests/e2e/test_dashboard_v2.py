@@ -17,7 +17,6 @@ from registry.auth.tokens import mint
 from registry.settings import load_settings
 from registry.wire.deadletter import dead_letter_copy
 from registry.wire.publisher import Publisher
-from tests.conftest import RedisServer
 from tests.e2e.browser import (
     browser,
     console_problems,
@@ -31,6 +30,7 @@ from tests.e2e.browser import (
     wait_for,
 )
 from tests.e2e.stack import Stack, running_stack
+from tests.topology import Store
 
 __all__ = ["browser", "stack"]  # fixtures, used by name
 
@@ -287,10 +287,10 @@ def test_the_page_runs_under_its_strict_csp(stack: Stack, browser: Any) -> None:
     wait_for(browser, lambda: any("Content Security Policy" in m for m in console_problems(browser)), "a CSP report")
 
 
-def test_a_user_sees_their_jobs_and_no_dead_letters(redis_server: RedisServer, tmp_path: Path, browser: Any) -> None:
+def test_a_user_sees_their_jobs_and_no_dead_letters(store: Store, tmp_path: Path, browser: Any) -> None:
     secret = "dashboard-user-test-secret-" + "u" * 32
     env = {"JOBREG_AUTH_SECRET": secret, "JOBREG_WATCH_HEARTBEAT_S": "2"}
-    with running_stack(redis_server, tmp_path, env=env) as secured:
+    with running_stack(store, tmp_path, env=env) as secured:
         mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
         pub = Publisher(secured.redis(), secured.keys)
         for job, project in ((str(uuid.uuid4()), mine), (str(uuid.uuid4()), theirs)):

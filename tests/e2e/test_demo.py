@@ -17,9 +17,12 @@ from registry.wire.publisher import Publisher
 from tests.conftest import RedisServer
 from tests.e2e.test_up import clean_env, running_up
 from tests.harness import wait_for
+from tests.topology import standalone_only
 
 STALE = "5a1e0000-0000-4000-8000-000000000001"  # a demo job a crashed run left RUNNING
 OTHERS = "5a1e0000-0000-4000-8000-000000000002"  # another producer's job in a demo project
+
+pytestmark = standalone_only("`jobreg up --demo` starts and owns a standalone store by design")
 
 
 def open_demo_jobs(url: str) -> int:

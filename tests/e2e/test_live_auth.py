@@ -14,22 +14,23 @@ import httpx
 import pytest
 
 from registry.auth.tokens import mint
-from registry.live.changes import ORIGIN, parse_position
 from registry.settings import load_settings
-from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
 from tests.reference import Reference, make_traffic, render_watched
 from tests.sse import SseMessage, SseStream, open_stream
+from tests.topology import Store, both_topologies, position_reached
 
 SECRET = "live-auth-test-secret-" + "q" * 32
 WATCH = "/api/v2/jobs/watch"
 STATS = "/api/v2/jobs/stats"
 
+pytestmark = both_topologies
+
 
 @pytest.fixture
-def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+def stack(store: Store, tmp_path: Path) -> Iterator[Stack]:
     env = {"JOBREG_AUTH_SECRET": SECRET, "JOBREG_AUTH_LEEWAY_S": "0", "JOBREG_WATCH_HEARTBEAT_S": "0.3"}
-    with running_stack(redis_server, tmp_path, env=env) as s:
+    with running_stack(store, tmp_path, env=env) as s:
         yield s
 
 
@@ -43,14 +44,13 @@ def bearer(value: str) -> dict[str, str]:
 
 async def follow(resp: httpx.Response, until: str) -> dict[str, dict[str, Any]]:
     """Apply a watch's events until its position reaches ``until``; the job view it built."""
-    target = parse_position(until) or ORIGIN
     view: dict[str, dict[str, Any]] = {}
     stream = SseStream()
     async for msg in stream.messages(resp):
         if msg.event in ("added", "modified"):
             job = msg.json()["job"]
             view[job["id"]] = job
-        if (parse_position(stream.last_event_id) or ORIGIN) >= target:
+        if position_reached(stream.last_event_id, until):
             return view
     raise AssertionError("stream ended")
 
@@ -73,7 +73,7 @@ async def test_watch_and_stats_are_scoped_to_the_callers_projects(stack: Stack) 
             assert streams[name].status_code == 200
         stack.publish(traffic)
         await asyncio.to_thread(stack.wait_drained)
-        final = stack.log_ids()[-1]
+        final = stack.position()
         alice_view, root_view = await asyncio.wait_for(
             asyncio.gather(follow(streams["alice"], final), follow(streams["root"], final)), 30
         )

@@ -22,9 +22,12 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
 from tests.harness import healthy, jobreg, publish, spawn, stop, wait_for
 from tests.reference import Reference, make_traffic, random_query, render_detail, render_job
+from tests.topology import Store, both_topologies, sync_client
+
+pytestmark = both_topologies
 
 SEED = 4242
 N_JOBS = 600
@@ -54,12 +57,12 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(store: Store, tmp_path: Path) -> Iterator[Cluster]:
     prefix = f"e2e{os.urandom(3).hex()}"
     port = free_port()
     env = {
         **os.environ,
-        "JOBREG_REDIS_URL": redis_server.url,
+        "JOBREG_REDIS_URL": store.url,
         "JOBREG_PREFIX": prefix,
         "JOBREG_LOG_LEVEL": "INFO",
     }
@@ -139,7 +142,7 @@ def test_pipeline(cluster: Cluster) -> None:
     assert 0 < ref.invalid < len(traffic)
 
     events_stream, dead_stream = f"{c.prefix}:events", f"{c.prefix}:events:dead"
-    client = redis.Redis.from_url(c.env["JOBREG_REDIS_URL"])
+    client = sync_client(c.env["JOBREG_REDIS_URL"])
     http = httpx.Client(base_url=c.url, timeout=10)
     try:
         entry_ids = publish(client, events_stream, traffic)

@@ -17,11 +17,16 @@ import pytest
 
 from tests.e2e.test_up import clean_env, running_up
 from tests.harness import wait_for
+from tests.topology import standalone_only
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 DOCUMENTED = "http://127.0.0.1:8000"
 SEED_JOB = "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59"
+
+pytestmark = standalone_only(
+    "runs `jobreg up --demo`, standalone by design (its own private redis-server or fakeredis)"
+)
 
 
 def section(title: str) -> str:

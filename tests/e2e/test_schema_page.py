@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RedisServer
 from tests.e2e.browser import chromium, wait_for
 from tests.e2e.stack import Stack, running_stack
+from tests.topology import Store
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 
@@ -30,8 +30,8 @@ def offline_browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(redis_server, tmp_path) as s:
+def stack(store: Store, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(store, tmp_path) as s:
         yield s
 
 

@@ -25,13 +25,16 @@ from pasqal_cloud.utils.filters import JobFilters, PaginationParams
 
 from registry.auth.tokens import mint
 from registry.settings import load_settings
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic, render_detail, render_job
+from tests.topology import Store, both_topologies
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-sdk-shared-secret-" + "q" * 32
 SIGNER = load_settings({}, auth_secret=SECRET)
+
+pytestmark = both_topologies
 
 
 class StaticToken(TokenProvider):
@@ -53,17 +56,17 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     prefix = f"e2e{os.urandom(4).hex()}"
     traffic = make_traffic(random.Random(23), 800)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
-    orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
+    orders = asyncio.run(load(store.url, prefix, traffic, list(ref.jobs())))
     port = free_port()
     env = {
         **os.environ,
-        "JOBREG_REDIS_URL": redis_server.url,
+        "JOBREG_REDIS_URL": store.url,
         "JOBREG_PREFIX": prefix,
         "JOBREG_LOG_LEVEL": "INFO",  # rejections and access lines are logged: none may hold a token
         "JOBREG_AUTH_SECRET": SECRET,
@@ -79,7 +82,7 @@ def live(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # 2 shared cores: 20 s fell short
         while True:
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:

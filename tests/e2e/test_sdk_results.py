@@ -21,15 +21,17 @@ from registry.auth.tokens import mint
 from registry.settings import load_settings
 from registry.wire.events import MAX_RESULTS_LINK
 from registry.wire.publisher import build_fields
-from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
 from tests.harness import stream_entries, text_fields, wait_for
+from tests.topology import Store, both_topologies, stored_partitions
 
 SECRET = "e2e-sdk-results-secret-" + "r" * 32
 SIGNER = load_settings({}, auth_secret=SECRET)
 MINE, THEIRS = str(uuid.uuid4()), str(uuid.uuid4())
 SEQUENCE = json.dumps({"version": "1", "name": "bell", "register": {"q0": [0, 0], "q1": [5, 0]}})
 COUNTER = {"00": 412, "11": 388}
+
+pytestmark = both_topologies
 
 
 class Token(TokenProvider):
@@ -74,10 +76,10 @@ class Jobs:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, results_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(store: Store, results_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _Results.documents = {"/results/done.json": json.dumps({"counter": COUNTER, "raw": ["00", "11"]}).encode()}
     logs = tmp_path_factory.mktemp("sdk-results")
-    with running_stack(redis_server, logs, env={"JOBREG_AUTH_SECRET": SECRET}) as stack:
+    with running_stack(store, logs, env={"JOBREG_AUTH_SECRET": SECRET}) as stack:
         batch = str(uuid.uuid4())
 
         def created(job: str, project: str, **extra: Any) -> dict[str, str]:
@@ -165,8 +167,9 @@ def test_list_leaves_results_out_single_job_and_watch_carry_the_link(stack: Stac
         "code": "200",
         "data": {"results_link": None},
     }
+    origin = "_".join(["0-0"] * stored_partitions(stack.redis_url, stack.prefix).count)  # one per partition
     with httpx.stream(
-        "GET", f"{stack.url}/api/v2/jobs/watch", params={"resource_version": "0-0"}, headers=headers, timeout=10
+        "GET", f"{stack.url}/api/v2/jobs/watch", params={"resource_version": origin}, headers=headers, timeout=10
     ) as stream:
         seen: dict[str, Any] = {}
         for line in stream.iter_lines():

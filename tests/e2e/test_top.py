@@ -16,22 +16,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import RedisServer
 from tests.e2e.stack import ROOT, running_stack
 from tests.harness import jobreg
 from tests.reference import Reference, make_traffic
+from tests.topology import Store
 
 
 def top(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return jobreg("top", *args, env=env, timeout=timeout)
 
 
-def test_top_shows_counts_throughput_and_latest_changes(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_top_shows_counts_throughput_and_latest_changes(store: Store, tmp_path: Path) -> None:
     traffic = make_traffic(random.Random(21), 80)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
-    with running_stack(redis_server, tmp_path) as stack:
+    with running_stack(store, tmp_path) as stack:
         stack.publish(traffic)
         stack.wait_drained()
 
@@ -110,13 +110,13 @@ def _read_all(fd: int, into: list[bytes]) -> None:
         into.append(chunk)
 
 
-def test_top_fits_an_80x24_terminal_colours_it_and_quits_on_q(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_top_fits_an_80x24_terminal_colours_it_and_quits_on_q(store: Store, tmp_path: Path) -> None:
     # Long user ids and many changes: what used to overflow 80 columns and 24 rows.
     traffic = make_traffic(random.Random(23), 60)
     for entry in traffic:
         if entry.get("type") == "created":
             entry["user_id"] = "a-rather-long-user-name\x1b[31m-with-an-escape" + "x" * 60
-    with running_stack(redis_server, tmp_path) as stack:
+    with running_stack(store, tmp_path) as stack:
         stack.publish(traffic)
         stack.wait_drained()
 

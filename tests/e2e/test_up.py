@@ -20,9 +20,12 @@ import pytest
 
 from tests.conftest import RedisServer, free_port
 from tests.harness import healthy, wait_for
+from tests.topology import standalone_only
 
 P1 = "22222222-2222-4222-8222-222222222222"
 B1 = "11111111-1111-4111-8111-111111111111"
+
+pytestmark = standalone_only("`jobreg up` starts and owns a standalone store by design")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -22,21 +22,22 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry.live.changes import parse_position
-from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
 from tests.reference import Reference, decode, make_traffic, render_watched
 from tests.sse import SseMessage, SseStream, open_stream
+from tests.topology import Store, both_topologies, changes_after, per_partition, position_reached, standalone_only
 
 WATCH = "/api/v2/jobs/watch"
 JOBS = "/api/v2/jobs"
 FILTER = [("status", "RUNNING"), ("status", "CANCELING")]
 TIMEOUT_S = 60.0
 
+pytestmark = both_topologies
+
 
 @pytest.fixture
-def stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(redis_server, tmp_path, workers=2, env={"JOBREG_WATCH_HEARTBEAT_S": "0.3"}) as s:
+def stack(store: Store, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(store, tmp_path, workers=2, env={"JOBREG_WATCH_HEARTBEAT_S": "0.3"}) as s:
         yield s
 
 
@@ -94,9 +95,7 @@ class Watcher:
 
     async def read_to(self, position: str) -> None:
         """Read until the stream's Last-Event-ID (moved by events or heartbeats) reaches ``position``."""
-        target = parse_position(position)
-        assert target is not None
-        await self.read(lambda w: (parse_position(w.stream.last_event_id) or (0, 0)) >= target)
+        await self.read(lambda w: position_reached(w.stream.last_event_id, position))
 
 
 async def list_all(client: httpx.AsyncClient, params: list[tuple[str, str]]) -> tuple[str, list[dict[str, Any]]]:
@@ -138,7 +137,7 @@ async def test_watchers_end_with_every_job_in_its_latest_state(stack: Stack) -> 
         resumer = Watcher(client, [])
         await resumer.connect()
         start = resumer.stream.last_event_id
-        assert start == stack.log_ids()[-1], "the stream starts by telling its position"
+        assert start == stack.position(), "the stream starts by telling its position"
 
         # Filtered list-then-watch: one page (the filter matches few), then watch from its position.
         r = await client.get(JOBS, params=[*FILTER, ("limit", "100")])
@@ -165,7 +164,7 @@ async def test_watchers_end_with_every_job_in_its_latest_state(stack: Stack) -> 
         finally:
             await asyncio.to_thread(publishing.join)
         await asyncio.to_thread(stack.wait_drained)
-        final = stack.log_ids()[-1]
+        final = stack.position()
 
         # Each API process publishes its gauges to the others every 0.5 s (api/siblings.py): the
         # resumer's closed first stream may still count on another process for that long.
@@ -192,9 +191,9 @@ async def test_watchers_end_with_every_job_in_its_latest_state(stack: Stack) -> 
         seen_by_resumer = {i: j for i, j in want.items() if i in resumer.view}
         assert resumer.view == seen_by_resumer
 
-        # The resumer got every change after its start exactly once, in order, across the cut.
-        logged = stack.log_ids()
-        assert resumer.ids == logged[logged.index(start) + 1 :]
+        # The resumer got every change after its start exactly once, in order (each partition's log order),
+        # across the cut.
+        assert per_partition(resumer.ids, start) == changes_after(stack.redis_url, stack.prefix, start)
         assert resumer.reconnects == 1
 
         _check_metrics(metrics.text, ref, before + during, open_watchers=3)
@@ -254,7 +253,7 @@ async def test_heartbeats_keep_a_quiet_filtered_watch_resumable(stack: Stack) ->
         await quiet.connect()
         stack.publish(make_traffic(rng, 30, bad_rate=0))
         await asyncio.to_thread(stack.wait_drained)
-        final = stack.log_ids()[-1]
+        final = stack.position()
         await asyncio.wait_for(quiet.read_to(final), TIMEOUT_S)
         assert quiet.ids == [], "nothing matched the filter"
         assert "heartbeat" in quiet.stream.comments
@@ -265,9 +264,10 @@ async def test_heartbeats_keep_a_quiet_filtered_watch_resumable(stack: Stack) ->
         await quiet.disconnect()
 
 
-async def test_a_resume_point_older_than_the_log_is_410(redis_server: RedisServer, tmp_path: Path) -> None:
+@standalone_only("a 100-change log per partition: 200 jobs over 16 partitions trim none of the logs")
+async def test_a_resume_point_older_than_the_log_is_410(store: Store, tmp_path: Path) -> None:
     env = {"JOBREG_CHANGE_LOG_RETENTION": "100"}
-    with running_stack(redis_server, tmp_path, env=env) as small:
+    with running_stack(store, tmp_path, env=env) as small:
         small.publish(make_traffic(random.Random(9), 200, bad_rate=0))
         small.wait_drained()
         async with httpx.AsyncClient(base_url=small.url, timeout=10) as client:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RedisServer, start_redis_server
+from tests.topology import CLUSTER, STANDALONE, TOPOLOGIES, Store
 
 # The long variants (e.g. the 60 s load test) run with JOBREG_FAULTS_FULL=1.
 FULL = os.environ.get("JOBREG_FAULTS_FULL", "") not in ("", "0")
@@ -29,6 +30,21 @@ def own_redis() -> Iterator[RedisServer]:
     need_redis_server()
     server = start_redis_server()
     yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=TOPOLOGIES)
+def own_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """The store of a fault case that runs on both topologies: a private redis-server for this test, or the
+    session's 3-master cluster (shared: the cases name their own prefix, and kill only jobreg's processes)."""
+    need_redis_server()
+    if request.param == CLUSTER:
+        cluster = request.getfixturevalue("redis_cluster")
+        yield Store(CLUSTER, cluster.url, cluster=cluster)
+        return
+    server = start_redis_server()
+    yield Store(STANDALONE, server.url, server=server)
     server.stop()
     shutil.rmtree(server.workdir, ignore_errors=True)
 

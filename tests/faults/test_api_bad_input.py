@@ -23,25 +23,26 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from api.params import MAX_QUERY_BYTES
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
 from tests.faults.conftest import report
 from tests.harness import Cluster, cluster
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic
+from tests.topology import Store
 
 EXAMPLES = 150  # per operation; the fuzzing budget of the default run
 FAST_S = 0.5
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def api(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     prefix = f"fuzz{os.urandom(3).hex()}"
     traffic = make_traffic(random.Random(6), 300)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
-    asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
-    with cluster(redis_server.url, prefix, tmp_path_factory.mktemp("fuzz")) as c:
+    asyncio.run(load(store.url, prefix, traffic, list(ref.jobs())))
+    with cluster(store.url, prefix, tmp_path_factory.mktemp("fuzz")) as c:
         c.start_api(free_port())
         yield c
 

@@ -14,11 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import redis
-
-from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import cluster, drained, stop, stream_entries, wait_for
+from tests.topology import Store, sync_client
 
 SEED = 14
 N_GARBAGE = 20_000
@@ -26,12 +24,12 @@ MIN_KILLS = 8
 WORKERS = ("a", "b")
 
 
-def test_kill_workers_while_dead_lettering(own_redis: RedisServer, tmp_path: Path) -> None:
+def test_kill_workers_while_dead_lettering(own_store: Store, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     prefix = f"dlk{os.urandom(3).hex()}"
-    client = redis.Redis.from_url(own_redis.url)
+    client = sync_client(own_store.url)
     with cluster(
-        own_redis.url,
+        own_store.url,
         prefix,
         tmp_path,
         batch_size=50,

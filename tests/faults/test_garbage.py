@@ -7,12 +7,10 @@ import os
 import random
 from pathlib import Path
 
-import redis
-
-from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import assert_registry_matches, cluster, drained, jobreg, publish, text_fields, wait_for
 from tests.reference import Reference, _malformed, decode, make_traffic
+from tests.topology import Store, sync_client
 
 SEED = 3
 N_GARBAGE = 10_000
@@ -77,7 +75,7 @@ def _escaped(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     return {(b"~" + k if k in (b"error", b"source_id") or k.startswith(b"~") else k): v for k, v in fields.items()}
 
 
-def test_garbage_is_dead_lettered_and_replayable(own_redis: RedisServer, tmp_path: Path) -> None:
+def test_garbage_is_dead_lettered_and_replayable(own_store: Store, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     traffic = make_traffic(rng, N_JOBS, bad_rate=0.0)
     ids = sorted({e["job_id"].lower() for e in traffic})
@@ -92,8 +90,8 @@ def test_garbage_is_dead_lettered_and_replayable(own_redis: RedisServer, tmp_pat
         ref.add(entry)
 
     prefix = f"junk{os.urandom(3).hex()}"
-    client = redis.Redis.from_url(own_redis.url)
-    with cluster(own_redis.url, prefix, tmp_path, block_ms=200) as c:
+    client = sync_client(own_store.url)
+    with cluster(own_store.url, prefix, tmp_path, block_ms=200) as c:
         for name in ("a", "b"):
             c.start_worker(name)
         keys, group = c.keys, c.settings.group
@@ -117,7 +115,7 @@ def test_garbage_is_dead_lettered_and_replayable(own_redis: RedisServer, tmp_pat
         assert got.keys() == expected.keys()
         for source, original in expected.items():
             assert got[source] == _escaped(original), source  # type: ignore[arg-type]
-        assert_registry_matches(own_redis.url, prefix, ref)
+        assert_registry_matches(own_store.url, prefix, ref)
 
         # An operator corrects one field and replays (CLI); still-broken entries just come back.
         fixable = {}
@@ -134,7 +132,7 @@ def test_garbage_is_dead_lettered_and_replayable(own_redis: RedisServer, tmp_pat
             assert ref.add(fields)
         wait_for(lambda: drained(client, keys, group), 60, "replay drained", c.log_tail)
         assert client.xlen(keys.dead) == N_GARBAGE - len(fixable)
-        assert_registry_matches(own_redis.url, prefix, ref)
+        assert_registry_matches(own_store.url, prefix, ref)
         c.check_alive()
     kinds = {r.split(":")[0].split(" ")[0] for r in reasons.values()}
     report(

@@ -24,6 +24,7 @@ from tests.conftest import RedisServer, free_port
 from tests.faults.conftest import FULL, report
 from tests.harness import assert_registry_matches, cluster, drained, publish, wait_for
 from tests.reference import Reference
+from tests.topology import standalone_only
 
 # The issue's figures in the full run; the default run is scaled to what 2 shared cores sustain beside the
 # rest of the suite. JOBREG_LOAD_RATE / _QPS / _SECONDS override either.
@@ -34,6 +35,10 @@ IDLE_S = 15.0 if FULL else 10.0
 PRELOAD_JOBS = 20_000
 TICK_S = 0.01
 RECOVER_S = 5.0
+
+pytestmark = standalone_only(
+    "timed load on one server; the cluster's load figures are the benchmarks' (docs/scaling.md)"
+)
 
 
 class Traffic:

@@ -21,12 +21,15 @@ from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import assert_partitions_match, cluster, drained_partitions, publish, stop, wait_for
 from tests.reference import Reference, make_traffic
+from tests.topology import standalone_only
 
 SEED = 14
 N_JOBS = 8_000  # ~24,000 entries with 5% duplicates
 MIN_KILLS = 8
 WORKERS = ("fixed", "a", "b")
 P = 4
+
+pytestmark = standalone_only("P = 4 on one server by design; on a cluster: test_cluster_worker")
 
 
 def _check(url: str, parts: Partitions, ref: Reference) -> int:

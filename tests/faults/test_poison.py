@@ -27,11 +27,16 @@ from tests.harness import (
     wait_for,
 )
 from tests.reference import Reference, make_traffic
+from tests.topology import standalone_only
 from workers.consumer import Consumer, StoreError
 
 SEED = 4
 N_JOBS = 2_000
 MAX_FAILURES = 4
+
+pytestmark = standalone_only(
+    "injects its fault into raw keys of one partition and follows one stream's group state; sets maxmemory"
+)
 
 
 def test_poison_job_is_retried_then_dead_lettered(own_redis: RedisServer, tmp_path: Path) -> None:

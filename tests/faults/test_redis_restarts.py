@@ -27,12 +27,17 @@ from tests.harness import (
     wait_for,
 )
 from tests.reference import Reference, make_traffic
+from tests.topology import standalone_only
 
 N_JOBS = 4_000
 CHUNK = 50
 OUTAGE_DURING_INGEST_S = 3.0
 # Longer than every per-command retry budget of the workers' clients: only the hosts' own backoff helps.
 OUTAGE_DURING_QUERIES_S = 8.0
+
+pytestmark = standalone_only(
+    "kill -9 and restart of one redis-server with its AOF (a master's failover: test_cluster_worker)"
+)
 
 
 class Backend(threading.Thread):

@@ -16,6 +16,7 @@ from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import assert_registry_matches_async
 from tests.reference import Reference, make_traffic
+from tests.topology import standalone_only
 from workers.consumer import Consumer
 from workers.housekeeping import trim_stream
 
@@ -28,6 +29,8 @@ RETENTION_H = 24
 DEAD_MAXLEN = 200
 NODE = 100  # stream-node-max-entries: approximate trimming works in whole nodes
 AUDIT_STALL = range(2 * DAY_H, 4 * DAY_H)  # the second group stops reading for two days (> retention)
+
+pytestmark = standalone_only("measures one server's stream trimming and memory")
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:

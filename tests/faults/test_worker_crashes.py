@@ -9,12 +9,10 @@ import threading
 import time
 from pathlib import Path
 
-import redis
-
-from tests.conftest import RedisServer
 from tests.faults.conftest import report
 from tests.harness import assert_registry_matches, cluster, drained, publish, stop, wait_for
 from tests.reference import Reference, make_traffic
+from tests.topology import Store, sync_client
 
 SEED = 1
 N_JOBS = 34_000  # ~100,000 entries with 5% duplicates
@@ -22,7 +20,7 @@ MIN_KILLS = 12
 WORKERS = ("fixed", "a", "b")  # "fixed" keeps its consumer name across restarts; the others get host-pid names
 
 
-def test_kill_workers_during_ingest(own_redis: RedisServer, tmp_path: Path) -> None:
+def test_kill_workers_during_ingest(own_store: Store, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     traffic = make_traffic(rng, N_JOBS, dup_rate=0.05, bad_rate=0.0)
     assert len(traffic) >= 100_000
@@ -30,9 +28,9 @@ def test_kill_workers_during_ingest(own_redis: RedisServer, tmp_path: Path) -> N
     for entry in traffic:
         ref.add(entry)
     prefix = f"crash{os.urandom(3).hex()}"
-    client = redis.Redis.from_url(own_redis.url)
+    client = sync_client(own_store.url)
     with cluster(
-        own_redis.url,
+        own_store.url,
         prefix,
         tmp_path,
         batch_size=200,
@@ -51,7 +49,7 @@ def test_kill_workers_during_ingest(own_redis: RedisServer, tmp_path: Path) -> N
 
         def producer() -> None:
             try:
-                pub = redis.Redis.from_url(own_redis.url)
+                pub = sync_client(own_store.url)
                 for i in range(0, len(traffic), 1000):
                     publish(pub, keys.events, traffic[i : i + 1000])
                     time.sleep(0.12)
@@ -79,7 +77,7 @@ def test_kill_workers_during_ingest(own_redis: RedisServer, tmp_path: Path) -> N
         c.check_alive()
         assert client.xlen(keys.dead) == 0, "a valid event was dead-lettered"
         assert client.hlen(keys.failures) == 0 and client.hlen(keys.failure_counts) == 0
-        jobs = assert_registry_matches(own_redis.url, prefix, ref)
+        jobs = assert_registry_matches(own_store.url, prefix, ref)
         # Members left behind by the killed workers are pruned once idle with nothing pending.
         wait_for(
             lambda: len(client.xinfo_consumers(keys.events, group)) <= len(WORKERS),  # type: ignore[arg-type]

@@ -22,16 +22,17 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from registry.keys import Keys
 from registry.settings import Settings, load_settings
-from registry.store import record
-from registry.store.projection import Projection
 from registry.wire.events import decode_event
 from tests.conftest import RedisServer, start_redis_server
 from tests.harness import decode_all
 from tests.reference import Reference, make_traffic, random_query, render_detail, render_job
+from tests.topology import Store, both_topologies, load_events, standalone_only
 
 Client = AsyncTestClient[Litestar]
 JOBS = "/api/v2/jobs"
 ORPHAN = "0f0f0f0f-0000-4000-8000-000000000001"  # has a `started` event but no `created`
+
+pytestmark = both_topologies
 
 
 @dataclass
@@ -48,37 +49,30 @@ class Dataset:
 
 
 async def load(url: str, prefix: str, traffic: list[dict[str, str]], job_ids: list[str]) -> dict[str, int]:
-    """Project the traffic through the real writer; return each job's creation_order."""
-    r = aioredis.Redis.from_url(url)
-    try:
-        keys = Keys(prefix)
-        proj = Projection(r, keys, set_to_bitmap_threshold=20)
-        events = decode_all(traffic)
-        for i in range(0, len(events), 97):
-            await proj.apply(events[i : i + 97])
-        orphan = {"event_id": "orphan-1", "type": "started", "job_id": ORPHAN, "occurred_at": "2026-01-05T09:00:00"}
-        await proj.apply([decode_event(orphan)])
-        return {j: h for j, h in zip(job_ids, await record.handles(r, keys, job_ids), strict=True) if h}
-    finally:
-        await r.aclose()
+    """Project the traffic through the real writer, each job in its partition (P stamped: 1 on a standalone
+    server, 16 on a cluster), then an orphan's event; return each job's creation_order."""
+    orphan = {"event_id": "orphan-1", "type": "started", "job_id": ORPHAN, "occurred_at": "2026-01-05T09:00:00"}
+    events = [*decode_all(traffic), decode_event(orphan)]
+    orders = await load_events(url, prefix, events, set_to_bitmap_threshold=20)
+    return {j: orders[j] for j in job_ids if j in orders}
 
 
-def make_dataset(redis_server: RedisServer, seed: int, n_jobs: int) -> Dataset:
+def make_dataset(url: str, seed: int, n_jobs: int) -> Dataset:
     """``n_jobs`` jobs of random traffic applied under a fresh prefix, with their reference."""
     prefix = f"t{os.urandom(4).hex()}"
-    settings = load_settings({}, redis_url=redis_server.url, prefix=prefix)
+    settings = load_settings({}, redis_url=url, prefix=prefix)
     traffic = make_traffic(random.Random(seed), n_jobs)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
-    orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
+    orders = asyncio.run(load(url, prefix, traffic, list(ref.jobs())))
     assert len(orders) == len(ref.jobs())
     return Dataset(settings, ref, orders)
 
 
 @pytest.fixture(scope="module")
-def dataset(redis_server: RedisServer) -> Dataset:
-    return make_dataset(redis_server, 11, 400)
+def dataset(store: Store) -> Dataset:
+    return make_dataset(store.url, 11, 400)
 
 
 @pytest.fixture
@@ -300,6 +294,8 @@ async def test_unknown_route_and_method_are_jsend(client: Client) -> None:
 
 
 async def test_unexpected_error_is_500_without_trace(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first store request settles the services (on a cluster they are rebuilt over its route then).
+    assert (await client.get("/healthz")).status_code == 200
     services = client.app.state.services
 
     async def boom(*_: Any) -> Any:
@@ -390,6 +386,7 @@ def flaky_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
     server.stop()
 
 
+@standalone_only("kills and restarts one redis-server (a cluster master's failover: tests/faults/test_cluster_*)")
 async def test_redis_down_gives_503_then_recovers(flaky_redis: RedisServer) -> None:
     traffic = make_traffic(random.Random(5), 30)
     ref = Reference()

@@ -26,13 +26,15 @@ from api.app import create_app
 from api.auth import CurrentPrincipal
 from registry.auth.tokens import mint
 from registry.settings import Settings, load_settings
-from tests.conftest import RedisServer
 from tests.integration.test_api import load
 from tests.reference import Reference, make_traffic, random_query, render_job
+from tests.topology import Store, both_topologies, commands_processed, sync_client
 
 JOBS = "/api/v2/jobs"
 SECRET = "isolation-test-secret-" + "z" * 32
 Params = list[tuple[str, str]]
+
+pytestmark = both_topologies
 
 
 @dataclass
@@ -63,18 +65,18 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(redis_server: RedisServer) -> Iterator[Env]:
+def env(store: Store) -> Iterator[Env]:
     prefix = f"t{os.urandom(4).hex()}"
     traffic = make_traffic(random.Random(31), 500, n_projects=8, n_batches=16)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
-    orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
-    settings = load_settings({}, redis_url=redis_server.url, prefix=prefix, auth_secret=SECRET)
+    orders = asyncio.run(load(store.url, prefix, traffic, list(ref.jobs())))
+    settings = load_settings({}, redis_url=store.url, prefix=prefix, auth_secret=SECRET)
     projects = sorted({j["project_id"] for j in ref.jobs().values()})
     assert len(projects) >= 6
     with TestClient(create_app(settings)) as client:
-        yield Env(settings, ref, orders, projects, client, redis.Redis.from_url(redis_server.url))
+        yield Env(settings, ref, orders, projects, client, sync_client(store.url))
 
 
 def check_page(env: Env, params: Params, resp: Any, allowed: set[str] | None) -> None:
@@ -146,7 +148,7 @@ def test_outside_project_filter_is_an_empty_page_without_redis(env: Env) -> None
     token = env.token("alice", [mine])
 
     def commands() -> int:
-        return int(env.redis.info("stats")["total_commands_processed"])
+        return commands_processed(env.redis)
 
     baseline = -commands() + commands()
     before = commands()

@@ -16,11 +16,14 @@ from registry.auth.tokens import mint
 from registry.keys import Keys
 from registry.settings import Settings
 from registry.wire.deadletter import dead_letter
+from tests.topology import both_topologies
 
 Client = AsyncTestClient[Litestar]
 SECRET = "dead-letter-api-test-secret-" + "d" * 32
 DEAD = "/api/v2/dead-letters"
 REPLAY = "/api/v2/dead-letters/replay"
+
+pytestmark = both_topologies
 
 
 @pytest.fixture

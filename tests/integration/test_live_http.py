@@ -7,21 +7,20 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.dashboard import STATIC_DIR
-from registry.keys import Keys
-from registry.live.changes import current_position, format_position
 from registry.settings import Settings
-from registry.store.projection import Projection
 from registry.wire.events import decode_event
 from tests.conftest import free_port
+from tests.topology import both_topologies, load_events, open_registry, stored_partitions, watch_position
 
 Client = AsyncTestClient[Litestar]
 WATCH = "/api/v2/jobs/watch"
+
+pytestmark = both_topologies
 
 
 @pytest.fixture
@@ -30,7 +29,8 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
         yield c
 
 
-async def add_job(redis: aioredis.Redis, keys: Keys, job_id: str) -> None:
+async def add_job(settings: Settings, job_id: str) -> None:
+    """A job in the registry of ``settings`` (P stamped, as a worker's first start does: 16 on a cluster)."""
     created = {
         "event_id": f"c-{job_id}",
         "type": "created",
@@ -41,15 +41,19 @@ async def add_job(redis: aioredis.Redis, keys: Keys, job_id: str) -> None:
         "user_id": "ann",
         "runs": "3",
     }
-    await Projection(redis, keys).apply([decode_event(created)])
+    await load_events(settings.redis_url, settings.prefix, [decode_event(created)])
 
 
-async def test_list_tells_the_change_log_position(client: Client, aredis: aioredis.Redis, keys: Keys) -> None:
+async def test_list_tells_the_change_log_position(client: Client, settings: Settings) -> None:
+    await (await open_registry(settings.redis_url, settings.prefix)).aclose()  # P stamped, nothing logged
     r = await client.get("/api/v2/jobs")
-    assert r.headers["x-resource-version"] == "0-0"  # nothing logged yet
-    await add_job(aredis, keys, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")
+    parts = stored_partitions(settings.redis_url, settings.prefix).count
+    assert r.headers["x-resource-version"] == "_".join(["0-0"] * parts)  # nothing logged yet
+    await add_job(settings, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")
     r = await client.get("/api/v2/jobs", params={"status": "PENDING"})
-    assert r.headers["x-resource-version"] == format_position(await current_position(aredis, keys))
+    position = r.headers["x-resource-version"]
+    assert position == watch_position(settings.redis_url, settings.prefix)
+    assert position != "_".join(["0-0"] * parts)
     assert "Content-Range" in r.headers["access-control-expose-headers"].split(", ")
 
 
@@ -70,9 +74,10 @@ async def test_watch_rejects_bad_input_with_422(
     assert [d["loc"] for d in r.json()["detail"]] == [loc]
 
 
-async def test_watch_from_a_reset_log_is_410(client: Client, aredis: aioredis.Redis, keys: Keys) -> None:
-    await add_job(aredis, keys, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")
-    r = await client.get(WATCH, headers={"Last-Event-ID": "99999999999999-0"})
+async def test_watch_from_a_reset_log_is_410(client: Client, settings: Settings) -> None:
+    await add_job(settings, "0f8e3f0c-1c6b-4c1a-9b7e-3e1d2c3b4a59")
+    parts = stored_partitions(settings.redis_url, settings.prefix).count
+    r = await client.get(WATCH, headers={"Last-Event-ID": "_".join(["99999999999999-0"] * parts)})
     assert r.status_code == 410
     assert r.json()["code"] == "410" and "list again" in r.json()["message"]
 

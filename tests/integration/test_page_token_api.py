@@ -22,13 +22,15 @@ from litestar.testing import TestClient
 from api.app import create_app
 from registry.auth.tokens import mint
 from registry.settings import Settings, load_settings
-from tests.conftest import RedisServer
 from tests.integration.test_api import load
 from tests.reference import ORDER_BYS, Reference, make_traffic
+from tests.topology import Store, both_topologies
 
 JOBS = "/api/v2/jobs"
 SECRET = "page-token-test-secret-" + "q" * 32
 Params = list[tuple[str, str]]
+
+pytestmark = both_topologies
 
 
 @dataclass
@@ -51,14 +53,14 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(redis_server: RedisServer) -> Iterator[Env]:
+def env(store: Store) -> Iterator[Env]:
     prefix = f"t{os.urandom(4).hex()}"
     traffic = make_traffic(random.Random(14), 300, n_projects=5, n_batches=10)
     ref = Reference()
     for entry in traffic:
         ref.add(entry)
-    orders = asyncio.run(load(redis_server.url, prefix, traffic, list(ref.jobs())))
-    settings = load_settings({}, redis_url=redis_server.url, prefix=prefix, auth_secret=SECRET)
+    orders = asyncio.run(load(store.url, prefix, traffic, list(ref.jobs())))
+    settings = load_settings({}, redis_url=store.url, prefix=prefix, auth_secret=SECRET)
     projects = sorted({j["project_id"] for j in ref.jobs().values()})
     with TestClient(create_app(settings)) as client:
         yield Env(settings, ref, orders, projects, client)

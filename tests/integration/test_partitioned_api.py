@@ -1,33 +1,37 @@
 """The API over a partitioned registry (issue 14): lists, page tokens, single jobs and stats answer as the
-reference does, through the same handlers (P = 3 on one server, data routed by Partitions.of)."""
+reference does, through the same handlers (P = 3, data routed by Partitions.of; on one server, and over the
+partitions' masters of a 3-master cluster)."""
 
 from __future__ import annotations
 
 import random
 
-import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from registry.keys import Keys
-from registry.partition import Partitions
 from registry.settings import Settings
 from tests.harness import decode_all
-from tests.integration.test_scatter import load
 from tests.reference import Reference, make_traffic, random_query
+from tests.topology import apply_events, both_topologies, creation_orders, open_registry
 
 JOBS = "/api/v2/jobs"
 
+pytestmark = both_topologies
 
-async def test_api_over_three_partitions(aredis: aioredis.Redis, settings: Settings) -> None:
+
+async def test_api_over_three_partitions(settings: Settings) -> None:
     rng = random.Random(33)
     traffic = make_traffic(rng, 300)
     ref = Reference()
     for e in traffic:
         ref.add(e)
-    orders = await load(aredis, Partitions(settings.prefix, 3), decode_all(traffic))
-    # P as the workers store it at a registry's first start: the API learns it before its first answer.
-    await aredis.set(Keys(settings.prefix).partitions, 3)
+    # P stamped as the workers do at a registry's first start: the API learns it before its first answer.
+    route = await open_registry(settings.redis_url, settings.prefix, partitions=3)
+    try:
+        await apply_events(route, decode_all(traffic), set_to_bitmap_threshold=20, chunk=5)
+        orders = await creation_orders(route, sorted(ref.jobs()))
+    finally:
+        await route.aclose()
     async with AsyncTestClient(create_app(settings)) as client:
         for _ in range(60):
             params = random_query(rng, ref)

@@ -19,7 +19,7 @@ STATS = "/api/v2/jobs/stats"
 
 @pytest.fixture(scope="module")
 def stats_dataset(redis_server: RedisServer) -> Dataset:
-    return make_dataset(redis_server, 17, 300)
+    return make_dataset(redis_server.url, 17, 300)
 
 
 def expected(ds: Dataset, params: list[tuple[str, str]]) -> dict[str, object]:

@@ -14,20 +14,20 @@ import jwt
 
 from registry.auth.tokens import mint
 from registry.settings import load_settings
-from tests.conftest import RedisServer
 from tests.e2e.stack import Stack, running_stack
+from tests.topology import Store
 
 SECRET = "security-suite-shared-secret-" + "s" * 32
 JOBS = "/api/v2/jobs"
 
 
 @contextmanager
-def secured_stack(redis_server: RedisServer, logs: Path, **env: Any) -> Iterator[Stack]:
+def secured_stack(store: Store, logs: Path, **env: Any) -> Iterator[Stack]:
     """Workers and an API with authentication on (HS256 shared secret), on loopback."""
     # One API process: the bounds under test (watch streams, memory) are per process, and the
     # memory checks read that process's RSS (api_pid), which a supervisor of several would hide.
     full = {"JOBREG_AUTH_SECRET": SECRET, "JOBREG_WATCH_HEARTBEAT_S": "1", "JOBREG_API_PROCESSES": "1", **env}
-    with running_stack(redis_server, logs, env=full) as stack:
+    with running_stack(store, logs, env=full) as stack:
         yield stack
 
 

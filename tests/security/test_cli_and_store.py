@@ -30,6 +30,7 @@ from tests.conftest import RedisServer, free_port
 from tests.e2e.stack import ROOT, Stack, running_stack
 from tests.harness import jobreg, wait_for
 from tests.security.attack import new_uuid
+from tests.topology import Store
 
 PASSWORD = "p@ss/w:rd%"  # every character a URL must encode
 ENCODED = "p%40ss%2Fw%3Ard%25"
@@ -187,10 +188,10 @@ def _healthy(port: int, proc: subprocess.Popen[str]) -> bool:
         return False
 
 
-def test_cli_output_from_event_data_is_escaped(redis_server: RedisServer, tmp_path: Path) -> None:
+def test_cli_output_from_event_data_is_escaped(store: Store, tmp_path: Path) -> None:
     """Findings 5 and 11: `jobreg top` and `jobreg dead-letters` print what producers wrote; a terminal must
     get no control character from it, one row per change; a timestamp in year 10000 is dead-lettered."""
-    with running_stack(redis_server, tmp_path) as stack:
+    with running_stack(store, tmp_path) as stack:
         client = stack.redis()
         project = new_uuid()
         for user in (HOSTILE_USER, "nul\x00here", "new\nline"):

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import RedisServer
 from tests.e2e.stack import Stack
 from tests.harness import wait_for
 from tests.security.attack import JOBS, api_pid, bearer, raw_request, rss_mb, secured_stack, settled_rss_mb, token
+from tests.topology import Store
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with secured_stack(redis_server, tmp_path_factory.mktemp("abuse")) as s:
+def stack(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with secured_stack(store, tmp_path_factory.mktemp("abuse")) as s:
         yield s
 
 

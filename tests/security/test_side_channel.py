@@ -13,17 +13,17 @@ import httpx
 import pytest
 
 from registry.wire.publisher import Publisher
-from tests.conftest import RedisServer
 from tests.e2e.stack import Stack
 from tests.security.attack import JOBS, bearer, new_uuid, secured_stack, token
+from tests.topology import Store
 
 A, B = new_uuid(), new_uuid()
 IGNORED = {"date", "x-resource-version"}
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with secured_stack(redis_server, tmp_path_factory.mktemp("side")) as s:
+def stack(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with secured_stack(store, tmp_path_factory.mktemp("side")) as s:
         yield s
 
 
