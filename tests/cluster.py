@@ -32,6 +32,7 @@ class Node:
     bus_port: int
     process: subprocess.Popen[bytes]
     workdir: Path
+    node_timeout_ms: int = 2000  # its cluster-node-timeout, kept for a restart
 
     @property
     def address(self) -> str:
@@ -154,18 +155,18 @@ def _start_node(root: Path, node_timeout_ms: int = 2000) -> Node:
     port, bus_port = free_port(), free_port()
     workdir = root / str(port)
     workdir.mkdir()
-    return _launch(port, bus_port, workdir)
+    return _launch(port, bus_port, workdir, node_timeout_ms)
 
 
 def restart(node: Node, timeout_s: float = START_TIMEOUT_S) -> None:
     """Start a killed node again on its ports with its nodes.conf (no data: it kept none). A master whose
     slots were failed over rejoins as a replica of the promoted one and syncs from it."""
     assert node.process.poll() is not None, "restart a node that was killed"
-    node.process = _launch(node.port, node.bus_port, node.workdir).process
+    node.process = _launch(node.port, node.bus_port, node.workdir, node.node_timeout_ms).process
     _wait(lambda: _ping(node), f"redis-server on {node.port}", time.monotonic() + timeout_s)
 
 
-def _launch(port: int, bus_port: int, workdir: Path) -> Node:
+def _launch(port: int, bus_port: int, workdir: Path, node_timeout_ms: int) -> Node:
     args = [
         *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
         *("--cluster-enabled", "yes", "--cluster-port", str(bus_port)),
@@ -174,7 +175,7 @@ def _launch(port: int, bus_port: int, workdir: Path) -> Node:
     ]
     with (workdir / "redis.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    return Node(port, bus_port, proc, workdir)
+    return Node(port, bus_port, proc, workdir, node_timeout_ms)
 
 
 def _ping(node: Node) -> bool:
@@ -267,7 +268,7 @@ def add_masters(cluster: LocalCluster, n: int) -> list[Node]:
     """Start ``n`` empty masters and join them to ``cluster`` as an operator would (``redis-cli --cluster
     add-node NEW EXISTING``); they serve no slot until slots move to them (registry/ops/rebalance.py)."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    new = [_start_node(cluster.workdir) for _ in range(n)]
+    new = [_start_node(cluster.workdir, cluster.nodes[0].node_timeout_ms) for _ in range(n)]
 
     def known() -> bool:
         total = len([n for n in cluster.nodes if n.process.poll() is None])
