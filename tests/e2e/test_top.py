@@ -49,7 +49,9 @@ def test_top_shows_counts_throughput_and_latest_changes(store: Store, tmp_path: 
         assert len(latest) == 12
 
         # Live: two refreshes while events flow; the second one shows a throughput.
-        more = make_traffic(random.Random(22), 200, bad_rate=0)
+        # Enough to keep flowing until top's second frame however slowly top starts (a loaded machine took
+        # longer to start it than 200 jobs took to publish); the feeder stops when top is done.
+        more = make_traffic(random.Random(22), 2000, bad_rate=0)
         stop = threading.Event()
 
         def feed() -> None:
