@@ -68,7 +68,11 @@ async def _layout_gate(request: Request[Any, Any, Any]) -> None:
     path = request.url.path
     # The servers first (on a cluster the layout lives on its tag's master), then the layout.
     if not request.app.state.partitions_known and path.startswith((*STORE_ROUTES, "/metrics")):
-        await _learn_partitions(request.app)
+        # One learner: concurrent first requests would each open a route, a cluster client and a follower,
+        # and all but the last would leak (a follower task left running, clients never closed).
+        async with request.app.state.learning:
+            if not request.app.state.partitions_known:
+                await _learn_partitions(request.app)
     if path.startswith(STORE_ROUTES):
         services: Services = request.app.state.services
         await services.layout.check()
@@ -188,6 +192,7 @@ def create_app(
         # stored one learnt before the first store request (one partition until then).
         route = OneNode(client, Partitions(settings.prefix, partitions or 1))
         app.state.partitions_known = partitions is not None
+        app.state.learning = asyncio.Lock()  # serializes _learn_partitions
         app.state.cluster = None  # (route, cluster client) once a cluster is learnt
         app.state.follower = None  # the task following the cluster's slot map (ClusterRoute.follow)
         app.state.services = Services(settings, client, keys, Scatter(route, settings), gate, PageTokens(client, keys))
