@@ -148,6 +148,12 @@ def stored_partitions(url: str, prefix: str) -> Partitions:
     return Partitions(prefix, int(raw) if raw else 1)
 
 
+def origin_position(url: str, prefix: str) -> str:
+    """A watch's resume id before any change: ORIGIN on one partition, the vector of P ORIGINs on several
+    (a single position is refused by a partitioned registry's API: 422 naming resource_version)."""
+    return format_vector([ORIGIN] * stored_partitions(url, prefix).count)
+
+
 def watch_position(url: str, prefix: str) -> str:
     """Where a watch of the registry stands now: the latest change's position on one partition, the vector of
     every partition's on several (the id a watch's latest event carries; ORIGIN's before any change)."""

@@ -88,8 +88,9 @@ class Watch:
         # whose count follows the size of the changes read so far, so big jobs come a few at a time.
         self.max_bytes = max_bytes
         self._read_bytes = None if max_bytes is None else max(1, max_bytes // 4)
-        # Until sizes are known, a first read small enough for big jobs.
-        self._read_count = chunk if max_bytes is None else min(chunk, 8)
+        # Until sizes are known, a first read small enough for big jobs: 8 with the default bound (1 MiB),
+        # down to 1 for a partition's share of it (api/live.py), since every partition reads at once.
+        self._read_count = chunk if self._read_bytes is None else max(1, min(chunk, 8, self._read_bytes // 32768))
         self._stopping = False
         self.position: Position = (0, 0)
         self._sub: Subscription | None = None

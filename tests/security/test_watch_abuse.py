@@ -18,12 +18,14 @@ from registry.wire.publisher import Publisher
 from tests.e2e.stack import Stack
 from tests.harness import wait_for
 from tests.security.attack import JOBS, api_pid, bearer, new_uuid, raw_request, rss_mb, secured_stack, token
-from tests.topology import Store
+from tests.topology import Store, origin_position
 
 WATCH = f"{JOBS}/watch"
 
 
-def watch_head(user_token: str, query: str = "resource_version=0-0") -> bytes:
+def watch_head(stack: Stack, user_token: str) -> bytes:
+    """A watch from the registry's first change (a catch-up of every job the caller may see)."""
+    query = f"resource_version={origin_position(stack.redis_url, stack.prefix)}"
     return f"GET {WATCH}?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user_token}\r\n\r\n".encode()
 
 
@@ -49,7 +51,6 @@ def big_jobs(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield s, project
 
 
-@pytest.mark.cluster_xfail("its watch streams did not open within 30 s (seen under load; not diagnosed)")
 def test_watchers_that_never_read_hold_bounded_memory_and_return_it(big_jobs: tuple[Stack, str]) -> None:
     stack, project = big_jobs
     pid = api_pid(stack)
@@ -58,7 +59,7 @@ def test_watchers_that_never_read_hold_bounded_memory_and_return_it(big_jobs: tu
     with httpx.stream("GET", stack.url + WATCH, headers=bearer(user)) as warm:
         next(warm.iter_lines())
     baseline = rss_mb(pid)
-    socks = [raw_request(stack.url, watch_head(user), rcvbuf=4096) for _ in range(20)]
+    socks = [raw_request(stack.url, watch_head(stack, user), rcvbuf=4096) for _ in range(20)]
     try:
         wait_for(lambda: open_streams(stack) == 20, 30, "20 watch streams open")
         peak = 0.0
@@ -80,18 +81,17 @@ def test_watchers_that_never_read_hold_bounded_memory_and_return_it(big_jobs: tu
     stack.check_alive()
 
 
-@pytest.mark.cluster_xfail("its watch streams did not open within 30 s (seen under load; not diagnosed)")
 def test_streams_per_caller_and_per_process_are_bounded(store: Store, tmp_path: Path) -> None:
     project = new_uuid()
     env = {"JOBREG_WATCH_MAX_PER_CALLER": "2", "JOBREG_WATCH_MAX_STREAMS": "3"}
     with secured_stack(store, tmp_path, **env) as stack:
         alice, bob, carol = (token(u, [project]) for u in ("alice", "bob", "carol"))
-        held = [raw_request(stack.url, watch_head(alice)) for _ in range(2)]
+        held = [raw_request(stack.url, watch_head(stack, alice)) for _ in range(2)]
         wait_for(lambda: open_streams(stack) == 2, 30, "alice's streams open")
         third = httpx.get(stack.url + WATCH, headers=bearer(alice))
         assert third.status_code == 429 and third.headers["retry-after"]
         assert third.json()["message"] == "at most 2 open watch streams per caller"
-        held.append(raw_request(stack.url, watch_head(bob)))
+        held.append(raw_request(stack.url, watch_head(stack, bob)))
         wait_for(lambda: open_streams(stack) == 3, 30, "bob's stream open")
         full = httpx.get(stack.url + WATCH, headers=bearer(carol))
         assert full.status_code == 503 and full.headers["retry-after"]
@@ -122,13 +122,12 @@ def test_a_string_expiry_is_refused(store: Store, tmp_path: Path) -> None:
         assert "event: expired" in lines
 
 
-@pytest.mark.cluster_xfail("its watch streams did not open within 30 s (seen under load; not diagnosed)")
 def test_sigterm_ends_open_streams_with_a_reconnect_event_and_exits(store: Store, tmp_path: Path) -> None:
     """Issue 13: `jobreg api` never exited on SIGTERM while a watch stream was open."""
     with secured_stack(store, tmp_path) as stack:
         api = stack.procs[-1]
         user = token("alice", [new_uuid()])
-        stuck = raw_request(stack.url, watch_head(user), rcvbuf=4096)  # one that reads nothing
+        stuck = raw_request(stack.url, watch_head(stack, user), rcvbuf=4096)  # one that reads nothing
         with httpx.stream("GET", stack.url + WATCH, headers=bearer(user), timeout=30) as stream:
             lines = stream.iter_lines()
             assert next(lines) == "retry: 2000"
