@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from registry.ops.rebalance import on_source
 from tests.conftest import free_port
 
 START_TIMEOUT_S = 30.0
@@ -121,7 +122,7 @@ class LocalCluster:
             source_id, target_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (src, dst))
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-            moved, todo = 0, [k for k in first if _here(src, k)]
+            moved, todo = 0, [k for k in first if on_source(src, k)]
             while True:
                 if not todo:
                     todo = [k.decode() for k in src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)]
@@ -290,13 +291,3 @@ def add_masters(cluster: LocalCluster, n: int) -> list[Node]:
         # add-node refuses to run while the nodes disagree about the configuration: the next waits for this one.
         _wait(known, "every node knowing the new master", deadline)
     return new
-
-
-def _here(client: redis.Redis, key: str) -> bool:
-    """Whether a migrating slot's source still holds ``key`` (a key it does not hold gets ASK, not 0)."""
-    try:
-        return bool(client.exists(key))
-    except redis.ResponseError as exc:
-        if str(exc).startswith("ASK "):
-            return False
-        raise

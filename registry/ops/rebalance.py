@@ -131,7 +131,7 @@ class Cluster:
         src, dst = self.client(source.address), self.client(target.address)
         _cmd(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
         _cmd(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
-        moved, todo = 0, [k for k in first if _here(src, k)]
+        moved, todo = 0, [k for k in first if on_source(src, k)]
         while True:
             if not todo:
                 todo = [k.decode() for k in _cmd(src, "CLUSTER", "GETKEYSINSLOT", slot, batch)]
@@ -153,7 +153,7 @@ class Cluster:
             client.close()
 
 
-def _here(client: redis.Redis, key: str) -> bool:
+def on_source(client: redis.Redis, key: str) -> bool:
     """Whether ``key`` is on the migrating source (which answers ASK for a key it does not hold)."""
     try:
         return bool(client.exists(key))
