@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from registry.domain.model import Event, Status
 from registry.errors import InvalidEvent
 from registry.keys import Keys
-from registry.nodes import connect
+from registry.nodes import connect, open_route
 from registry.ops import children
 from registry.partition import Partitions
 from registry.query.executor import Executor
@@ -439,3 +439,23 @@ async def assert_partitions_match(
     listed = sum(counts[p * per] for p in range(partitions.count))
     totals = {s.value: sum(counts[p * per + 1 + k] for p in range(partitions.count)) for k, s in enumerate(Status)}
     return _compare(ref, got, totals, listed)
+
+
+async def until_partitions_match(
+    url: str, partitions: Partitions, ref: Reference, timeout_s: float, log: Path, **options: Any
+) -> None:
+    """Wait until the registry on ``url`` (any node of a cluster) equals ``ref`` (workers still applying);
+    past ``timeout_s`` the last mismatch is raised, after the tail of the workers' ``log``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        route = await open_route(url, partitions, **options)
+        try:
+            await assert_partitions_match(route.client(0), route.partitions, ref, route)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                print(log.read_text(errors="replace")[-5000:])
+                raise
+        finally:
+            await route.aclose()
+        await asyncio.sleep(0.5)

@@ -28,13 +28,12 @@ import pytest
 import redis
 
 from registry.errors import NotDurable
-from registry.nodes import open_route
 from registry.partition import Partitions
 from registry.store.partitions import CLUSTER_DEFAULT
 from registry.wire.publisher import Publisher, stream_for
 from tests.cluster import LocalCluster, Node, local_cluster, restart
 from tests.faults.conftest import need_redis_server, report
-from tests.harness import assert_partitions_match, spawn, stop
+from tests.harness import spawn, stop, until_partitions_match
 from tests.reference import Reference, make_traffic
 
 pytestmark = pytest.mark.slow
@@ -131,22 +130,6 @@ def _surviving(cluster: LocalCluster, prefix: str) -> list[dict[str, str]]:
         ]
 
 
-async def _applied(url: str, prefix: str, ref: Reference, timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        route = await open_route(url, Partitions(prefix, P), **OPTIONS)
-        try:
-            await assert_partitions_match(route.client(0), route.partitions, ref, route)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                print(log.read_text(errors="replace")[-5000:])
-                raise
-        finally:
-            await route.aclose()
-        await asyncio.sleep(0.5)
-
-
 def _worker(cluster: LocalCluster, prefix: str, log: Path) -> object:
     env = {**os.environ, "JOBREG_REDIS_URL": cluster.url, "JOBREG_PREFIX": prefix, "JOBREG_BLOCK_MS": "100"}
     return spawn(["worker"], {**env, "JOBREG_HOUSEKEEPING_INTERVAL_S": "1"}, log)
@@ -197,7 +180,7 @@ async def test_nothing_a_wait_publisher_saw_confirmed_is_lost(cluster: LocalClus
         ref = Reference()
         for entry in traffic:
             ref.add(entry)
-        await _applied(cluster.url, prefix, ref, 120, log)
+        await until_partitions_match(cluster.url, Partitions(prefix, P), ref, 120, log, **OPTIONS)
         report(
             "wait publishing through a failover",
             events=len(traffic),
@@ -236,7 +219,7 @@ async def test_without_wait_a_failover_loses_whole_events(cluster: LocalCluster,
         ref = Reference()
         for entry in surviving:
             ref.add(entry)
-        await _applied(cluster.url, prefix, ref, 120, log)
+        await until_partitions_match(cluster.url, Partitions(prefix, P), ref, 120, log, **OPTIONS)
         assert len(surviving) >= len(run.acked) - lost  # a lost entry is one the publisher saw acknowledged
         report(
             "no wait: acknowledged events a failover lost",

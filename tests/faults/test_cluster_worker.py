@@ -8,7 +8,6 @@ import asyncio
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -16,12 +15,11 @@ import pytest
 import redis
 
 from registry.keys import Keys
-from registry.nodes import open_route
 from registry.partition import Partitions
 from registry.store.partitions import CLUSTER_DEFAULT
 from tests.cluster import LocalCluster, local_cluster
 from tests.conftest import free_port
-from tests.harness import assert_partitions_match, healthy, spawn, stop, wait_for
+from tests.harness import healthy, spawn, stop, until_partitions_match, wait_for
 from tests.reference import Reference, make_traffic
 from workers.main import MAX_RESTART_BACKOFF_S
 
@@ -37,22 +35,6 @@ def _prefix_off_the_url_node(cluster: LocalCluster) -> str:
         prefix = f"f{os.urandom(3).hex()}"
         if cluster.node_of(Keys(prefix).partitions) is not cluster.nodes[0]:
             return prefix
-
-
-async def _applied(url: str, prefix: str, ref: Reference, timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        route = await open_route(url, Partitions(prefix, P))
-        try:
-            await assert_partitions_match(route.client(0), route.partitions, ref, route)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                print(log.read_text(errors="replace")[-5000:])
-                raise
-        finally:
-            await route.aclose()
-        await asyncio.sleep(0.5)
 
 
 def _listed(base: str) -> int | None:
@@ -94,7 +76,7 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
             with redis.RedisCluster.from_url(cluster.url) as client:
                 for entry in traffic[:half]:
                     client.xadd(keys.ingress, dict(entry))  # type: ignore[arg-type]
-            await _applied(cluster.url, prefix, before, 60, log)
+            await until_partitions_match(cluster.url, Partitions(prefix, P), before, 60, log)
             await asyncio.to_thread(wait_for, lambda: healthy(base), 30, "API up")
             assert _listed(base) == len(before.jobs())  # every partition answers (and the token key is read)
 
@@ -110,7 +92,7 @@ async def test_a_worker_follows_a_failover(tmp_path: Path) -> None:
             with redis.RedisCluster.from_url(cluster.url) as client:
                 for entry in traffic[half:]:
                     client.xadd(keys.ingress, dict(entry))  # type: ignore[arg-type]
-            await _applied(cluster.url, prefix, after, 90, log)
+            await until_partitions_match(cluster.url, Partitions(prefix, P), after, 90, log)
             # The API's follower re-reads the map every second here: the failed master's partitions answer again.
             await asyncio.to_thread(
                 wait_for, lambda: _listed(base) == len(after.jobs()), 30, "the API answering for every partition"
